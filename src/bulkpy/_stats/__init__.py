@@ -1,0 +1,1 @@
+"""The engines: numpy arrays in, numpy arrays out, vectorised over genes, no AnnData."""

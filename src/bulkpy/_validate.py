@@ -1,0 +1,129 @@
+"""Input checks shared by every adapter. Each raises a clear error and never mutates."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+from scipy import sparse
+
+
+def _is_sparse(x) -> bool:
+    return sparse.issparse(x)
+
+
+def check_adata(adata) -> None:
+    from anndata import AnnData
+
+    if not isinstance(adata, AnnData):
+        raise TypeError(f"expected an AnnData object, got {type(adata).__name__}")
+
+
+def get_matrix(adata, layer: str | None):
+    """Return ``adata.layers[layer]`` or ``adata.X`` (``layer=None``), raising with the available layers."""
+    check_adata(adata)
+    if layer is None:
+        if adata.X is None:
+            raise ValueError("adata.X is empty; pass layer= naming one of: " + _layers_list(adata))
+        return adata.X
+    if not isinstance(layer, str):
+        raise TypeError(f"layer must be a string or None, got {type(layer).__name__}")
+    if layer not in adata.layers:
+        raise KeyError(f"layer {layer!r} not found; available layers: {_layers_list(adata)} (or layer=None for X)")
+    return adata.layers[layer]
+
+
+def _layers_list(adata) -> str:
+    keys = list(adata.layers.keys())
+    return ", ".join(repr(k) for k in keys) if keys else "none"
+
+
+def dense(x) -> np.ndarray:
+    """A dense float64 copy-or-view of ``x``."""
+    if _is_sparse(x):
+        return np.asarray(x.toarray(), dtype=np.float64)
+    return np.asarray(x, dtype=np.float64)
+
+
+def check_counts(x, *, what: str = "counts", integer: bool = True, allow_sparse: bool = True) -> None:
+    """Raise if ``x`` holds negative, non-finite or (with ``integer``) non-integer values."""
+    data = x.data if _is_sparse(x) else np.asarray(x)
+    if _is_sparse(x) and not allow_sparse:
+        raise TypeError(f"{what} must be a dense array here")
+    if data.dtype.kind not in "biuf":
+        raise TypeError(f"{what} must be numeric, got dtype {data.dtype}")
+    if data.size == 0:
+        if (_is_sparse(x) and 0 in x.shape) or (not _is_sparse(x)):
+            raise ValueError(f"{what} are empty (shape {x.shape})")
+        return
+    if data.dtype.kind == "f":
+        bad = ~np.isfinite(data)
+        if bad.any():
+            raise ValueError(f"{what} contain {int(bad.sum())} non-finite values (NaN or inf); counts must be finite")
+    neg = data < 0
+    if neg.any():
+        raise ValueError(f"{what} contain {int(neg.sum())} negative values; counts must be >= 0")
+    if integer and data.dtype.kind == "f":
+        frac = data != np.round(data)
+        if frac.any():
+            hint = ""
+            if data.max() < 50:
+                hint = " The values look log-transformed; pass the layer that holds raw counts."
+            raise ValueError(
+                f"{what} contain {int(frac.sum())} non-integer values; a count model needs integer counts "
+                "(round estimated counts, e.g. from salmon, or use counts_from_abundance)." + hint
+            )
+
+
+def check_unique_names(adata) -> None:
+    for axis, names in (("sample (obs)", adata.obs_names), ("gene (var)", adata.var_names)):
+        if not names.is_unique:
+            dup = names[names.duplicated()].unique()[:10].tolist()
+            raise ValueError(
+                f"duplicated {axis} names, e.g. {dup}; make them unique (e.g. adata.{'obs' if 'obs' in axis else 'var'}_names_make_unique())"
+            )
+
+
+def obs_column(adata, key: str, *, what: str = "column") -> pd.Series:
+    """Return ``adata.obs[key]``, raising with the existing columns."""
+    if not isinstance(key, str):
+        raise TypeError(f"{what} must be the name of an obs column (a string), got {type(key).__name__}")
+    if key not in adata.obs.columns:
+        raise KeyError(f"{what} {key!r} is not a column of adata.obs; columns are: {list(adata.obs.columns)}")
+    return adata.obs[key]
+
+
+def var_column(adata, key: str, *, what: str = "column") -> pd.Series:
+    if not isinstance(key, str):
+        raise TypeError(f"{what} must be the name of a var column (a string), got {type(key).__name__}")
+    if key not in adata.var.columns:
+        raise KeyError(f"{what} {key!r} is not a column of adata.var; columns are: {list(adata.var.columns)}")
+    return adata.var[key]
+
+
+def check_choice(value, choices: Sequence[str], name: str) -> str:
+    if value not in choices:
+        raise ValueError(f"{name}={value!r} is not supported; choose one of {list(choices)}")
+    return value
+
+
+def check_positive(value, name: str, *, allow_zero: bool = False) -> float:
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        raise TypeError(f"{name} must be a number, got {value!r}") from None
+    if not np.isfinite(v) or v < 0 or (v == 0 and not allow_zero):
+        raise ValueError(f"{name} must be {'>= 0' if allow_zero else '> 0'}, got {value!r}")
+    return v
+
+
+def looks_logged(x) -> bool:
+    """Heuristic: a matrix of non-integers with a small maximum is likely log-scale."""
+    data = x.data if _is_sparse(x) else np.asarray(x)
+    if data.size == 0 or data.dtype.kind not in "f":
+        return False
+    finite = data[np.isfinite(data)]
+    if finite.size == 0:
+        return False
+    return bool((finite < 0).any() or (finite.max() < 30 and (finite != np.round(finite)).mean() > 0.5))

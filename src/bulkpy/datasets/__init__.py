@@ -1,0 +1,5 @@
+"""Real example data bundled with bulkpy (no network needed)."""
+
+from ._counts import airway, pasilla
+
+__all__ = ["airway", "pasilla"]

@@ -1,0 +1,3 @@
+"""Tidy DataFrames out of an AnnData analysed with bulkpy."""
+
+__all__: list[str] = []

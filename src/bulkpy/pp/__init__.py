@@ -1,0 +1,3 @@
+"""Preprocessing: QC, filtering, pseudobulk, gene annotation, normalisation."""
+
+__all__: list[str] = []

@@ -1,0 +1,3 @@
+"""Tools: differential expression, enrichment, machine learning."""
+
+__all__: list[str] = []
