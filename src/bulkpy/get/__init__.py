@@ -1,3 +1,5 @@
-"""Tidy DataFrames out of an AnnData analysed with bulkpy."""
+"""Tidy DataFrames out of an AnnData analysed with bulkpy (pure: nothing is written)."""
 
-__all__: list[str] = []
+from ._samples import pca, sample_qc
+
+__all__ = ["pca", "sample_qc"]

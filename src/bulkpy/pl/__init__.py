@@ -1,3 +1,5 @@
-"""Plots. Each takes ``ax=``, returns the Axes (or Figure), never shows or saves."""
+"""Plots. Each takes ``ax=`` (or returns a multi-panel Figure), returns what it drew, never shows or saves."""
 
-__all__: list[str] = []
+from ._samples import pca, qc
+
+__all__ = ["pca", "qc"]

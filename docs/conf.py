@@ -1,0 +1,28 @@
+"""Sphinx configuration for the bulkpy documentation (myst markdown + autosummary API reference)."""
+
+import bulkpy
+
+project = "bulkpy"
+author = "bulkpy developers"
+release = bulkpy.__version__
+version = bulkpy.__version__
+
+extensions = [
+    "myst_parser",
+    "sphinx.ext.autodoc",
+    "sphinx.ext.autosummary",
+    "sphinx.ext.napoleon",
+    "sphinx.ext.intersphinx",
+]
+autosummary_generate = True
+autodoc_typehints = "signature"
+napoleon_numpy_docstring = True
+napoleon_google_docstring = False
+napoleon_use_rtype = False
+myst_enable_extensions = ["colon_fence", "deflist"]
+source_suffix = {".md": "markdown", ".rst": "restructuredtext"}
+exclude_patterns = ["_build", "api/generated/*.md"]
+templates_path = []
+html_theme = "alabaster"
+intersphinx_mapping = {}
+nitpicky = False
