@@ -104,18 +104,15 @@ def h5ad_safe_frame(df: pd.DataFrame) -> pd.DataFrame:
 
 def versions() -> dict[str, str]:
     """Versions of bulkpy and the libraries that shape its results."""
-    import anndata
-    import scipy
+    from importlib.metadata import PackageNotFoundError, version
 
-    from . import __version__
-
-    return {
-        "bulkpy": __version__,
-        "anndata": anndata.__version__,
-        "numpy": np.__version__,
-        "scipy": scipy.__version__,
-        "pandas": pd.__version__,
-    }
+    out = {}
+    for pkg in ("bulkpy", "anndata", "numpy", "scipy", "pandas"):
+        try:
+            out[pkg] = version(pkg)
+        except PackageNotFoundError:  # pragma: no cover - running from a source tree
+            out[pkg] = "unknown"
+    return out
 
 
 def write_params(adata, key: str, params: Mapping[str, Any], **extra: Any) -> None:
@@ -132,3 +129,35 @@ def write_params(adata, key: str, params: Mapping[str, Any], **extra: Any) -> No
     for k, v in extra.items():
         entry[check_key(k)] = h5ad_safe(v)
     adata.uns[key] = entry
+
+
+#: Columns every differential-expression table has, whatever the method.
+DE_COLUMNS = ("log2FoldChange", "stat", "pvalue", "padj")
+
+
+def de_varm_key(key: str, contrast: str) -> str:
+    """The ``varm`` key of one contrast's result table: ``f"{key}_{contrast}"``."""
+    return f"{check_key(key)}_{check_key(contrast, 'contrast name')}"
+
+
+def write_de(adata, key: str, results: Mapping[str, pd.DataFrame], params: Mapping[str, Any], **extra: Any) -> None:
+    """Store differential expression results: one flat table per contrast in
+    ``varm[f"{key}_{contrast}"]`` (so it follows gene subsetting), the list of contrasts and the
+    parameters in ``uns[key]``. Tables must be indexed like ``adata.var_names`` and carry at least
+    :data:`DE_COLUMNS`. Earlier contrasts stored under the same key are removed first."""
+    check_key(key)
+    for name, df in results.items():
+        check_key(name, "contrast name")
+        missing = [c for c in DE_COLUMNS if c not in df.columns]
+        if missing:
+            raise ValueError(f"result table for {name!r} lacks columns {missing}")
+        if not df.index.equals(adata.var_names):
+            raise ValueError(f"result table for {name!r} is not indexed by adata.var_names")
+    old = adata.uns.get(key)
+    if isinstance(old, Mapping) and "contrasts" in old:
+        for c in np.atleast_1d(old["contrasts"]):
+            adata.varm.pop(de_varm_key(key, str(c)), None)
+    for name, df in results.items():
+        adata.varm[de_varm_key(key, name)] = h5ad_safe_frame(df)
+    adata.uns.pop(key, None)
+    write_params(adata, key, params, contrasts=list(results), **extra)
