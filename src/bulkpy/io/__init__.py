@@ -1,5 +1,6 @@
 """Reading the formats people have: counts tables, transcript quantifications, gene set files."""
 
 from ._counts import read_counts
+from ._gmt import read_gmt, write_gmt
 
-__all__ = ["read_counts"]
+__all__ = ["read_counts", "read_gmt", "write_gmt"]

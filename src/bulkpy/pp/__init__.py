@@ -1,3 +1,5 @@
 """Preprocessing: QC, filtering, pseudobulk, gene annotation, normalisation."""
 
-__all__: list[str] = []
+from ._annotate import annotate_genes
+
+__all__ = ["annotate_genes"]

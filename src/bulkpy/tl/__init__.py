@@ -1,3 +1,3 @@
 """Tools: differential expression, enrichment, machine learning."""
 
-__all__: list[str] = []
+__all__ = []
