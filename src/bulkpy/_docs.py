@@ -15,14 +15,27 @@ copy
     Return a modified copy instead of writing into ``adata``."""
 
 doc_copy_returns = """\
-    ``None`` when ``copy=False`` (``adata`` is modified in place), else the modified copy."""
+``None`` when ``copy=False`` (``adata`` is modified in place), else the modified copy."""
 
 
 def doc_params(**kwds):
-    """Substitute the shared parameter text into a docstring's ``{name}`` fields."""
+    """Substitute the shared parameter text into a docstring's ``{name}`` fields.
+
+    Continuation lines of the substituted text are indented like the line holding the field, so the
+    shared text can be written flush-left once and used at any indentation.
+    """
+    import re
 
     def dec(obj):
-        obj.__doc__ = obj.__doc__.format(**kwds) if obj.__doc__ else obj.__doc__
+        doc = obj.__doc__
+        if not doc:
+            return obj
+        fields = {}
+        for name, text in kwds.items():
+            m = re.search(rf"^([ \t]*)\{{{name}\}}", doc, re.M)
+            pad = m.group(1) if m else ""
+            fields[name] = text.replace("\n", "\n" + pad)
+        obj.__doc__ = doc.format(**fields)
         return obj
 
     return dec
