@@ -9,6 +9,7 @@ reads back the same.
 from __future__ import annotations
 
 import datetime as _dt
+import functools
 from collections.abc import Mapping
 from typing import Any
 
@@ -102,8 +103,9 @@ def h5ad_safe_frame(df: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
-def versions() -> dict[str, str]:
-    """Versions of bulkpy and the libraries that shape its results."""
+@functools.lru_cache(maxsize=1)
+def _versions() -> tuple[tuple[str, str], ...]:
+    """Versions of bulkpy and the libraries that shape its results (read once per process)."""
     from importlib.metadata import PackageNotFoundError, version
 
     out = {}
@@ -112,7 +114,12 @@ def versions() -> dict[str, str]:
             out[pkg] = version(pkg)
         except PackageNotFoundError:  # pragma: no cover - running from a source tree
             out[pkg] = "unknown"
-    return out
+    return tuple(out.items())
+
+
+def versions() -> dict[str, str]:
+    """Versions of bulkpy and the libraries that shape its results."""
+    return dict(_versions())
 
 
 def write_params(adata, key: str, params: Mapping[str, Any], **extra: Any) -> None:

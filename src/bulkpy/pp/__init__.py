@@ -2,6 +2,7 @@
 
 from ._annotate import annotate_genes
 from ._filter import filter_by_expr
+from ._normalize import norm_factors, normalize, quantile_normalize, size_factors, zscore
 from ._qc import qc_metrics
 
-__all__ = ["annotate_genes", "filter_by_expr", "qc_metrics"]
+__all__ = ["annotate_genes", "filter_by_expr", "norm_factors", "normalize", "quantile_normalize", "size_factors", "zscore", "qc_metrics"]

@@ -1,0 +1,384 @@
+"""Library-size normalisation and expression transforms (edgeR, preprocessCore semantics).
+
+Arrays are samples × genes, like ``AnnData.X``. Nothing here knows about AnnData.
+
+* :func:`calc_norm_factors` — edgeR's ``calcNormFactors`` (TMM, TMMwsp, RLE, upper quartile);
+* :func:`cpm` — edgeR's ``cpm`` including the library-size-scaled prior of ``log=TRUE``;
+* :func:`tpm` — transcripts per million from counts and (effective) lengths;
+* :func:`quantile_normalize` — preprocessCore's ``normalize.quantiles`` (its tie and NA rules);
+* :func:`zscore` — per gene across samples.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy.stats import rankdata
+
+NORM_FACTOR_METHODS = ("TMM", "TMMwsp", "RLE", "upperquartile", "none")
+
+_LN_MILLION = np.log(1e6)
+_LN_TWO = np.log(2.0)
+
+
+# --------------------------------------------------------------------------------------------
+# edgeR calcNormFactors
+# --------------------------------------------------------------------------------------------
+
+
+def _average_ranks(x: np.ndarray) -> np.ndarray:
+    """Ranks within each row with ties averaged (R's ``rank``), for rows without NaN."""
+    order = np.argsort(x, axis=1)
+    xs = np.take_along_axis(x, order, axis=1)
+    g = xs.shape[1]
+    pos = np.arange(g)
+    new = np.ones(xs.shape, dtype=bool)
+    new[:, 1:] = xs[:, 1:] != xs[:, :-1]
+    last = np.ones(xs.shape, dtype=bool)
+    last[:, :-1] = new[:, 1:]
+    start = np.maximum.accumulate(np.where(new, pos, 0), axis=1)
+    end = np.minimum.accumulate(np.where(last, pos, g - 1)[:, ::-1], axis=1)[:, ::-1]
+    ranks = np.empty(xs.shape, dtype=np.float64)
+    np.put_along_axis(ranks, order, (start + end) / 2.0 + 1.0, axis=1)
+    return ranks
+
+
+def _upper_quantile(x: np.ndarray, lib_size: np.ndarray, p: float) -> np.ndarray:
+    """``quantile(x[j, ], p) / lib_size[j]`` per sample (R's type 7 = numpy's linear)."""
+    return np.quantile(x, p, axis=1) / lib_size
+
+
+def _rle(x: np.ndarray, lib_size: np.ndarray) -> np.ndarray:
+    """Median ratio to the per-gene geometric mean over genes without zeros, over library size."""
+    with np.errstate(divide="ignore"):
+        gm = np.exp(np.log(x).mean(axis=0))
+    use = gm > 0
+    if not use.any():
+        raise ValueError(
+            "every gene has a zero count in at least one sample, so the RLE factors can not be computed; "
+            "use method='TMM' or 'TMMwsp'"
+        )
+    return np.median(x[:, use] / gm[use], axis=1) / lib_size
+
+
+def _tmm(
+    x: np.ndarray,
+    lib_size: np.ndarray,
+    ref: int,
+    *,
+    logratio_trim: float,
+    sum_trim: float,
+    do_weighting: bool,
+    a_cutoff: float,
+) -> np.ndarray:
+    """TMM factor of every sample against sample ``ref``, vectorised over samples.
+
+    As edgeR's ``.calcFactorTMM``: log ratios M and average log expression A of the genes where
+    both are finite (and A > ``a_cutoff``), ranked with average ties; genes whose M rank lies in
+    ``[floor(n * logratio_trim) + 1, n - floor(n * logratio_trim)]`` and A rank likewise with
+    ``sum_trim`` are kept and their M averaged with inverse asymptotic variance weights.
+    """
+    obs = x
+    refc = x[ref][None, :]
+    n_obs = lib_size[:, None]
+    n_ref = lib_size[ref]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        log_r = np.log2((obs / n_obs) / (refc / n_ref))
+        abs_e = (np.log2(obs / n_obs) + np.log2(refc / n_ref)) / 2
+        v = (n_obs - obs) / n_obs / obs + (n_ref - refc) / n_ref / refc
+    fin = np.isfinite(log_r) & np.isfinite(abs_e) & (abs_e > a_cutoff)
+    log_r = np.where(fin, log_r, np.nan)
+    abs_e = np.where(fin, abs_e, np.nan)
+    n = fin.sum(axis=1)
+
+    lo_l = np.floor(n * logratio_trim) + 1
+    hi_l = n + 1 - lo_l
+    lo_s = np.floor(n * sum_trim) + 1
+    hi_s = n + 1 - lo_s
+    # genes left out sort last as +inf, so the ranks of the others are their ranks among themselves
+    rank_r = _average_ranks(np.where(fin, log_r, np.inf))
+    rank_e = _average_ranks(np.where(fin, abs_e, np.inf))
+    with np.errstate(invalid="ignore"):
+        keep = (
+            (rank_r >= lo_l[:, None]) & (rank_r <= hi_l[:, None]) & (rank_e >= lo_s[:, None]) & (rank_e <= hi_s[:, None])
+        )
+    keep &= fin
+    with np.errstate(invalid="ignore", divide="ignore"):
+        if do_weighting:
+            # na.rm=TRUE in edgeR: a gene whose variance is NaN drops out of both sums
+            ok = keep & np.isfinite(v)
+            vk = np.where(ok, v, 1.0)
+            f = np.where(ok, log_r / vk, 0.0).sum(axis=1) / np.where(ok, 1.0 / vk, 0.0).sum(axis=1)
+        else:
+            f = np.where(keep, log_r, 0.0).sum(axis=1) / keep.sum(axis=1)
+    f = np.where(np.isnan(f), 0.0, f)  # no shared positive genes: factor 1
+    # "if(max(abs(logR)) < 1e-6) return(1)"; a sample with no finite log ratio errors in edgeR
+    absmax = np.nanmax(np.abs(np.where(fin, log_r, 0.0)), axis=1, initial=0.0)
+    f = np.where(absmax < 1e-6, 0.0, f)
+    return 2.0**f
+
+
+def _tmmwsp_one(
+    obs: np.ndarray,
+    ref: np.ndarray,
+    lib_obs: float,
+    lib_ref: float,
+    *,
+    logratio_trim: float,
+    sum_trim: float,
+    do_weighting: bool,
+) -> float:
+    """edgeR's ``.calcFactorTMMwsp`` for one sample: TMM with singleton positive counts paired."""
+    eps = 1e-14
+    pos_obs = obs > eps
+    pos_ref = ref > eps
+    npos = 2 * pos_obs.astype(np.int64) + pos_ref.astype(np.int64)
+    keep0 = npos != 0
+    obs, ref, npos = obs[keep0], ref[keep0], npos[keep0]
+
+    zero_obs = npos == 1
+    zero_ref = npos == 2
+    k = zero_obs | zero_ref
+    n_singles = min(int(zero_obs.sum()), int(zero_ref.sum()))
+    if n_singles > 0:
+        refk = np.sort(ref[k])[::-1][:n_singles]
+        obsk = np.sort(obs[k])[::-1][:n_singles]
+        obs = np.concatenate([obs[~k], obsk])
+        ref = np.concatenate([ref[~k], refk])
+    else:
+        obs = obs[~k]
+        ref = ref[~k]
+    n = obs.size
+    if n == 0:
+        return 1.0
+    obs_p = obs / lib_obs
+    ref_p = ref / lib_ref
+    m = np.log2(obs_p / ref_p)
+    a = 0.5 * np.log2(obs_p * ref_p)
+    if np.max(np.abs(m)) < 1e-6:
+        return 1.0
+    m_shrunk = np.log2(((obs + 0.5) / (lib_obs + 0.5)) / ((ref + 0.5) / (lib_ref + 0.5)))
+    o_m = np.lexsort((m_shrunk, m))  # order(M, M.shrunk): stable, M first
+    o_a = np.argsort(a, kind="stable")
+    lo_m = int(n * logratio_trim) + 1
+    hi_m = n + 1 - lo_m
+    keep_m = np.zeros(n, dtype=bool)
+    keep_m[o_m[lo_m - 1 : hi_m]] = True
+    lo_a = int(n * sum_trim) + 1
+    hi_a = n + 1 - lo_a
+    keep_a = np.zeros(n, dtype=bool)
+    keep_a[o_a[lo_a - 1 : hi_a]] = True
+    keep = keep_m & keep_a
+    m = m[keep]
+    if do_weighting:
+        op = obs_p[keep]
+        rp = ref_p[keep]
+        v = (1 - op) / op / lib_obs + (1 - rp) / rp / lib_ref
+        w = (1 + 1e-6) / (v + 1e-6)
+        tmm = np.sum(w * m) / np.sum(w)
+    else:
+        tmm = np.mean(m)
+    return float(2.0**tmm)
+
+
+def choose_ref_column(x: np.ndarray, lib_size: np.ndarray, method: str) -> int:
+    """edgeR's default reference sample (``x`` without all-zero genes).
+
+    TMM: the sample whose upper-quartile factor is closest to the mean of them (or, when the
+    median of those is below 1e-20, the sample with the largest sum of square-root counts, which is
+    TMMwsp's choice).
+    """
+    if method == "TMM":
+        f75 = _upper_quantile(x, lib_size, 0.75)
+        if np.median(f75) >= 1e-20:
+            return int(np.argmin(np.abs(f75 - np.mean(f75))))
+    return int(np.argmax(np.sqrt(x).sum(axis=1)))
+
+
+def calc_norm_factors(
+    counts: np.ndarray,
+    *,
+    lib_size: np.ndarray | None = None,
+    method: str = "TMM",
+    ref_column: int | None = None,
+    logratio_trim: float = 0.3,
+    sum_trim: float = 0.05,
+    do_weighting: bool = True,
+    a_cutoff: float = -1e10,
+    p: float = 0.75,
+) -> tuple[np.ndarray, dict]:
+    """edgeR ``calcNormFactors`` (3.40): normalisation factors that multiply to one.
+
+    ``counts`` is samples × genes; ``lib_size`` defaults to the per-sample totals. Genes with no
+    positive count are removed first; with no genes left or a single sample the factors are 1.
+    Returns the factors and a dict with the reference sample index used (``-1`` if none).
+    """
+    x = np.asarray(counts, dtype=np.float64)
+    if x.ndim != 2:
+        raise ValueError(f"counts must be a 2-d samples x genes array, got shape {x.shape}")
+    if method not in NORM_FACTOR_METHODS:
+        raise ValueError(f"method={method!r} is not supported; choose one of {list(NORM_FACTOR_METHODS)}")
+    nsamples = x.shape[0]
+    lib = x.sum(axis=1) if lib_size is None else np.asarray(lib_size, dtype=np.float64)
+    if lib.shape != (nsamples,):
+        raise ValueError(f"lib_size must have one value per sample ({nsamples}), got shape {lib.shape}")
+    x = x[:, (x > 0).any(axis=0)]
+    if x.shape[1] == 0 or nsamples == 1:
+        method = "none"
+    info = {"ref_column": -1}
+    if method == "TMM" or method == "TMMwsp":
+        ref = choose_ref_column(x, lib, method) if ref_column is None else int(ref_column)
+        if not 0 <= ref < nsamples:
+            raise ValueError(f"ref_column must be a sample index in [0, {nsamples - 1}], got {ref_column!r}")
+        info["ref_column"] = ref
+        kw = {"logratio_trim": logratio_trim, "sum_trim": sum_trim, "do_weighting": do_weighting}
+        if method == "TMM":
+            f = _tmm(x, lib, ref, a_cutoff=a_cutoff, **kw)
+        else:
+            f = np.array([_tmmwsp_one(x[i], x[ref], lib[i], lib[ref], **kw) for i in range(nsamples)])
+    elif method == "RLE":
+        f = _rle(x, lib)
+    elif method == "upperquartile":
+        f = _upper_quantile(x, lib, p)
+        if np.min(f) == 0:
+            zero = np.flatnonzero(f == 0).tolist()
+            raise ValueError(
+                f"the {p} quantile of the counts is zero in samples {zero[:10]}, so upper-quartile factors are "
+                "undefined; use a larger p or method='TMM' / 'TMMwsp'"
+            )
+    else:
+        f = np.ones(nsamples)
+    f = f / np.exp(np.mean(np.log(f)))
+    return f, info
+
+
+# --------------------------------------------------------------------------------------------
+# CPM / TPM
+# --------------------------------------------------------------------------------------------
+
+
+def cpm(counts: np.ndarray, lib_size: np.ndarray, *, log: bool = False, prior_count: float = 2.0) -> np.ndarray:
+    """edgeR's ``cpm.default`` with effective library sizes ``lib_size`` (per sample).
+
+    With ``log=True`` each sample gets the prior ``prior_count * lib_size / mean(lib_size)`` added
+    to its counts and twice that added to its library size before ``log2``.
+    """
+    y = np.asarray(counts, dtype=np.float64)
+    lib = np.asarray(lib_size, dtype=np.float64)
+    if not np.all(np.isfinite(lib)) or np.any(lib <= 0):
+        raise ValueError("library sizes must be finite and positive")
+    if not log:
+        return y * (1e6 / lib)[:, None]
+    prior = prior_count * lib / np.mean(lib)
+    lib_adj = np.log(lib + 2 * prior)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        val = y + prior[:, None]
+        out = (np.log(val) - lib_adj[:, None] + _LN_MILLION) / _LN_TWO
+    return np.where(val > 0, out, np.nan)
+
+
+def tpm(counts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+    """Transcripts per million: ``counts / length`` scaled to sum to one million per sample.
+
+    ``lengths`` is samples × genes or one length per gene (broadcast).
+    """
+    y = np.asarray(counts, dtype=np.float64)
+    rate = y / np.asarray(lengths, dtype=np.float64)
+    tot = rate.sum(axis=1, keepdims=True)
+    if np.any(tot <= 0):
+        raise ValueError("a sample has no counts, so its TPM is undefined")
+    return rate / tot * 1e6
+
+
+# --------------------------------------------------------------------------------------------
+# quantile normalisation (preprocessCore normalize.quantiles)
+# --------------------------------------------------------------------------------------------
+
+
+def _interp_index(pos: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """preprocessCore's fractional position rule: ``1 + (n - 1) * pos`` split into a 1-based
+    index and a fraction, fractions within 4 machine epsilons of an integer set to zero."""
+    eps4 = 4 * np.finfo(np.float64).eps
+    d = 1.0 + (n - 1.0) * pos
+    fl = np.floor(d + eps4)
+    frac = d - fl
+    frac = np.where(np.abs(frac) <= eps4, 0.0, frac)
+    return fl.astype(np.int64), frac
+
+
+def _interp_values(sorted_vals: np.ndarray, idx: np.ndarray, frac: np.ndarray, limit: int) -> np.ndarray:
+    """Value at 1-based ``idx + frac`` of ``sorted_vals`` with preprocessCore's edge rules."""
+    n_vals = sorted_vals.size
+    out = np.empty(idx.shape, dtype=np.float64)
+    exact = frac == 0.0
+    out[exact] = sorted_vals[idx[exact] - 1]
+    one = frac == 1.0
+    out[one] = sorted_vals[idx[one]]
+    mid = ~exact & ~one
+    i = idx[mid]
+    f = frac[mid]
+    inner = (i < limit) & (i > 0)
+    res = np.empty(i.shape, dtype=np.float64)
+    res[inner] = (1.0 - f[inner]) * sorted_vals[i[inner] - 1] + f[inner] * sorted_vals[i[inner]]
+    res[i >= limit] = sorted_vals[n_vals - 1]
+    res[i <= 0] = sorted_vals[0]
+    out[mid] = res
+    return out
+
+
+def quantile_normalize(x: np.ndarray) -> np.ndarray:
+    """preprocessCore 1.60 ``normalize.quantiles`` applied to the samples (rows) of ``x``.
+
+    The target distribution is the mean over samples of each sample's sorted values. Each value is
+    replaced by the target at its rank; tied values have an average rank, and a rank ending in .5
+    takes the mean of the two neighbouring targets (preprocessCore's rule). ``NaN`` is treated as
+    R's ``NA``: such samples contribute a linearly interpolated sorted distribution to the target,
+    are mapped by interpolated quantiles, and keep their ``NaN``.
+    """
+    x = np.asarray(x, dtype=np.float64)
+    ns, ng = x.shape
+    nan = np.isnan(x)
+    has_na = nan.any(axis=1)
+    n_ok = (~nan).sum(axis=1)
+    if np.any(has_na & (n_ok < 2)):
+        bad = np.flatnonzero(has_na & (n_ok < 2)).tolist()
+        raise ValueError(f"samples {bad[:10]} have fewer than two non-missing values; quantile normalisation needs more")
+
+    # target distribution
+    sorted_rows = np.sort(x, axis=1)  # NaN sorted last
+    acc = np.zeros(ng)
+    full = ~has_na
+    if full.any():
+        acc += (sorted_rows[full] / ns).sum(axis=0) if ns else 0.0
+    for j in np.flatnonzero(has_na):
+        vals = sorted_rows[j, : n_ok[j]]
+        idx, frac = _interp_index(np.arange(ng) / (ng - 1.0), n_ok[j])
+        acc += _interp_values(vals, idx, frac, ng) / ns
+    target = acc
+
+    out = np.empty_like(x)
+    if full.any():
+        ranks = rankdata(x[full], axis=1)  # average ranks, as R / preprocessCore
+        fl = np.floor(ranks).astype(np.int64)
+        half = (ranks - fl) > 0.4
+        lo = target[fl - 1]
+        hi = target[np.minimum(fl, ng - 1)]
+        out[full] = np.where(half, 0.5 * (lo + hi), lo)
+    for j in np.flatnonzero(has_na):
+        ok = ~nan[j]
+        r = rankdata(x[j, ok])
+        idx, frac = _interp_index((r - 1.0) / (n_ok[j] - 1.0), ng)
+        row = np.full(ng, np.nan)
+        row[ok] = _interp_values(target, idx, frac, ng)
+        out[j] = row
+    return out
+
+
+def zscore(x: np.ndarray) -> np.ndarray:
+    """Centre and scale each gene (column) across samples: ``(x - mean) / sd`` with the n - 1
+    standard deviation (R's ``scale``); genes with zero variance get 0."""
+    x = np.asarray(x, dtype=np.float64)
+    mu = x.mean(axis=0)
+    sd = x.std(axis=0, ddof=1) if x.shape[0] > 1 else np.zeros(x.shape[1])
+    with np.errstate(invalid="ignore", divide="ignore"):
+        z = (x - mu) / sd
+    return np.where(sd > 0, z, 0.0)
