@@ -1,5 +1,8 @@
 """Sphinx configuration for the bulkpy documentation (myst markdown + autosummary API reference)."""
 
+import runpy
+from pathlib import Path
+
 import bulkpy
 
 project = "bulkpy"
@@ -26,3 +29,7 @@ templates_path = []
 html_theme = "alabaster"
 intersphinx_mapping = {}
 nitpicky = False
+
+# the plot gallery (gallery.md) shows pictures drawn now by _gallery.py, from the code it shows;
+# they go to _static/gallery/ (not committed)
+runpy.run_path(str(Path(__file__).resolve().parent / "_gallery.py"), run_name="bulkpy_gallery")["main"]()

@@ -1,5 +1,8 @@
 """Plots. Each takes ``ax=`` (or returns a multi-panel Figure), returns what it drew, never shows or saves."""
 
+from ._de import ma, volcano
+from ._diagnostics import pvalue_hist, rle, sample_distances
+from ._expression import expression, heatmap
 from ._samples import pca, qc
 
-__all__ = ["pca", "qc"]
+__all__ = ["ma", "volcano", "pvalue_hist", "rle", "sample_distances", "expression", "heatmap", "pca", "qc"]
