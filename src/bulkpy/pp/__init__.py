@@ -6,5 +6,6 @@ from ._filter import filter_by_expr
 from ._normalize import norm_factors, normalize, quantile_normalize, size_factors, zscore
 from ._pseudobulk import pseudobulk
 from ._qc import qc_metrics
+from ._vst import vst
 
-__all__ = ["annotate_genes", "combat", "combat_seq", "filter_by_expr", "norm_factors", "normalize", "quantile_normalize", "size_factors", "zscore", "pseudobulk", "qc_metrics"]
+__all__ = ["annotate_genes", "combat", "combat_seq", "filter_by_expr", "norm_factors", "normalize", "quantile_normalize", "size_factors", "zscore", "pseudobulk", "qc_metrics", "vst"]

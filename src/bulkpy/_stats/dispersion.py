@@ -1,0 +1,743 @@
+"""DESeq2's dispersion estimation, vectorised over genes.
+
+Arrays are samples × genes (``AnnData.X``) at the interface. The steps follow DESeq2 1.38:
+
+1. :func:`estimate_gene_dispersions` (``estimateDispersionsGeneEst``): rough starting values
+   (the smaller of ``roughDispEstimate`` and the method-of-moments estimate), means from the NB
+   GLM (or from a linear model when the design is one-way), then per gene the Cox-Reid adjusted
+   profile likelihood maximised over log(alpha) by DESeq2's Armijo line search, with DESeq2's
+   rules for moves that do not increase the likelihood and a grid search for genes that did not
+   converge;
+2. :func:`fit_dispersion_trend` (``estimateDispersionsFit``): ``parametric``
+   (``asymptDisp + extraPois / mean`` by an iteratively reweighted Gamma-family GLM with outlier
+   removal; on failure a warning and the ``local`` fit, as DESeq2), ``local`` (locfit's local
+   quadratic on log scale, see :mod:`bulkpy._stats.locfit`) or ``mean`` (trimmed mean);
+3. :func:`dispersion_prior_variance` (``estimateDispersionsPriorVar``);
+4. :func:`estimate_map_dispersions` (``estimateDispersionsMAP``): maximum a posteriori
+   dispersions under a log-normal prior centred on the trend, gene-wise estimates kept for
+   dispersion outliers.
+
+:func:`estimate_dispersions` runs all four. Steps 1 and 4 are per gene (any block of genes gives
+the same answers, given the same trend and prior variance); steps 2 and 3 need all genes.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from scipy.special import polygamma
+
+from ._nbkernels import fit_disp_grid_kernel, fit_disp_kernel
+from .locfit import LocalQuadraticFit
+from .nbinom import fit_nb_glm, norm_factor_matrix
+
+FIT_TYPES = ("parametric", "local", "mean")
+
+
+# ----------------------------------------------------------------------------------------------
+# small helpers
+# ----------------------------------------------------------------------------------------------
+def _gene_major(counts) -> np.ndarray:
+    return np.ascontiguousarray(np.asarray(counts, dtype=np.float64).T)
+
+
+def _check_design(X: np.ndarray, n: int) -> np.ndarray:
+    X = np.asarray(X, dtype=np.float64)
+    if X.ndim != 2 or X.shape[0] != n:
+        raise ValueError(f"design must be a samples × coefficients matrix with {n} rows, got shape {X.shape}")
+    if np.linalg.matrix_rank(X) < X.shape[1]:
+        raise ValueError("the design matrix is not of full column rank; remove redundant or all-zero columns")
+    if X.shape[0] == X.shape[1]:
+        raise ValueError(
+            "the number of samples equals the number of coefficients: there are no replicates "
+            "to estimate the dispersion; use a design with fewer coefficients"
+        )
+    return X
+
+
+def linear_model_mu(y: np.ndarray, X: np.ndarray) -> np.ndarray:
+    """Least-squares fitted values of each row of ``y`` (genes × samples) on ``X``, computed as
+    DESeq2's ``linearModelMu`` does, ``(y Q) (X R^-1)'``, so that rounding matches R's."""
+    q, r = np.linalg.qr(X)
+    return (y @ q) @ (X @ np.linalg.inv(r)).T
+
+
+def rough_dispersion(norm_counts: np.ndarray, X: np.ndarray) -> np.ndarray:
+    """DESeq2's ``roughDispEstimate`` for genes × samples normalised counts."""
+    m, p = X.shape
+    mu = np.maximum(linear_model_mu(norm_counts, X), 1.0)
+    est = (((norm_counts - mu) ** 2 - mu) / mu**2).sum(axis=1) / (m - p)
+    return np.maximum(est, 0.0)
+
+
+def moments_dispersion(base_mean: np.ndarray, base_var: np.ndarray, xim: float) -> np.ndarray:
+    """DESeq2's ``momentsDispEstimate``: ``(var - xim * mean) / mean^2``."""
+    return (base_var - xim * base_mean) / base_mean**2
+
+
+def _xim(sf: np.ndarray | None, nf_gm: np.ndarray | None) -> float:
+    if nf_gm is not None:
+        # DESeq2: mean(1 / colMeans(normalizationFactors)) -- per-sample means over genes
+        return float(np.mean(1.0 / nf_gm.mean(axis=0)))
+    return float(np.mean(1.0 / sf))
+
+
+def _model_matrix_groups(X: np.ndarray) -> int:
+    return len({tuple(row) for row in np.asarray(X).tolist()})
+
+
+def mad(x: np.ndarray) -> float:
+    """R's ``mad``: 1.4826 × median absolute deviation from the median."""
+    x = np.asarray(x, dtype=np.float64)
+    x = x[~np.isnan(x)]
+    return float(1.4826 * np.median(np.abs(x - np.median(x))))
+
+
+def trimmed_mean(x: np.ndarray, trim: float) -> float:
+    """R's ``mean(x, trim=)``."""
+    x = np.sort(np.asarray(x, dtype=np.float64)[~np.isnan(x)])
+    n = x.size
+    if trim > 0 and n:
+        if trim >= 0.5:
+            return float(np.median(x))
+        lo = int(np.floor(n * trim))
+        x = x[lo : n - lo]
+    return float(np.mean(x))
+
+
+# ----------------------------------------------------------------------------------------------
+# step 1: gene-wise estimates
+# ----------------------------------------------------------------------------------------------
+@dataclass
+class GeneDispersions:
+    """Gene-wise dispersion estimates (DESeq2's ``dispGeneEst`` and friends).
+
+    Per-gene arrays have one entry per gene of the input (NaN for all-zero genes); ``mu`` is
+    samples × genes.
+    """
+
+    disp_gene_est: np.ndarray
+    disp_gene_iter: np.ndarray
+    base_mean: np.ndarray
+    base_var: np.ndarray
+    all_zero: np.ndarray
+    mu: np.ndarray
+    converged: np.ndarray
+    min_disp: float
+    max_disp: float
+
+
+def line_search_dispersion(
+    y: np.ndarray,
+    mu: np.ndarray,
+    X: np.ndarray,
+    log_alpha: np.ndarray,
+    *,
+    prior_mean: np.ndarray | None = None,
+    prior_var: float = 1.0,
+    use_prior: bool = False,
+    min_log_alpha: float = np.log(1e-9),
+    kappa_0: float = 1.0,
+    tol: float = 1e-6,
+    maxit: int = 100,
+    use_cr: bool = True,
+) -> dict[str, np.ndarray]:
+    """DESeq2's ``fitDisp`` for genes × samples ``y`` and ``mu`` (gene-major)."""
+    g = y.shape[0]
+    la = np.array(log_alpha, dtype=np.float64, copy=True)
+    pm = np.zeros(g) if prior_mean is None else np.ascontiguousarray(prior_mean, dtype=np.float64)
+    out = {
+        "iter": np.zeros(g, dtype=np.int64),
+        "iter_accept": np.zeros(g, dtype=np.int64),
+        "initial_lp": np.empty(g),
+        "last_lp": np.empty(g),
+        "last_change": np.empty(g),
+    }
+    with np.errstate(all="ignore"):
+        fit_disp_kernel(
+            np.ascontiguousarray(y), np.ascontiguousarray(mu), np.ascontiguousarray(X, dtype=np.float64),
+            la, pm, float(prior_var), bool(use_prior), float(min_log_alpha), float(kappa_0), float(tol),
+            int(maxit), bool(use_cr), out["iter"], out["iter_accept"], out["initial_lp"], out["last_lp"],
+            out["last_change"],
+        )  # fmt: skip
+    out["log_alpha"] = la
+    return out
+
+
+def grid_dispersion(
+    y: np.ndarray,
+    mu: np.ndarray,
+    X: np.ndarray,
+    *,
+    prior_mean: np.ndarray | None = None,
+    prior_var: float = 1.0,
+    use_prior: bool = False,
+    use_cr: bool = True,
+) -> np.ndarray:
+    """DESeq2's ``fitDispGridWrapper``: grid search over log(alpha) in [log 1e-8, log max(10, n)]."""
+    g, n = y.shape
+    grid = np.linspace(np.log(1e-8), np.log(max(10.0, n)), 20)
+    pm = np.zeros(g) if prior_mean is None else np.ascontiguousarray(prior_mean, dtype=np.float64)
+    out = np.empty(g)
+    with np.errstate(all="ignore"):
+        fit_disp_grid_kernel(
+            np.ascontiguousarray(y), np.ascontiguousarray(mu), np.ascontiguousarray(X, dtype=np.float64),
+            grid, pm, float(prior_var), bool(use_prior), bool(use_cr), out,
+        )  # fmt: skip
+    return np.exp(out)
+
+
+def estimate_gene_dispersions(
+    counts: np.ndarray,
+    design: np.ndarray,
+    *,
+    size_factors: np.ndarray | None = None,
+    norm_factors: np.ndarray | None = None,
+    min_disp: float = 1e-8,
+    kappa_0: float = 1.0,
+    disp_tol: float = 1e-6,
+    maxit: int = 100,
+    use_cr: bool = True,
+    niter: int = 1,
+    linear_mu: bool | None = None,
+    minmu: float = 0.5,
+    alpha_init: np.ndarray | float | None = None,
+) -> GeneDispersions:
+    """Gene-wise dispersion estimates (DESeq2's ``estimateDispersionsGeneEst``).
+
+    Parameters
+    ----------
+    counts
+        Raw counts, samples × genes.
+    design
+        Design matrix, samples × coefficients.
+    size_factors, norm_factors
+        Size factors (n,) or normalisation factors (samples × genes); ones if both are ``None``.
+    min_disp
+        Smallest dispersion (DESeq2's ``minDisp``).
+    kappa_0, disp_tol, maxit
+        Line-search parameters (initial step, tolerance on the log posterior, iterations).
+    use_cr
+        Use the Cox-Reid adjustment.
+    niter
+        Number of alternations between mean and dispersion fits.
+    linear_mu
+        Means from a linear model of normalised counts (default: when the design has as many
+        distinct rows as columns, as DESeq2).
+    minmu
+        Lower bound on the fitted means.
+    alpha_init
+        Starting values (default: DESeq2's rough / moments estimate).
+
+    Returns
+    -------
+    :class:`GeneDispersions`
+    """
+    y_all = _gene_major(counts)
+    g_all, n = y_all.shape
+    X = _check_design(design, n)
+    p = X.shape[1]
+    if np.log(min_disp / 10) <= -30:
+        raise ValueError("log(min_disp / 10) must be above -30 for numerical stability")
+    if niter < 1:
+        raise ValueError("niter must be at least 1")
+    nf_all = norm_factor_matrix(n, g_all, size_factors, norm_factors)
+    norm_all = y_all / nf_all
+    base_mean = norm_all.mean(axis=1)
+    base_var = norm_all.var(axis=1, ddof=1) if n > 1 else np.zeros(g_all)
+    all_zero = y_all.sum(axis=1) == 0
+    nz = ~all_zero
+    y = y_all[nz]
+    nf = np.ascontiguousarray(nf_all[nz])
+    norm = norm_all[nz]
+    g = y.shape[0]
+    max_disp = max(10.0, float(n))
+
+    if alpha_init is None:
+        sf = None if size_factors is None else np.asarray(size_factors, dtype=np.float64)
+        nf_gm = None if norm_factors is None else np.asarray(norm_factors, dtype=np.float64)
+        if sf is None and nf_gm is None:
+            sf = np.ones(n)
+        xim = _xim(sf, nf_gm)
+        alpha_hat = np.minimum(rough_dispersion(norm, X), moments_dispersion(base_mean[nz], base_var[nz], xim))
+    else:
+        a0 = np.asarray(alpha_init, dtype=np.float64)
+        alpha_hat = np.full(g, float(a0)) if a0.ndim == 0 else a0.ravel()[nz] if a0.size == g_all else a0.ravel()
+        if alpha_hat.shape != (g,):
+            raise ValueError("alpha_init must be a scalar or have one value per gene")
+    alpha_hat = np.minimum(np.maximum(min_disp, alpha_hat), max_disp)
+    alpha_init_v = alpha_hat.copy()
+    alpha_new = alpha_hat.copy()
+
+    if linear_mu is None:
+        linear_mu = _model_matrix_groups(X) == p
+
+    fitidx = np.ones(g, dtype=bool)
+    mu = np.zeros((g, n))
+    disp_iter = np.zeros(g, dtype=np.int64)
+    last_lp = initial_lp = None
+    for _it in range(niter):
+        idx = np.flatnonzero(fitidx)
+        if linear_mu:
+            fit_mu = linear_model_mu(norm[idx], X) * nf[idx]
+        else:
+            fit = fit_nb_glm(
+                y[idx].T,
+                X,
+                alpha_hat[idx],
+                norm_factors=nf[idx].T,
+                minmu=minmu,
+            )
+            fit_mu = fit.mu.T
+        fit_mu = np.maximum(fit_mu, minmu)
+        mu[idx] = fit_mu
+        res = line_search_dispersion(
+            y[idx], fit_mu, X, np.log(alpha_hat[idx]), prior_mean=np.log(alpha_hat[idx]), prior_var=1.0,
+            use_prior=False, min_log_alpha=np.log(min_disp / 10), kappa_0=kappa_0, tol=disp_tol,
+            maxit=maxit, use_cr=use_cr,
+        )  # fmt: skip
+        disp_iter[idx] = res["iter"]
+        alpha_new[idx] = np.minimum(np.exp(res["log_alpha"]), max_disp)
+        last_lp, initial_lp = res["last_lp"], res["initial_lp"]
+        with np.errstate(invalid="ignore"):
+            fitidx = np.abs(np.log(alpha_new) - np.log(alpha_hat)) > 0.05
+        fitidx[np.isnan(fitidx)] = False
+        alpha_hat = alpha_new.copy()
+        if not fitidx.any():
+            break
+
+    disp = alpha_hat.copy()
+    if niter == 1:
+        no_increase = last_lp < initial_lp + np.abs(initial_lp) / 1e6
+        disp[no_increase] = alpha_init_v[no_increase]
+    conv = (disp_iter < maxit) & (disp_iter != 1)
+    refit = ~conv & (disp > min_disp * 10)
+    if refit.any():
+        disp[refit] = grid_dispersion(y[refit], mu[refit], X, use_prior=False, use_cr=use_cr)
+    disp = np.minimum(np.maximum(disp, min_disp), max_disp)
+
+    def full(v, fill=np.nan, dtype=np.float64):
+        out = np.full(g_all, fill, dtype=dtype)
+        out[nz] = v
+        return out
+
+    mu_full = np.full((g_all, n), np.nan)
+    mu_full[nz] = mu
+    return GeneDispersions(
+        disp_gene_est=full(disp),
+        disp_gene_iter=full(disp_iter, 0, np.int64),
+        base_mean=base_mean,
+        base_var=base_var,
+        all_zero=all_zero,
+        mu=mu_full.T.copy(),
+        converged=full(conv, False, bool),
+        min_disp=float(min_disp),
+        max_disp=max_disp,
+    )
+
+
+# ----------------------------------------------------------------------------------------------
+# step 2: trend
+# ----------------------------------------------------------------------------------------------
+@dataclass
+class DispersionTrend:
+    """A fitted dispersion-mean trend; call it on means to get fitted dispersions.
+
+    Attributes
+    ----------
+    fit_type
+        ``"parametric"``, ``"local"`` or ``"mean"`` (the type actually fitted, e.g. ``"local"``
+        after a failed parametric fit).
+    params
+        ``{"asymptDisp", "extraPois"}`` (parametric), ``{"mean"}`` (mean) or the local fit's
+        settings (local).
+    local_fit
+        The :class:`~bulkpy._stats.locfit.LocalQuadraticFit` on log scale (local only).
+    """
+
+    fit_type: str
+    params: dict[str, Any] = field(default_factory=dict)
+    local_fit: LocalQuadraticFit | None = None
+
+    def __call__(self, means) -> np.ndarray:
+        means = np.asarray(means, dtype=np.float64)
+        if self.fit_type == "parametric":
+            return self.params["asymptDisp"] + self.params["extraPois"] / means
+        if self.fit_type == "mean":
+            return np.full(means.shape, self.params["mean"])
+        if self.fit_type == "local":
+            with np.errstate(divide="ignore"):
+                return np.exp(self.local_fit(np.log(means)))
+        raise ValueError(f"unknown fit type {self.fit_type!r}")
+
+
+class ParametricFitError(RuntimeError):
+    """The parametric trend could not be fitted (DESeq2 then falls back to ``local``)."""
+
+
+def _gamma_identity_glm(y: np.ndarray, x1: np.ndarray, start: np.ndarray, *, epsilon=1e-8, maxit=25):
+    """R's ``glm.fit`` for ``y ~ x1`` with ``Gamma(link = "identity")`` from ``start``.
+
+    Returns (coefficients, converged)."""
+    X = np.column_stack([np.ones_like(x1), x1])
+
+    def dev_of(mu):
+        with np.errstate(all="ignore"):
+            return float(np.sum(-2.0 * (np.log(np.where(y == 0, 1.0, y / mu)) - (y - mu) / mu)))
+
+    def valid(mu):
+        return bool(np.all(np.isfinite(mu)) and np.all(mu > 0))
+
+    coef = np.asarray(start, dtype=np.float64).copy()
+    coefold = coef.copy()
+    eta = X @ coef
+    mu = eta
+    if not valid(mu):
+        raise ParametricFitError("cannot find valid starting values")
+    devold = dev_of(mu)
+    conv = False
+    for _it in range(maxit):
+        z = eta + (y - mu)  # identity link: mu.eta = 1
+        w = 1.0 / mu  # sqrt(prior weight * mu.eta^2 / variance) = 1 / mu
+        start, *_ = np.linalg.lstsq(X * w[:, None], z * w, rcond=None)
+        eta = X @ start
+        mu = eta
+        dev = dev_of(mu)
+        if not np.isfinite(dev):
+            ii = 1
+            while not np.isfinite(dev):
+                if ii > maxit:
+                    raise ParametricFitError("inner loop 1; cannot correct step size")
+                ii += 1
+                start = (start + coefold) / 2
+                eta = X @ start
+                mu = eta
+                dev = dev_of(mu)
+        if not valid(mu):
+            ii = 1
+            while not valid(mu):
+                if ii > maxit:
+                    raise ParametricFitError("inner loop 2; cannot correct step size")
+                ii += 1
+                start = (start + coefold) / 2
+                eta = X @ start
+                mu = eta
+            dev = dev_of(mu)
+        if abs(dev - devold) / (abs(dev) + 0.1) < epsilon:
+            conv = True
+            coef = start
+            break
+        devold = dev
+        coef = coefold = start
+    return np.asarray(coef, dtype=np.float64), conv
+
+
+def parametric_dispersion_fit(means: np.ndarray, disps: np.ndarray) -> tuple[float, float]:
+    """DESeq2's ``parametricDispersionFit``: ``asymptDisp + extraPois / mean`` by iteratively
+    refitting a Gamma-family GLM (identity link) on genes whose ratio to the current fit lies in
+    (1e-4, 15). Raises :class:`ParametricFitError` when a coefficient is not positive or the
+    iteration does not settle within 10 rounds."""
+    means = np.asarray(means, dtype=np.float64)
+    disps = np.asarray(disps, dtype=np.float64)
+    coefs = np.array([0.1, 1.0])
+    it = 0
+    while True:
+        residuals = disps / (coefs[0] + coefs[1] / means)
+        good = (residuals > 1e-4) & (residuals < 15)
+        if good.sum() < 2:
+            raise ParametricFitError("too few genes near the trend")
+        oldcoefs = coefs
+        coefs, converged = _gamma_identity_glm(disps[good], 1.0 / means[good], coefs)
+        if not np.all(coefs > 0):
+            raise ParametricFitError("parametric dispersion fit failed")
+        if np.sum(np.log(coefs / oldcoefs) ** 2) < 1e-6 and converged:
+            break
+        it += 1
+        if it > 10:
+            raise ParametricFitError("dispersion fit did not converge")
+    return float(coefs[0]), float(coefs[1])
+
+
+def fit_dispersion_trend(
+    base_mean: np.ndarray,
+    disp_gene_est: np.ndarray,
+    *,
+    fit_type: str = "parametric",
+    min_disp: float = 1e-8,
+) -> DispersionTrend:
+    """Fit the dispersion-mean trend (DESeq2's ``estimateDispersionsFit``).
+
+    ``base_mean`` and ``disp_gene_est`` are per gene; NaN (all-zero genes) are ignored. A failed
+    parametric fit emits a :class:`UserWarning` and falls back to ``local``, as DESeq2 does."""
+    if fit_type not in FIT_TYPES:
+        raise ValueError(f"fit_type={fit_type!r} is not supported; choose one of {list(FIT_TYPES)}")
+    bm = np.asarray(base_mean, dtype=np.float64)
+    de = np.asarray(disp_gene_est, dtype=np.float64)
+    ok = ~np.isnan(de)
+    bm, de = bm[ok], de[ok]
+    use = de > 100 * min_disp
+    if not use.any():
+        raise ValueError(
+            "all gene-wise dispersion estimates are within 2 orders of magnitude of the minimum "
+            "value, so the trend can not be fitted; use the gene-wise estimates as final dispersions"
+        )
+    if fit_type == "parametric":
+        try:
+            a, b = parametric_dispersion_fit(bm[use], de[use])
+            return DispersionTrend("parametric", {"asymptDisp": a, "extraPois": b})
+        except (ParametricFitError, np.linalg.LinAlgError, FloatingPointError) as err:
+            warnings.warn(
+                f"fit_type='parametric', but the dispersion trend was not well captured by the function "
+                f"y = a/x + b ({err}); a local regression fit was substituted. Use fit_type='local' or "
+                "'mean' to avoid this warning.",
+                UserWarning,
+                stacklevel=2,
+            )
+            fit_type = "local"
+    if fit_type == "local":
+        m, d = bm[use], de[use]
+        keep = d >= min_disp * 10
+        lf = LocalQuadraticFit(np.log(m[keep]), np.log(d[keep]), m[keep])
+        return DispersionTrend(
+            "local", {"alpha": lf.alpha, "deg": 2, "kernel": "tricube", "cut": lf.cut}, local_fit=lf
+        )
+    use_mean = de > 10 * min_disp
+    return DispersionTrend("mean", {"mean": trimmed_mean(de[use_mean], 0.001)})
+
+
+def log_dispersion_residual_variance(disp_gene_est, disp_fit, *, min_disp: float = 1e-8) -> float:
+    """``varLogDispEsts``: squared MAD of log(gene-wise / fitted) over genes with
+    gene-wise estimates >= 100 × ``min_disp`` (as DESeq2's ``dispersionFunction<-``)."""
+    de = np.asarray(disp_gene_est, dtype=np.float64)
+    df = np.asarray(disp_fit, dtype=np.float64)
+    above = de >= min_disp * 100
+    if not above.any():
+        return float("nan")
+    return mad(np.log(de[above]) - np.log(df[above])) ** 2
+
+
+# ----------------------------------------------------------------------------------------------
+# step 3: prior variance
+# ----------------------------------------------------------------------------------------------
+def dispersion_prior_variance(
+    disp_gene_est: np.ndarray,
+    disp_fit: np.ndarray,
+    var_log_disp_ests: float,
+    n_samples: int,
+    n_coefs: int,
+    *,
+    min_disp: float = 1e-8,
+) -> float:
+    """Prior variance of log dispersions around the trend (DESeq2's ``estimateDispersionsPriorVar``).
+
+    ``max(varLogDispEsts - trigamma((m - p) / 2), 0.25)``. With 1 to 3 residual degrees of
+    freedom DESeq2 matches the distribution of log residuals by simulation instead; that branch
+    is :func:`bulkpy._stats.priorvar_sim.simulated_prior_variance`, which reproduces R's random
+    stream (``set.seed(2)``) so the result is the same number as DESeq2's."""
+    m, p = int(n_samples), int(n_coefs)
+    de = np.asarray(disp_gene_est, dtype=np.float64)
+    df = np.asarray(disp_fit, dtype=np.float64)
+    above = de >= min_disp * 100
+    if not above.any():
+        raise ValueError("no gene-wise dispersion estimate is above 100 × min_disp")
+    if (m - p) <= 3 and m > p:
+        from .priorvar_sim import simulated_prior_variance
+
+        resid = np.log(de[above]) - np.log(df[above])
+        return simulated_prior_variance(resid, m - p)
+    if m > p:
+        exp_var = float(polygamma(1, (m - p) / 2))
+        return float(max(var_log_disp_ests - exp_var, 0.25))
+    return float(var_log_disp_ests)
+
+
+# ----------------------------------------------------------------------------------------------
+# step 4: MAP
+# ----------------------------------------------------------------------------------------------
+@dataclass
+class MapDispersions:
+    """Final dispersions (DESeq2's ``dispMAP``, ``dispersion``, ``dispOutlier``, ``dispIter``)."""
+
+    disp_map: np.ndarray
+    dispersion: np.ndarray
+    disp_outlier: np.ndarray
+    disp_iter: np.ndarray
+    converged: np.ndarray
+
+
+def estimate_map_dispersions(
+    counts: np.ndarray,
+    design: np.ndarray,
+    mu: np.ndarray,
+    disp_gene_est: np.ndarray,
+    disp_fit: np.ndarray,
+    prior_var: float,
+    var_log_disp_ests: float,
+    *,
+    outlier_sd: float = 2.0,
+    min_disp: float = 1e-8,
+    kappa_0: float = 1.0,
+    disp_tol: float = 1e-6,
+    maxit: int = 100,
+    use_cr: bool = True,
+) -> MapDispersions:
+    """MAP dispersions per gene (DESeq2's ``estimateDispersionsMAP``) given the trend values
+    ``disp_fit``, the prior variance and the gene-wise fit's means ``mu`` (samples × genes).
+    Genes with NaN ``disp_gene_est`` (all zero) get NaN."""
+    y_all = _gene_major(counts)
+    g_all, n = y_all.shape
+    X = np.asarray(design, dtype=np.float64)
+    de_all = np.asarray(disp_gene_est, dtype=np.float64)
+    df_all = np.asarray(disp_fit, dtype=np.float64)
+    nz = ~np.isnan(de_all)
+    y = y_all[nz]
+    mu_g = np.ascontiguousarray(np.asarray(mu, dtype=np.float64).T[nz])
+    de, df = de_all[nz], df_all[nz]
+    max_disp = max(10.0, float(n))
+    init = np.where(de > 0.1 * df, de, df)
+    init[np.isnan(init)] = df[np.isnan(init)]
+    res = line_search_dispersion(
+        y, mu_g, X, np.log(init), prior_mean=np.log(df), prior_var=float(prior_var), use_prior=True,
+        min_log_alpha=np.log(min_disp / 10), kappa_0=kappa_0, tol=disp_tol, maxit=maxit, use_cr=use_cr,
+    )  # fmt: skip
+    disp_map = np.exp(res["log_alpha"])
+    conv = res["iter"] < maxit
+    if (~conv).any():
+        bad = ~conv
+        disp_map[bad] = grid_dispersion(
+            y[bad], mu_g[bad], X, prior_mean=np.log(df[bad]), prior_var=float(prior_var), use_prior=True, use_cr=True
+        )
+    disp_map = np.minimum(np.maximum(disp_map, min_disp), max_disp)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        outlier = np.log(de) > np.log(df) + outlier_sd * np.sqrt(var_log_disp_ests)
+    outlier[np.isnan(outlier)] = False
+    final = np.where(outlier, de, disp_map)
+
+    def full(v, fill=np.nan, dtype=np.float64):
+        out = np.full(g_all, fill, dtype=dtype)
+        out[nz] = v
+        return out
+
+    return MapDispersions(
+        disp_map=full(disp_map),
+        dispersion=full(final),
+        disp_outlier=full(outlier, False, bool),
+        disp_iter=full(res["iter"], 0, np.int64),
+        converged=full(conv, False, bool),
+    )
+
+
+# ----------------------------------------------------------------------------------------------
+# all steps
+# ----------------------------------------------------------------------------------------------
+@dataclass
+class DispersionResult:
+    """Everything :func:`estimate_dispersions` computes (per-gene arrays have one entry per gene)."""
+
+    base_mean: np.ndarray
+    base_var: np.ndarray
+    all_zero: np.ndarray
+    disp_gene_est: np.ndarray
+    disp_gene_iter: np.ndarray
+    disp_fit: np.ndarray
+    disp_map: np.ndarray
+    dispersion: np.ndarray
+    disp_outlier: np.ndarray
+    disp_iter: np.ndarray
+    trend: DispersionTrend
+    var_log_disp_ests: float
+    prior_var: float
+    mu: np.ndarray
+
+
+def estimate_dispersions(
+    counts: np.ndarray,
+    design: np.ndarray,
+    *,
+    size_factors: np.ndarray | None = None,
+    norm_factors: np.ndarray | None = None,
+    fit_type: str = "parametric",
+    min_disp: float = 1e-8,
+    kappa_0: float = 1.0,
+    disp_tol: float = 1e-6,
+    maxit: int = 100,
+    outlier_sd: float = 2.0,
+    prior_var: float | None = None,
+    minmu: float = 0.5,
+    niter: int = 1,
+) -> DispersionResult:
+    """DESeq2's ``estimateDispersions``: gene-wise, trend, prior variance, MAP.
+
+    Parameters
+    ----------
+    counts
+        Raw counts, samples × genes.
+    design
+        Design matrix, samples × coefficients.
+    size_factors, norm_factors
+        Size factors (n,) or normalisation factors (samples × genes).
+    fit_type
+        Trend: ``"parametric"``, ``"local"`` or ``"mean"``.
+    min_disp, kappa_0, disp_tol, maxit, outlier_sd, minmu, niter
+        As in DESeq2.
+    prior_var
+        Fixed prior variance of log dispersions (default: estimated).
+
+    Returns
+    -------
+    :class:`DispersionResult`
+    """
+    if fit_type not in FIT_TYPES:
+        raise ValueError(f"fit_type={fit_type!r} is not supported; choose one of {list(FIT_TYPES)}")
+    ge = estimate_gene_dispersions(
+        counts, design, size_factors=size_factors, norm_factors=norm_factors, min_disp=min_disp,
+        kappa_0=kappa_0, disp_tol=disp_tol, maxit=maxit, niter=niter, minmu=minmu,
+    )  # fmt: skip
+    trend = fit_dispersion_trend(ge.base_mean, ge.disp_gene_est, fit_type=fit_type, min_disp=min_disp)
+    nz = ~ge.all_zero
+    disp_fit = np.full(ge.base_mean.shape, np.nan)
+    disp_fit[nz] = trend(ge.base_mean[nz])
+    var_log = log_dispersion_residual_variance(ge.disp_gene_est[nz], disp_fit[nz], min_disp=min_disp)
+    X = np.asarray(design, dtype=np.float64)
+    n = X.shape[0]
+    g_nz = int(nz.sum())
+    if not (ge.disp_gene_est[nz] >= min_disp * 100).any():
+        warnings.warn(
+            f"all genes have dispersion estimates < {min_disp * 10}, returning dispersion = {min_disp * 10}",
+            UserWarning,
+            stacklevel=2,
+        )
+        fill = np.where(nz, min_disp * 10, np.nan)
+        return DispersionResult(
+            ge.base_mean, ge.base_var, ge.all_zero, ge.disp_gene_est, ge.disp_gene_iter, disp_fit,
+            np.full(fill.shape, np.nan), fill, np.zeros(fill.shape, bool), np.zeros(fill.shape, np.int64),
+            trend, var_log, 0.25, ge.mu,
+        )  # fmt: skip
+    if prior_var is None:
+        prior_var = dispersion_prior_variance(
+            ge.disp_gene_est[nz], disp_fit[nz], var_log, n, X.shape[1], min_disp=min_disp
+        )
+    del g_nz
+    mp = estimate_map_dispersions(
+        counts, X, ge.mu, ge.disp_gene_est, disp_fit, prior_var, var_log, outlier_sd=outlier_sd,
+        min_disp=min_disp, kappa_0=kappa_0, disp_tol=disp_tol, maxit=maxit,
+    )  # fmt: skip
+    return DispersionResult(
+        base_mean=ge.base_mean,
+        base_var=ge.base_var,
+        all_zero=ge.all_zero,
+        disp_gene_est=ge.disp_gene_est,
+        disp_gene_iter=ge.disp_gene_iter,
+        disp_fit=disp_fit,
+        disp_map=mp.disp_map,
+        dispersion=mp.dispersion,
+        disp_outlier=mp.disp_outlier,
+        disp_iter=mp.disp_iter,
+        trend=trend,
+        var_log_disp_ests=var_log,
+        prior_var=float(prior_var),
+        mu=ge.mu,
+    )
