@@ -46,6 +46,8 @@ def demo(out: Path) -> Path:
     figs = {}
     figs["qc.png"] = bk.pl.qc(adata, groupby="condition")
     figs["pca_vst.png"] = bk.pl.pca(adata, layer="vst", color="condition").figure
+    figs["sample_distances_vst.png"] = bk.pl.sample_distances(adata, layer="vst", groupby="condition")
+    figs["rle_log_cpm.png"] = bk.pl.rle(adata, layer="log_cpm", groupby="condition").figure
     for name, fig in figs.items():
         fig.savefig(out / name, dpi=120)
         _step(f"figure -> {out / name}", t0)
