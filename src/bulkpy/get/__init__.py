@@ -2,6 +2,7 @@
 
 from ._de import de_df, de_stats
 from ._expression import expression, rle, sample_distances
+from ._ml import classification_metrics, classifier, confusion_matrix, consensus_matrix, roc_curve
 from ._samples import pca, sample_qc
 
-__all__ = ["de_df", "de_stats", "expression", "rle", "sample_distances", "pca", "sample_qc"]
+__all__ = ["de_df", "de_stats", "expression", "rle", "sample_distances", "classification_metrics", "classifier", "confusion_matrix", "consensus_matrix", "roc_curve", "pca", "sample_qc"]

@@ -3,6 +3,7 @@
 from ._de import ma, volcano
 from ._diagnostics import pvalue_hist, rle, sample_distances
 from ._expression import expression, heatmap
+from ._ml import confusion_matrix, consensus_matrix, roc
 from ._samples import pca, qc
 
-__all__ = ["ma", "volcano", "pvalue_hist", "rle", "sample_distances", "expression", "heatmap", "pca", "qc"]
+__all__ = ["ma", "volcano", "pvalue_hist", "rle", "sample_distances", "expression", "heatmap", "confusion_matrix", "consensus_matrix", "roc", "pca", "qc"]

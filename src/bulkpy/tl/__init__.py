@@ -1,3 +1,5 @@
 """Tools: differential expression, enrichment, machine learning."""
 
-__all__ = []
+from ._ml import classify, cluster, predict
+
+__all__ = ["classify", "cluster", "predict"]
