@@ -1,0 +1,669 @@
+"""limma: linear models with empirical Bayes moderation (``bk.tl.limma``) and voom (``bk.tl.voom``)."""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Mapping
+
+import numpy as np
+import pandas as pd
+from anndata import AnnData
+
+from .._design import check_full_rank, describe_design, design_matrix
+from .._docs import doc_adata, doc_copy, doc_params
+from .._slots import check_key, write_de
+from .._stats import linear as _lin
+from .._utils import finish, start
+from .._validate import check_adata, check_counts, dense, get_matrix
+
+#: limma version whose behaviour the engine follows.
+LIMMA_VERSION = "3.54.1"
+
+_NORM_METHODS = ("TMM", "TMMwsp", "RLE", "upperquartile", "none")
+
+_doc_design = """\
+design
+    The model: a formula on ``adata.obs`` such as ``"~ batch + condition"`` (formulaic, R's
+    ``model.matrix`` conventions; the reference level of a factor is its first category), or a
+    numeric matrix with one row per sample (ndarray, or DataFrame indexed by ``obs_names``). It
+    must have full column rank."""
+
+_doc_contrast = """\
+contrast
+    What to test; one of, or a list of (the model is fitted once and every contrast tested):
+
+    - ``[factor, test_level, reference_level]``: the difference between two levels of an obs
+      column used in a formula design (as in DESeq2), named ``"{test}_vs_{reference}"``;
+    - a coefficient (column) name of the design, e.g. ``"condition[T.treated]"``, named by itself;
+    - a numeric vector with one weight per design column, named ``"contrast"`` (``"contrast1"``,
+      ``"contrast2"``, ... in a list);
+    - a dict ``{{name: any of the above}}`` to choose the names."""
+
+_doc_key = """\
+key_added
+    Key of the result: tables in ``varm[f"{{key_added}}_{{contrast}}"]``, parameters in
+    ``uns[key_added]``, per-gene model columns in ``var`` prefixed ``f"{{key_added}}_"``."""
+
+_doc_lfc = """\
+lfc
+    Log2 fold-change threshold. ``0`` gives the ordinary moderated t test (limma ``eBayes``);
+    a positive value tests ``|log2FC| > lfc`` with limma's ``treat`` (no ``B`` column then)."""
+
+_doc_robust = """\
+robust
+    Estimate the prior robustly so that genes with outlying variances are not over-shrunk
+    (limma's ``robust=TRUE``: Winsorised moments, ``fitFDistRobustly``)."""
+
+_doc_table = """\
+    - ``varm[f"{key_added}_{contrast}"]``: one table per contrast, indexed like ``var_names``,
+      with ``log2FoldChange`` (logFC), ``lfcSE`` (posterior standard error), ``stat`` (moderated
+      t), ``pvalue``, ``padj`` (Benjamini–Hochberg), ``AveExpr`` and ``B`` (log-odds; not with
+      ``lfc > 0``), i.e. limma's ``topTable`` columns under the shared bulkpy names;
+    - ``var[f"{key_added}_sigma"]``, ``_df_residual``, ``_s2_prior``, ``_df_prior``, ``_s2_post``,
+      ``_df_total``: residual standard deviation and the empirical Bayes quantities per gene;
+    - ``uns[key_added]["contrasts"]`` (contrast names) and ``uns[key_added]["params"]``: method,
+      design and its column names, the contrast vectors, trend/robust/lfc, the prior
+      (``s2_prior``/``df_prior`` when they are one number), the layer and versions."""
+
+
+# --------------------------------------------------------------------------------------------
+# input checks
+# --------------------------------------------------------------------------------------------
+
+
+def _check_bool(value, name: str) -> bool:
+    if not isinstance(value, bool | np.bool_):
+        raise TypeError(f"{name} must be True or False, got {value!r}")
+    return bool(value)
+
+
+def _check_lfc(lfc) -> float:
+    if isinstance(lfc, bool) or not isinstance(lfc, int | float | np.integer | np.floating):
+        raise TypeError(f"lfc must be a number >= 0 (log2 fold change), got {lfc!r}")
+    v = float(lfc)
+    if not np.isfinite(v) or v < 0:
+        raise ValueError(f"lfc must be a finite number >= 0 (log2 fold change), got {lfc!r}")
+    return v
+
+
+def _design(adata: AnnData, design) -> tuple[np.ndarray, list[str]]:
+    if design is None:
+        raise TypeError(
+            "design is required: a formula such as '~ condition' or a numeric matrix (one row per sample)"
+        )
+    X, cols = design_matrix(adata.obs, design)
+    what = f"design {design!r}" if isinstance(design, str) else "design"
+    check_full_rank(X, cols, what=what)
+    if X.shape[0] <= X.shape[1]:
+        raise ValueError(
+            f"the design has {X.shape[1]} columns for {X.shape[0]} samples, which leaves no residual degrees of "
+            "freedom to estimate the variance; use fewer terms or more samples"
+        )
+    return X, cols
+
+
+def _levels(col: pd.Series) -> list:
+    if isinstance(col.dtype, pd.CategoricalDtype):
+        used = set(col.dropna().unique())
+        return [c for c in col.cat.categories if c in used]
+    return sorted(col.dropna().unique().tolist(), key=str)
+
+
+def _factor_contrast(adata: AnnData, design, cols: list[str], spec) -> tuple[str, np.ndarray]:
+    factor, test, ref = (spec[0], spec[1], spec[2])
+    if not isinstance(design, str):
+        raise ValueError(
+            f"contrast {list(spec)!r} names levels of an obs column, which needs a formula design; with a "
+            f"matrix design pass a coefficient name (one of {cols}) or a numeric vector"
+        )
+    obs = adata.obs
+    col = obs[factor]
+    levels = _levels(col)
+    by_name = {str(v): v for v in levels}
+    missing = [str(x) for x in (test, ref) if str(x) not in by_name]
+    if missing:
+        raise ValueError(
+            f"contrast {list(spec)!r}: {', '.join(repr(m) for m in missing)} "
+            f"{'is not a level' if len(missing) == 1 else 'are not levels'} of obs column {factor!r}; "
+            f"levels are: {list(by_name)}"
+        )
+    if str(test) == str(ref):
+        raise ValueError(f"contrast {list(spec)!r} compares a level with itself; give two different levels")
+    import formulaic
+
+    data = obs.copy()
+    for c in data.columns:
+        if isinstance(data[c].dtype, pd.CategoricalDtype):
+            data[c] = data[c].cat.remove_unused_categories()
+    mm = formulaic.model_matrix(design, data, na_action="raise", context={"np": np})
+    if [str(c) for c in mm.columns] != list(cols):  # pragma: no cover - design_matrix uses formulaic too
+        raise RuntimeError("internal error: the design columns could not be reproduced for the contrast")
+
+    def _rows(value):
+        d = data.copy()
+        if isinstance(data[factor].dtype, pd.CategoricalDtype):
+            d[factor] = pd.Categorical([value] * len(d), categories=data[factor].cat.categories)
+        else:
+            d[factor] = pd.Series([value] * len(d), index=d.index, dtype=data[factor].dtype)
+        return np.asarray(mm.model_spec.get_model_matrix(d).to_numpy(dtype=np.float64))
+
+    D = _rows(by_name[str(test)]) - _rows(by_name[str(ref)])
+    if not np.any(D != 0):
+        raise ValueError(
+            f"contrast {list(spec)!r}: obs column {factor!r} does not appear in the design {design!r}"
+        )
+    if not np.allclose(D, D[0][None, :], rtol=0, atol=1e-12):
+        raise ValueError(
+            f"contrast {list(spec)!r}: in design {design!r} the effect of {factor!r} depends on other terms "
+            f"(an interaction), so one difference between its levels is not defined; pass a coefficient name "
+            f"(one of {cols}) or a numeric vector over those columns"
+        )
+    vec = D[0].copy()
+    vec[np.abs(vec) < 1e-12] = 0.0
+    return f"{test}_vs_{ref}", vec
+
+
+def _is_factor_spec(adata: AnnData, spec, cols: list[str]) -> bool:
+    return (
+        isinstance(spec, list | tuple)
+        and len(spec) == 3
+        and all(isinstance(s, str) for s in spec)
+        and spec[0] in adata.obs.columns
+        and not all(s in cols for s in spec)
+    )
+
+
+def _is_numeric_vector(spec) -> bool:
+    if isinstance(spec, np.ndarray):
+        return spec.ndim == 1 and spec.dtype.kind in "biuf"
+    if isinstance(spec, list | tuple | pd.Series) and len(spec) > 0:
+        return all(
+            isinstance(v, int | float | np.integer | np.floating) and not isinstance(v, bool) for v in spec
+        )
+    return False
+
+
+def _one_contrast(adata: AnnData, design, cols: list[str], spec, default_name: str) -> tuple[str, np.ndarray]:
+    p = len(cols)
+    if isinstance(spec, str):
+        if spec not in cols:
+            raise KeyError(f"contrast {spec!r} is not a coefficient of the design; coefficients are: {cols}")
+        vec = np.zeros(p)
+        vec[cols.index(spec)] = 1.0
+        return spec, vec
+    if _is_factor_spec(adata, spec, cols):
+        return _factor_contrast(adata, design, cols, spec)
+    if _is_numeric_vector(spec):
+        vec = np.asarray(spec, dtype=np.float64)
+        if vec.shape != (p,):
+            raise ValueError(
+                f"a numeric contrast needs one weight per design column ({p}: {cols}), got {vec.size}"
+            )
+        if not np.all(np.isfinite(vec)):
+            raise ValueError("a numeric contrast must have finite weights")
+        if not np.any(vec != 0):
+            raise ValueError("a numeric contrast of all zeros tests nothing")
+        return default_name, vec
+    if isinstance(spec, list | tuple) and len(spec) == 3 and all(isinstance(s, str) for s in spec):
+        bad = [s for s in spec if s not in cols]
+        raise KeyError(
+            f"contrast {list(spec)!r} is neither [obs column, test level, reference level] ({spec[0]!r} is not a "
+            f"column of adata.obs: {list(adata.obs.columns)}) nor coefficient names (not coefficients: {bad}; "
+            f"coefficients are: {cols})"
+        )
+    raise TypeError(
+        f"could not read contrast {spec!r}: give [factor, test_level, reference_level], a coefficient name, "
+        "a numeric vector, a list of these, or a dict {name: contrast}"
+    )
+
+
+def _contrasts(adata: AnnData, design, cols: list[str], contrast) -> tuple[list[str], np.ndarray, dict]:
+    if contrast is None:
+        raise TypeError(
+            f"contrast is required: e.g. ['condition', 'treated', 'untreated'] or a coefficient name (one of {cols})"
+        )
+    items: list[tuple[str | None, object]]
+    if isinstance(contrast, Mapping):
+        if not contrast:
+            raise ValueError("contrast is an empty dict")
+        items = [(str(k), v) for k, v in contrast.items()]
+    elif isinstance(contrast, str) or _is_factor_spec(adata, contrast, cols) or _is_numeric_vector(contrast):
+        items = [(None, contrast)]
+    elif (
+        isinstance(contrast, list | tuple)
+        and len(contrast) == 3
+        and all(isinstance(s, str) for s in contrast)
+        and not all(s in cols for s in contrast)
+    ):
+        items = [(None, contrast)]  # a malformed [factor, test, reference]: _one_contrast says what is wrong
+    elif isinstance(contrast, list | tuple):
+        if len(contrast) == 0:
+            raise ValueError("contrast is an empty list")
+        items = [(None, c) for c in contrast]
+    else:
+        raise TypeError(
+            f"could not read contrast {contrast!r}: give [factor, test_level, reference_level], a coefficient name, "
+            "a numeric vector, a list of these, or a dict {name: contrast}"
+        )
+    names, vecs, specs = [], [], {}
+    n_numeric = sum(1 for _, s in items if _is_numeric_vector(s))
+    k_numeric = 0
+    for given, spec in items:
+        default = "contrast"
+        if _is_numeric_vector(spec) and n_numeric > 1:
+            k_numeric += 1
+            default = f"contrast{k_numeric}"
+        name, vec = _one_contrast(adata, design, cols, spec, default)
+        name = given if given is not None else name
+        check_key(name, "contrast name")
+        if name in names:
+            raise ValueError(
+                f"contrast name {name!r} is used twice; name the contrasts with a dict {{name: contrast}}"
+            )
+        names.append(name)
+        vecs.append(vec)
+        specs[name] = (
+            spec if isinstance(spec, str) else [str(s) for s in np.atleast_1d(np.asarray(spec, dtype=object))]
+        )
+    return names, np.column_stack(vecs), specs
+
+
+def _weights(adata: AnnData, weights, shape: tuple[int, int]):
+    if weights is None:
+        return None, "None"
+    if isinstance(weights, str):
+        W = dense(get_matrix(adata, weights))
+        desc = f"layers[{weights!r}]"
+    else:
+        try:
+            W = np.asarray(weights.toarray() if hasattr(weights, "toarray") else weights, dtype=np.float64)
+        except (TypeError, ValueError):
+            raise TypeError(
+                f"weights must be a layer name or a numeric array, got {type(weights).__name__}"
+            ) from None
+        desc = f"array {W.shape}"
+    n, g = shape
+    if W.shape not in ((n, g), (n,)):
+        raise ValueError(
+            f"weights must be samples x genes ({n} x {g}, like the data) or one weight per sample ({n},); "
+            f"got shape {W.shape}"
+        )
+    if not np.all(np.isfinite(W)):
+        raise ValueError("weights contain missing or infinite values; weights must be finite numbers >= 0")
+    if np.any(W < 0):
+        raise ValueError(
+            f"weights contain {int(np.sum(W < 0))} negative values; weights must be >= 0 (0 drops an observation)"
+        )
+    return W, desc
+
+
+def _expression(adata: AnnData, layer) -> np.ndarray:
+    E = dense(get_matrix(adata, layer))
+    if E.ndim != 2 or 0 in E.shape:
+        raise ValueError(f"the expression matrix is empty (shape {E.shape})")
+    inf = np.isinf(E)
+    if inf.any():
+        raise ValueError(
+            f"the expression matrix ({'X' if layer is None else f'layer {layer!r}'}) has {int(inf.sum())} infinite "
+            "values (the log of 0?); use a log transform with a prior count, or set them to NaN to treat them as missing"
+        )
+    if np.isnan(E).all():
+        raise ValueError("the expression matrix has only missing values")
+    finite = E[np.isfinite(E)]
+    if finite.size and finite.min() >= 0 and finite.max() > 100 and np.all(finite == np.round(finite)):
+        warnings.warn(
+            f"the expression values ({'X' if layer is None else f'layer {layer!r}'}) look like raw counts; limma "
+            "expects log-expression: use bk.tl.voom for counts, or log-transform first (e.g. log-CPM)",
+            UserWarning,
+            stacklevel=3,
+        )
+    return E
+
+
+# --------------------------------------------------------------------------------------------
+# fit + tests shared by limma and voom
+# --------------------------------------------------------------------------------------------
+
+
+def _fit_and_test(E, X, C, names, *, weights, trend, robust, lfc):
+    fit = _lin.lm_fit(E, X, weights=weights)
+    if not np.any(fit.df_residual > 0):
+        raise ValueError("no gene has residual degrees of freedom (too many missing values for the design)")
+    cfit = _lin.contrasts_fit(fit, C)
+    if lfc > 0:
+        eb = _lin.treat(cfit, lfc=lfc, trend=trend, robust=robust)
+    else:
+        eb = _lin.ebayes(cfit, trend=trend, robust=robust)
+    return fit, cfit, eb
+
+
+def _tables(var_names, cfit, eb, names) -> dict[str, pd.DataFrame]:
+    out = {}
+    se = cfit.stdev_unscaled * np.sqrt(eb.s2_post)[None, :]
+    for j, name in enumerate(names):
+        cols = {
+            "log2FoldChange": cfit.coefficients[j],
+            "lfcSE": se[j],
+            "stat": eb.t[j],
+            "pvalue": eb.p_value[j],
+            "padj": _lin.p_adjust_bh(eb.p_value[j]),
+            "AveExpr": cfit.amean,
+        }
+        if eb.lods is not None:
+            cols["B"] = eb.lods[j]
+        out[name] = pd.DataFrame(cols, index=var_names)
+    return out
+
+
+def _scalar_or_note(value, note: str):
+    arr = np.asarray(value, dtype=np.float64)
+    if arr.ndim == 0 or arr.size == 1:
+        return float(arr.ravel()[0])
+    if np.all(arr == arr[0]):
+        return float(arr[0])
+    return note
+
+
+def _write(adata, key, fit, cfit, eb, names, C, specs, params) -> None:
+    g = fit.sigma.size
+    var_cols = {
+        "sigma": fit.sigma,
+        "df_residual": fit.df_residual,
+        "s2_prior": np.broadcast_to(np.asarray(eb.s2_prior, dtype=np.float64), (g,)),
+        "df_prior": np.broadcast_to(np.asarray(eb.df_prior, dtype=np.float64), (g,)),
+        "s2_post": eb.s2_post,
+        "df_total": eb.df_total,
+    }
+    for k, v in var_cols.items():
+        adata.var[f"{key}_{k}"] = np.array(v, dtype=np.float64)
+    p = dict(params)
+    p.update(
+        contrasts={name: C[:, j] for j, name in enumerate(names)},
+        contrast_specs=specs,
+        s2_prior=_scalar_or_note(eb.s2_prior, f"per gene: var['{key}_s2_prior']"),
+        df_prior=_scalar_or_note(eb.df_prior, f"per gene: var['{key}_df_prior']"),
+        proportion=0.01,
+        stdev_coef_lim=[0.1, 4.0],
+        winsor_tail_p=[0.05, 0.1],
+        limma_version=LIMMA_VERSION,
+    )
+    if eb.var_prior is not None:
+        p["var_prior"] = {name: float(eb.var_prior[j]) for j, name in enumerate(names)}
+    write_de(adata, key, _tables(adata.var_names, cfit, eb, names), p)
+
+
+# --------------------------------------------------------------------------------------------
+# public functions
+# --------------------------------------------------------------------------------------------
+
+
+@doc_params(
+    adata=doc_adata,
+    design=_doc_design,
+    contrast=_doc_contrast,
+    key_added=_doc_key,
+    lfc=_doc_lfc,
+    robust=_doc_robust,
+    table=_doc_table,
+    copy=doc_copy,
+)
+def limma(
+    adata: AnnData,
+    *,
+    design,
+    contrast,
+    layer: str | None = None,
+    weights=None,
+    trend: bool = False,
+    robust: bool = False,
+    lfc: float = 0,
+    key_added: str = "limma",
+    copy: bool = False,
+) -> AnnData | None:
+    """Differential expression with limma: a linear model per gene and moderated t tests.
+
+    limma 3.54's ``lmFit`` → ``contrasts.fit`` → ``eBayes`` (or ``treat``) → ``topTable`` on
+    log-expression values (log-CPM, microarray intensities, proteomics...). Missing values (NaN)
+    are allowed: each gene is fitted on its observed samples, as limma does. For RNA-seq counts
+    use :func:`bulkpy.tl.voom`, or limma-trend (``trend=True`` on log-CPM with a prior count).
+
+    Parameters
+    ----------
+    {adata}
+    {design}
+    {contrast}
+    layer
+        Layer of log-expression values; ``None`` uses ``adata.X``.
+    weights
+        Optional observation weights: a layer name or an array, samples × genes or one weight
+        per sample (limma's array weights). Must be >= 0; 0 leaves the observation out.
+    trend
+        Let the prior variance depend on the average expression (limma-trend: a natural-spline
+        trend of the log variances on ``AveExpr``).
+    {robust}
+    {lfc}
+    {key_added}
+    {copy}
+
+    Returns
+    -------
+    ``None`` (``adata`` modified in place) or, with ``copy=True``, the modified copy, with
+
+    {table}
+
+    Examples
+    --------
+    >>> import numpy as np, bulkpy as bk
+    >>> adata = bk.datasets.pasilla()
+    >>> adata = adata[:, adata.X.sum(axis=0) >= 100].copy()
+    >>> lib = adata.X.sum(axis=1, keepdims=True)
+    >>> adata.layers["log_cpm"] = np.log2((adata.X + 0.5) / (lib + 1) * 1e6)
+    >>> bk.tl.limma(adata, design="~ type + condition", contrast=["condition", "treated", "untreated"],
+    ...             layer="log_cpm", trend=True)
+    >>> df = bk.get.de_df(adata, "limma")
+    >>> list(df.columns)
+    ['log2FoldChange', 'lfcSE', 'stat', 'pvalue', 'padj', 'AveExpr', 'B']
+    >>> int((df["padj"] < 0.05).sum()) > 100
+    True
+    """
+    check_adata(adata)
+    check_key(key_added, "key_added")
+    trend = _check_bool(trend, "trend")
+    robust = _check_bool(robust, "robust")
+    lfc = _check_lfc(lfc)
+    E = _expression(adata, layer)
+    X, cols = _design(adata, design)
+    names, C, specs = _contrasts(adata, design, cols, contrast)
+    W, wdesc = _weights(adata, weights, E.shape)
+    if trend:
+        empty = np.isnan(E).all(axis=0)
+        if empty.any():
+            raise ValueError(
+                f"{int(empty.sum())} genes have no observed value (e.g. {adata.var_names[empty][:5].tolist()}), so "
+                "their average expression, the covariate of trend=True, is undefined; drop them first"
+            )
+    fit, cfit, eb = _fit_and_test(E, X, C, names, weights=W, trend=trend, robust=robust, lfc=lfc)
+
+    adata = start(adata, copy)
+    method = "limma-trend" if trend else "limma"
+    params = {
+        "method": method,
+        "test": "treat" if lfc > 0 else "eBayes",
+        "design": describe_design(design),
+        "design_columns": cols,
+        "layer": layer,
+        "weights": wdesc,
+        "trend": trend,
+        "robust": robust,
+        "lfc": lfc,
+        "n_samples": int(E.shape[0]),
+        "n_genes": int(E.shape[1]),
+    }
+    _write(adata, key_added, fit, cfit, eb, names, C, specs, params)
+    return finish(adata, copy)
+
+
+@doc_params(
+    adata=doc_adata,
+    design=_doc_design,
+    contrast=_doc_contrast,
+    key_added=_doc_key,
+    lfc=_doc_lfc,
+    robust=_doc_robust,
+    table=_doc_table,
+    copy=doc_copy,
+)
+def voom(
+    adata: AnnData,
+    *,
+    design,
+    contrast,
+    layer: str | None = "counts",
+    norm: str = "TMM",
+    norm_factors_key: str | None = None,
+    span: float = 0.5,
+    robust: bool = False,
+    lfc: float = 0,
+    key_added: str = "voom",
+    copy: bool = False,
+) -> AnnData | None:
+    """Differential expression of counts with limma-voom.
+
+    limma 3.54's ``voom`` on the counts with (by default) edgeR TMM normalisation, then the
+    weighted ``lmFit`` → ``contrasts.fit`` → ``eBayes`` of :func:`bulkpy.tl.limma`. Library sizes
+    are the column sums of the counts of the genes in ``adata``, so filter genes first (e.g.
+    :func:`bulkpy.pp.filter_by_expr` with ``subset=True``) to reproduce edgeR/limma's
+    ``y[keep, , keep.lib.sizes=FALSE]``; ``log2((count + 0.5) / (lib_size * norm_factor + 1) * 1e6)``
+    is the log-CPM, and the lowess trend (R's ``lowess``, ``f = span``) of the square-root residual
+    standard deviation against the mean log count gives each observation the weight
+    ``trend(fitted log count) ** -4``.
+
+    Parameters
+    ----------
+    {adata}
+    {design}
+    {contrast}
+    layer
+        Layer of raw counts (finite, >= 0); ``None`` uses ``adata.X``.
+    norm
+        Normalisation factors computed here with edgeR's ``calcNormFactors``: ``"TMM"``,
+        ``"TMMwsp"``, ``"RLE"``, ``"upperquartile"``, or ``"none"`` (factors of 1).
+    norm_factors_key
+        Read the normalisation factors from this obs column instead (e.g. ``"norm_factors"``
+        from :func:`bulkpy.pp.norm_factors`); requires ``norm="none"``.
+    span
+        Fraction of the genes used by each local fit of the lowess trend.
+    {robust}
+    {lfc}
+    {key_added}
+    {copy}
+
+    Returns
+    -------
+    ``None`` (``adata`` modified in place) or, with ``copy=True``, the modified copy, with
+
+    - ``layers[f"{{key_added}}_E"]``: voom's log-CPM;
+    - ``layers[f"{{key_added}}_weights"]``: voom's precision weights;
+    - ``obs[f"{{key_added}}_lib_size"]`` (effective library size = sum × factor) and
+      ``obs[f"{{key_added}}_norm_factors"]``;
+    - ``var[f"{{key_added}}_mean_log_count"]``, ``var[f"{{key_added}}_sqrt_sigma"]``: the points of the
+      mean-variance plot (NaN for all-zero genes) and ``uns[key_added]["trend"]`` the lowess
+      line (``x``, ``y``);
+    {table}
+
+    Examples
+    --------
+    >>> import bulkpy as bk
+    >>> adata = bk.datasets.pasilla()
+    >>> adata = adata[:, adata.X.sum(axis=0) >= 100].copy()
+    >>> bk.tl.voom(adata, design="~ type + condition", contrast=["condition", "treated", "untreated"])
+    >>> sorted(k for k in adata.layers if k.startswith("voom"))
+    ['voom_E', 'voom_weights']
+    >>> int((bk.get.de_df(adata, "voom")["padj"] < 0.05).sum()) > 100
+    True
+    """
+    from .._stats import normalization as _norm
+
+    check_adata(adata)
+    check_key(key_added, "key_added")
+    robust = _check_bool(robust, "robust")
+    lfc = _check_lfc(lfc)
+    if not isinstance(norm, str) or norm not in _NORM_METHODS:
+        raise ValueError(f"norm={norm!r} is not supported; choose one of {list(_NORM_METHODS)}")
+    if (
+        isinstance(span, bool)
+        or not isinstance(span, int | float | np.integer | np.floating)
+        or not 0 < float(span) <= 1
+    ):
+        raise ValueError(f"span must be a number in (0, 1], got {span!r}")
+    span = float(span)
+    counts = dense(get_matrix(adata, layer))
+    what = "counts in " + ("X" if layer is None else f"layer {layer!r}")
+    check_counts(counts, what=what, integer=False)
+    if counts.shape[1] < 2:
+        raise ValueError("voom needs at least two genes to fit a mean-variance trend")
+    X, cols = _design(adata, design)
+    names, C, specs = _contrasts(adata, design, cols, contrast)
+    lib = counts.sum(axis=1)
+    if np.any(lib <= 0):
+        raise ValueError(
+            f"samples with no counts: {adata.obs_names[lib <= 0].tolist()[:10]}; remove them first"
+        )
+    if norm_factors_key is not None:
+        if norm != "none":
+            raise ValueError(
+                f"norm_factors_key={norm_factors_key!r} reads the factors from obs; pass norm='none' with it "
+                f"(norm={norm!r} would compute them here)"
+            )
+        if not isinstance(norm_factors_key, str) or norm_factors_key not in adata.obs.columns:
+            raise KeyError(
+                f"norm_factors_key {norm_factors_key!r} is not a column of adata.obs; columns are: {list(adata.obs.columns)}"
+            )
+        nf = pd.to_numeric(adata.obs[norm_factors_key], errors="coerce").to_numpy(dtype=np.float64)
+        if not np.all(np.isfinite(nf)) or np.any(nf <= 0):
+            raise ValueError(
+                f"adata.obs[{norm_factors_key!r}] must hold finite positive normalisation factors"
+            )
+        norm_desc = f"obs[{norm_factors_key!r}]"
+    else:
+        nf, _ = _norm.calc_norm_factors(counts, lib_size=lib, method=norm)
+        norm_desc = norm
+    eff_lib = lib * nf
+    vres = _lin.voom(counts, X, lib_size=eff_lib, span=span)
+    fit, cfit, eb = _fit_and_test(
+        vres.E, X, C, names, weights=vres.weights, trend=False, robust=robust, lfc=lfc
+    )
+
+    adata = start(adata, copy)
+    adata.layers[f"{key_added}_E"] = vres.E
+    adata.layers[f"{key_added}_weights"] = vres.weights
+    adata.obs[f"{key_added}_lib_size"] = eff_lib
+    adata.obs[f"{key_added}_norm_factors"] = nf
+    adata.var[f"{key_added}_mean_log_count"] = vres.sx
+    adata.var[f"{key_added}_sqrt_sigma"] = vres.sy
+    params = {
+        "method": "voom",
+        "test": "treat" if lfc > 0 else "eBayes",
+        "design": describe_design(design),
+        "design_columns": cols,
+        "layer": layer,
+        "norm": norm_desc,
+        "span": span,
+        "trend": False,
+        "robust": robust,
+        "lfc": lfc,
+        "weights": f"layers['{key_added}_weights']",
+        "n_samples": int(counts.shape[0]),
+        "n_genes": int(counts.shape[1]),
+    }
+    _write(adata, key_added, fit, cfit, eb, names, C, specs, params)
+    entry = dict(adata.uns[key_added])
+    entry["trend"] = {
+        "x": np.asarray(vres.trend_x, dtype=np.float64),
+        "y": np.asarray(vres.trend_y, dtype=np.float64),
+    }
+    adata.uns[key_added] = entry
+    return finish(adata, copy)
+
+
+__all__ = ["limma", "voom"]
