@@ -152,7 +152,7 @@ def read_counts(
     if not table.columns.is_unique:
         dup = table.columns[table.columns.duplicated()].unique().tolist()[:10]
         raise ValueError(f"duplicated gene ids in the counts table: {dup}; sum or drop them first")
-    non_numeric = [c for c in table.columns if not pd.api.types.is_numeric_dtype(table[c])]
+    non_numeric = list(table.select_dtypes(exclude="number").columns)
     if non_numeric:
         raise ValueError(
             f"the counts table has non-numeric entries for {len(non_numeric)} genes, e.g. {list(map(str, non_numeric[:5]))}; "
