@@ -37,12 +37,12 @@ contrast
     - a coefficient (column) name of the design, e.g. ``"condition[T.treated]"``, named by itself;
     - a numeric vector with one weight per design column, named ``"contrast"`` (``"contrast1"``,
       ``"contrast2"``, ... in a list);
-    - a dict ``{{name: any of the above}}`` to choose the names."""
+    - a dict ``{name: any of the above}`` to choose the names."""
 
 _doc_key = """\
 key_added
-    Key of the result: tables in ``varm[f"{{key_added}}_{{contrast}}"]``, parameters in
-    ``uns[key_added]``, per-gene model columns in ``var`` prefixed ``f"{{key_added}}_"``."""
+    Key of the result: tables in ``varm[f"{key_added}_{contrast}"]``, parameters in
+    ``uns[key_added]``, per-gene model columns in ``var`` prefixed ``f"{key_added}_"``."""
 
 _doc_lfc = """\
 lfc
@@ -55,15 +55,15 @@ robust
     (limma's ``robust=TRUE``: Winsorised moments, ``fitFDistRobustly``)."""
 
 _doc_table = """\
-    - ``varm[f"{key_added}_{contrast}"]``: one table per contrast, indexed like ``var_names``,
-      with ``log2FoldChange`` (logFC), ``lfcSE`` (posterior standard error), ``stat`` (moderated
-      t), ``pvalue``, ``padj`` (Benjamini–Hochberg), ``AveExpr`` and ``B`` (log-odds; not with
-      ``lfc > 0``), i.e. limma's ``topTable`` columns under the shared bulkpy names;
-    - ``var[f"{key_added}_sigma"]``, ``_df_residual``, ``_s2_prior``, ``_df_prior``, ``_s2_post``,
-      ``_df_total``: residual standard deviation and the empirical Bayes quantities per gene;
-    - ``uns[key_added]["contrasts"]`` (contrast names) and ``uns[key_added]["params"]``: method,
-      design and its column names, the contrast vectors, trend/robust/lfc, the prior
-      (``s2_prior``/``df_prior`` when they are one number), the layer and versions."""
+- ``varm[f"{key_added}_{contrast}"]``: one table per contrast, indexed like ``var_names``,
+  with ``log2FoldChange`` (logFC), ``lfcSE`` (posterior standard error), ``stat`` (moderated
+  t), ``pvalue``, ``padj`` (Benjamini–Hochberg), ``AveExpr`` and ``B`` (log-odds; not with
+  ``lfc > 0``), i.e. limma's ``topTable`` columns under the shared bulkpy names;
+- ``var[f"{key_added}_sigma"]``, ``_df_residual``, ``_s2_prior``, ``_df_prior``, ``_s2_post``,
+  ``_df_total``: residual standard deviation and the empirical Bayes quantities per gene;
+- ``uns[key_added]["contrasts"]`` (contrast names) and ``uns[key_added]["params"]``: method,
+  design and its column names, the contrast vectors, trend/robust/lfc, the prior
+  (``s2_prior``/``df_prior`` when they are one number), the layer and versions."""
 
 
 # --------------------------------------------------------------------------------------------
