@@ -306,3 +306,63 @@ def _as_path(path, what: str = "GMT file") -> Path:
     if not isinstance(path, str | os.PathLike):
         raise TypeError(f"{what} must be a path (str or os.PathLike), got {type(path).__name__}")
     return Path(path)
+
+
+def _hint_columns(targets, var: pd.DataFrame | None) -> list[str]:
+    """The ``var`` columns holding some of ``targets`` (most matches first)."""
+    if var is None:
+        return []
+    tset = pd.Index(pd.unique(np.asarray(targets, dtype=object)))
+    found = []
+    for col in var.columns:
+        s = var[col]
+        if not (s.dtype == object or isinstance(s.dtype, pd.CategoricalDtype) or pd.api.types.is_string_dtype(s)):
+            continue
+        hits = int(tset.isin(s.dropna().astype(str)).sum())
+        if hits:
+            found.append((hits, str(col)))
+    return [c for _, c in sorted(found, key=lambda t: -t[0])]
+
+
+def sets_for_genes(
+    gene_sets,
+    genes,
+    *,
+    var: pd.DataFrame | None = None,
+    gene_symbols: str | None = None,
+    min_size: int = 1,
+    max_size: int | None = None,
+    what: str = "adata.var_names",
+) -> tuple[sparse.csr_matrix, pd.Index, pd.DataFrame]:
+    """Gene sets ready for an engine: mapped (through ``var[gene_symbols]`` if given) to
+    ``genes``, restricted to them and filtered by size.
+
+    Returns the sets x ``genes`` membership matrix, the set names (row order) and the filtered
+    long table. Raises ``ValueError`` when no set target is among ``genes`` (naming the ``var``
+    columns that hold the targets, for ``gene_symbols=``) or when no set passes the size filter
+    (giving the range of sizes).
+    """
+    net = as_gene_sets(gene_sets)
+    genes = pd.Index(np.asarray(genes, dtype=object).astype(str))
+    if gene_symbols is not None:
+        if var is None:
+            raise ValueError("gene_symbols= names a column of adata.var; it needs an AnnData input")
+        var = var.loc[var.index.isin(genes)] if not var.index.equals(genes) else var
+        net = to_var_names(net, var, gene_symbols)
+    if not net["target"].isin(genes).any():
+        cols = _hint_columns(net["target"], var) if gene_symbols is None else []
+        ex_t = net["target"].drop_duplicates().head(3).tolist()
+        ex_g = list(genes[:3])
+        hint = (
+            f" The sets' genes are in adata.var[{cols[0]!r}]: pass gene_symbols={cols[0]!r}."
+            if cols
+            else " Are both the same kind of id (symbols vs Ensembl ids)? bulkpy.pp.annotate_genes adds symbols "
+            "to var, then pass gene_symbols='symbol'."
+        )
+        raise ValueError(
+            f"no gene of the {net['source'].nunique()} gene sets (e.g. {ex_t}) is among the {len(genes)} genes "
+            f"of {what} (e.g. {ex_g}).{hint}"
+        )
+    net = filter_gene_sets(net, genes=genes, min_size=min_size, max_size=max_size)
+    mat, names = membership_matrix(net, genes)
+    return mat, names, net

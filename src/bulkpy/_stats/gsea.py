@@ -1,0 +1,799 @@
+"""Preranked gene set enrichment analysis with multilevel Monte-Carlo p-values (fgsea's method).
+
+The engine follows fgsea 1.31 (Korotkevich, Sukhov, Budin, Shpak, Artyomov & Sergushichev,
+bioRxiv 060012, 2016/2021), ``fgseaMultilevel``:
+
+1. Genes are ranked by their statistic (decreasing; ties keep the input order, as R's stable
+   radix sort does) and weighted by ``|stat| ** gsea_param``.
+2. The enrichment score (ES) of a set is the weighted Kolmogorov-Smirnov running sum's largest
+   deviation from zero (GSEA's score); the leading edge is the set's genes up to (for ES > 0) or
+   from (ES < 0) the extreme.
+3. A first sampling phase draws ``n_perm_simple`` random gene sets of each tested size (as fgsea,
+   the sets of one draw are nested prefixes of one random ordering of ``max(size)`` genes). Their
+   scores give NES = ES / mean of the random scores of the same sign, the fraction of random
+   scores of the same sign (the denominator of the p-value), a crude p-value and the count of
+   random scores more extreme than ES.
+4. Sets whose crude p-value is precise enough (the simple-sampling error is not larger than the
+   multilevel error) keep it. For the others, the adaptive multilevel splitting estimator is run
+   once per set size and sign: a population of ``sample_size`` random sets is repeatedly cut at
+   its median score and the upper half is duplicated and moved by a Markov chain that keeps
+   every set above the current level, until the level passes the set's ES. The p-value is the
+   product of the conditional probabilities of passing each level (mean of the log of Beta
+   variables), corrected for the share of sets whose signed score has the same sign, and divided
+   by the denominator of step 3. ``log2err`` is the expected standard deviation of ``log2(p)``.
+
+Random numbers come from a counter-seeded splitmix64 generator inside the compiled kernels, so
+results are the same for the same ``seed`` whatever the thread count (each permutation and each
+(size, sign) ruler has its own stream). They are not fgsea's random numbers: p-values agree with
+fgsea's in distribution (Monte-Carlo error ``log2err``), not digit for digit; ES and leading
+edges are exact.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+from numba import njit
+from scipy import special
+
+# --------------------------------------------------------------------------------------------
+# random numbers: splitmix64 (Steele, Lea & Flood 2014), one stream per task
+
+_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
+_MIX1 = np.uint64(0xBF58476D1CE4E5B9)
+_MIX2 = np.uint64(0x94D049BB133111EB)
+_S30 = np.uint64(30)
+_S27 = np.uint64(27)
+_S31 = np.uint64(31)
+_S11 = np.uint64(11)
+_INV53 = 1.0 / 9007199254740992.0  # 2 ** -53
+
+
+@njit(cache=True)
+def _mix64(z):
+    z = (z ^ (z >> _S30)) * _MIX1
+    z = (z ^ (z >> _S27)) * _MIX2
+    return z ^ (z >> _S31)
+
+
+@njit(cache=True)
+def _next(state):
+    state[0] += _GOLDEN
+    return _mix64(state[0])
+
+
+@njit(cache=True)
+def _randint(state, n):
+    """Uniform integer in ``[0, n)``."""
+    u = np.float64(_next(state) >> _S11) * _INV53
+    v = np.int64(u * n)
+    return v if v < n else n - 1
+
+
+@njit(cache=True)
+def _stream(seed, a, b):
+    """A generator state for the task ``(a, b)`` of a run seeded with ``seed``."""
+    state = np.empty(1, dtype=np.uint64)
+    state[0] = _mix64(np.uint64(seed) ^ _mix64(np.uint64(a) * _GOLDEN + np.uint64(b) + np.uint64(1)))
+    return state
+
+
+@njit(cache=True)
+def _lower_bound(a, lo, hi, x):
+    """First index in ``a[lo:hi]`` (sorted) whose value is >= ``x`` (``hi`` if none)."""
+    while lo < hi:
+        mid = (lo + hi) >> 1
+        if a[mid] < x:
+            lo = mid + 1
+        else:
+            hi = mid
+    return lo
+
+
+@njit(cache=True)
+def _upper_bound(a, lo, hi, x):
+    """First index in ``a[lo:hi]`` (sorted) whose value is > ``x`` (``hi`` if none)."""
+    while lo < hi:
+        mid = (lo + hi) >> 1
+        if a[mid] <= x:
+            lo = mid + 1
+        else:
+            hi = mid
+    return lo
+
+
+@njit(cache=True)
+def _sort_int(a):
+    """Sort an integer array in place (Shell sort; small code that compiles fast)."""
+    n = a.shape[0]
+    gap = 1
+    while gap < n // 3:
+        gap = 3 * gap + 1
+    while gap > 0:
+        for i in range(gap, n):
+            v = a[i]
+            j = i
+            while j >= gap and a[j - gap] > v:
+                a[j] = a[j - gap]
+                j -= gap
+            a[j] = v
+        gap //= 3
+
+
+@njit(cache=True)
+def _argsort_stable(v, out):
+    """``out`` = indices sorting ``v`` ascending, ties by index (insertion sort, for short arrays)."""
+    n = v.shape[0]
+    for i in range(n):
+        out[i] = i
+    for i in range(1, n):
+        idx = out[i]
+        x = v[idx]
+        j = i
+        while j > 0 and v[out[j - 1]] > x:
+            out[j] = out[j - 1]
+            j -= 1
+        out[j] = idx
+
+
+@njit(cache=True)
+def _draw_sorted(state, n, k, out, scratch, swaps):
+    """``k`` distinct genes of ``n`` uniformly at random, sorted, into ``out[:k]`` (partial
+    Fisher-Yates on ``scratch``, which must hold ``arange(n)`` and is restored afterwards)."""
+    for t in range(k):
+        j = t + _randint(state, n - t)
+        swaps[t] = j
+        tmp = scratch[t]
+        scratch[t] = scratch[j]
+        scratch[j] = tmp
+        out[t] = scratch[t]
+    for t in range(k - 1, -1, -1):
+        j = swaps[t]
+        tmp = scratch[t]
+        scratch[t] = scratch[j]
+        scratch[j] = tmp
+    _sort_int(out[:k])
+
+
+# --------------------------------------------------------------------------------------------
+# enrichment scores
+
+
+@njit(cache=True)
+def _es_of_sorted(r, pos, k, n):
+    """GSEA score (std) of the set at sorted positions ``pos[:k]`` of the weights ``r``.
+
+    Returns ``(es, i_top, i_bottom)``: the score and the within-set indices of the maximum of the
+    running sum after a hit and of its minimum just before a hit (first occurrences).
+    """
+    nr = 0.0
+    for j in range(k):
+        nr += r[pos[j]]
+    cum = 0.0
+    max_p = -np.inf
+    min_p = np.inf
+    i_top = 0
+    i_bot = 0
+    miss = 1.0 / (n - k)
+    for j in range(k):
+        w = r[pos[j]]
+        cum += w
+        if nr > 0.0:
+            top = cum / nr - (pos[j] - j) * miss
+            bottom = top - w / nr
+        else:
+            top = (j + 1) / k - (pos[j] - j) * miss
+            bottom = top - 1.0 / k
+        if top > max_p:
+            max_p = top
+            i_top = j
+        if bottom < min_p:
+            min_p = bottom
+            i_bot = j
+    if max_p > -min_p:
+        return max_p, i_top, i_bot
+    if max_p < -min_p:
+        return min_p, i_top, i_bot
+    return 0.0, i_top, i_bot
+
+
+@njit(cache=True, nogil=True)
+def _es_sets(r, indptr, pos):
+    """Scores of many sets: ``pos[indptr[s]:indptr[s+1]]`` are the sorted positions of set ``s``."""
+    m = indptr.shape[0] - 1
+    n = r.shape[0]
+    es = np.zeros(m)
+    top = np.zeros(m, dtype=np.int64)
+    bot = np.zeros(m, dtype=np.int64)
+    for s in range(m):
+        a = indptr[s]
+        k = indptr[s + 1] - a
+        e, t, b = _es_of_sorted(r, pos[a : a + k], k, n)
+        es[s] = e
+        top[s] = t
+        bot[s] = b
+    return es, top, bot
+
+
+@njit(cache=True, nogil=True)
+def _null_es(r, sizes, out, first, seed):
+    """Scores of random sets: ``out[i, u]`` is the score of the first ``sizes[u]`` genes of the
+    random ordering number ``first + i`` (``sizes`` ascending), as fgsea's simple sampling draws
+    nested sets from one random ordering per permutation."""
+    n = r.shape[0]
+    n_sizes = sizes.shape[0]
+    kmax = sizes[n_sizes - 1]
+    scratch = np.arange(n)
+    swaps = np.empty(kmax, dtype=np.int64)
+    srt = np.empty(kmax, dtype=np.int64)
+    for i in range(out.shape[0]):
+        state = _stream(seed, 0, first + i)
+        u = 0
+        for t in range(kmax):
+            j = t + _randint(state, n - t)
+            swaps[t] = j
+            x = scratch[j]
+            scratch[j] = scratch[t]
+            scratch[t] = x
+            # insert x into srt[:t] keeping it sorted
+            lo = _lower_bound(srt, 0, t, x)
+            for q in range(t, lo, -1):
+                srt[q] = srt[q - 1]
+            srt[lo] = x
+            while u < n_sizes and sizes[u] == t + 1:
+                out[i, u] = _es_of_sorted(r, srt, t + 1, n)[0]
+                u += 1
+        for t in range(kmax - 1, -1, -1):
+            j = swaps[t]
+            x = scratch[t]
+            scratch[t] = scratch[j]
+            scratch[j] = x
+
+
+@njit(cache=True)
+def _null_counts(null, col, es):
+    """For each set (null column ``col[i]``, observed score ``es[i]``): counts of random scores
+    <= es, >= es, <= 0, >= 0, and the sums of the negative and positive parts."""
+    m = es.shape[0]
+    n_perm = null.shape[0]
+    out = np.zeros((m, 6))
+    for i in range(m):
+        c = col[i]
+        e = es[i]
+        le = 0.0
+        ge = 0.0
+        lz = 0.0
+        gz = 0.0
+        ls = 0.0
+        gs = 0.0
+        for p in range(n_perm):
+            v = null[p, c]
+            if v <= e:
+                le += 1
+            if v >= e:
+                ge += 1
+            if v <= 0.0:
+                lz += 1
+                ls += v
+            if v >= 0.0:
+                gz += 1
+                gs += v
+        out[i, 0] = le
+        out[i, 1] = ge
+        out[i, 2] = lz
+        out[i, 3] = gz
+        out[i, 4] = ls
+        out[i, 5] = gs
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# multilevel splitting
+
+
+@njit(cache=True)
+def _pos_and_signed_es(r, pos, k, n, ns):
+    """(positive-part score, signed score) of the sorted set ``pos[:k]`` with weight sum ``ns``:
+    fgsea's ``calcPositiveES`` and ``calcES``."""
+    q1 = 1.0 / (n - k)
+    q2 = 1.0 / ns
+    cur = 0.0
+    res_pos = 0.0
+    res = 0.0
+    last = -1
+    for j in range(k):
+        p = pos[j]
+        cur -= q1 * (p - last - 1)
+        if abs(cur) > abs(res):
+            res = cur
+        cur += q2 * r[p]
+        if abs(cur) > abs(res):
+            res = cur
+        if cur > res_pos:
+            res_pos = cur
+        last = p
+    return res_pos, res
+
+
+@njit(cache=True)
+def _perturb(r, data, cnt, csum, ends, ns, bound, iters, state, q1):
+    """``iters`` Metropolis proposals on one sample (replace a random member by a random gene),
+    each accepted iff the sample's positive-part score stays above ``bound``, as fgsea's
+    ``perturbate``. The sample is held in chunks of gene positions (``data[c, :cnt[c]]`` sorted,
+    chunk ``c`` covering positions below ``ends[c]``, weight sums ``csum``) so that the check skips
+    whole chunks whose best case stays below the bound; a prefix known to exceed the bound is
+    updated in O(1) to accept most moves at once. Returns the number of moves (accepted
+    proposals, plus proposals of the gene itself) and the sample's new weight sum."""
+    n = r.shape[0]
+    nch = ends.shape[0]
+    k = 0
+    for c in range(nch):
+        k += cnt[c]
+    moves = 0
+    has_cand = False
+    cand_val = -1
+    cand_x = 0
+    cand_y = 0.0
+    for _ in range(iters):
+        t = _randint(state, k)
+        oc = 0
+        while cnt[oc] <= t:
+            t -= cnt[oc]
+            oc += 1
+        oi = t
+        old = data[oc, oi]
+        new = _randint(state, n)
+        nc = _upper_bound(ends, 0, nch, new)
+        row = data[nc]
+        ni = _lower_bound(row, 0, cnt[nc], new)
+        if ni < cnt[nc] and data[nc, ni] == new:
+            if new == old:
+                moves += 1
+            continue
+        for q in range(oi, cnt[oc] - 1):
+            data[oc, q] = data[oc, q + 1]
+        cnt[oc] -= 1
+        ins = ni - 1 if (oc == nc and oi < ni) else ni
+        for q in range(cnt[nc], ins, -1):
+            data[nc, q] = data[nc, q - 1]
+        data[nc, ins] = new
+        cnt[nc] += 1
+        csum[oc] -= r[old]
+        csum[nc] += r[new]
+        ns2 = ns - r[old] + r[new]
+        if has_cand and old == cand_val:
+            has_cand = False
+        if has_cand:
+            if old < cand_val:
+                cand_x += 1
+                cand_y -= r[old]
+            if new < cand_val:
+                cand_x -= 1
+                cand_y += r[new]
+        q2 = 1.0 / ns2
+        if has_cand and q2 * cand_y - q1 * cand_x > bound:
+            moves += 1
+            ns = ns2
+            continue
+        ok = False
+        cur_x = 0
+        cur_y = 0.0
+        last = -1
+        for c in range(nch):
+            if q2 * (cur_y + csum[c]) - q1 * cur_x < bound:
+                cur_y += csum[c]
+                cur_x += ends[c] - last - 1 - cnt[c]
+                last = ends[c] - 1
+                continue
+            for q in range(cnt[c]):
+                p = data[c, q]
+                cur_y += r[p]
+                cur_x += p - last - 1
+                if q2 * cur_y - q1 * cur_x > bound:
+                    ok = True
+                    cand_val = p
+                    cand_x = cur_x
+                    cand_y = cur_y
+                    break
+                last = p
+            if ok:
+                break
+            cur_x += ends[c] - 1 - last
+            last = ends[c] - 1
+        if ok:
+            has_cand = True
+            moves += 1
+            ns = ns2
+            continue
+        # reject: put the sample back
+        for q in range(ins, cnt[nc] - 1):
+            data[nc, q] = data[nc, q + 1]
+        cnt[nc] -= 1
+        for q in range(cnt[oc], oi, -1):
+            data[oc, q] = data[oc, q - 1]
+        data[oc, oi] = old
+        cnt[oc] += 1
+        csum[oc] += r[old]
+        csum[nc] -= r[new]
+        if has_cand and new == cand_val:
+            has_cand = False
+        if has_cand:
+            if old < cand_val:
+                cand_x -= 1
+                cand_y += r[old]
+            if new < cand_val:
+                cand_x += 1
+                cand_y -= r[new]
+    return moves, ns
+
+
+@njit(cache=True)
+def _halve(r, samples, ns, n, k, scores, corr, filled):
+    """fgsea's ``duplicateSamples``: record the lower half of the population's positive-part
+    scores (and, per recorded level, how many samples above it have a positive signed score),
+    then replace the lower half by copies of the upper half (each twice) plus the median."""
+    ss = samples.shape[0]
+    pos_es = np.empty(ss)
+    is_pos = np.zeros(ss, dtype=np.bool_)
+    n_pos = 0
+    for s in range(ss):
+        pos_es[s], signed = _pos_and_signed_es(r, samples[s], k, n, ns[s])
+        if signed > 0:
+            is_pos[s] = True
+            n_pos += 1
+    order = np.empty(ss, dtype=np.int64)
+    _argsort_stable(pos_es, order)
+    half = (ss + 1) // 2
+    for i in range(half):
+        s = order[i]
+        scores[filled + i] = pos_es[s]
+        if is_pos[s]:
+            n_pos -= 1
+        corr[filled + i] = n_pos
+    src = np.empty(ss, dtype=np.int64)
+    row = 0
+    for i in range((ss - 1) // 2):
+        src[row] = order[ss - 1 - i]
+        src[row + 1] = order[ss - 1 - i]
+        row += 2
+    src[row] = order[ss >> 1]
+    new = np.empty((ss, k), dtype=samples.dtype)
+    new_ns = np.empty(ss)
+    for i in range(ss):
+        new_ns[i] = ns[src[i]]
+        for j in range(k):
+            new[i, j] = samples[src[i], j]
+    for i in range(ss):
+        ns[i] = new_ns[i]
+        for j in range(k):
+            samples[i, j] = new[i, j]
+    return filled + half
+
+
+@njit(cache=True, nogil=True)
+def _ruler(r, k, sample_size, target, seed, eps, max_levels):
+    """The multilevel ruler for sets of size ``k`` on weights ``r`` (fgsea's ``EsRuler.extend``):
+    levels of the positive-part score up to ``target``. Returns the recorded scores (51 per level
+    for ``sample_size=101``) and the matching sign-correction counts."""
+    n = r.shape[0]
+    ss = sample_size
+    half = (ss + 1) // 2
+    state = _stream(seed, 1, k)
+    samples = np.empty((ss, k), dtype=np.int64)
+    ns = np.empty(ss)
+    scratch = np.arange(n)
+    buf = np.empty(k, dtype=np.int64)
+    swaps = np.empty(k, dtype=np.int64)
+    for s in range(ss):
+        _draw_sorted(state, n, k, buf, scratch, swaps)
+        for j in range(k):
+            samples[s, j] = buf[j]
+        t = 0.0
+        for j in range(k):
+            t += r[buf[j]]
+        ns[s] = t
+    cap = half * (max_levels + 1)
+    scores = np.empty(cap)
+    corr = np.empty(cap, dtype=np.int64)
+    filled = _halve(r, samples, ns, n, k, scores, corr, 0)
+    q1 = 1.0 / (n - k)
+    iters = max(1, int(k * 0.1))
+    need = ss * k
+    nch = max(1, int(math.sqrt(k)))
+    ends = np.empty(nch, dtype=np.int64)
+    ends[nch - 1] = n
+    tmp = np.empty(ss, dtype=np.int64)
+    data = np.empty((ss, nch, k), dtype=np.int64)
+    cnt = np.zeros((ss, nch), dtype=np.int64)
+    csum = np.zeros((ss, nch))
+    levels = 1
+    while scores[filled - 1] <= target - 1e-10 and levels < max_levels:
+        bound = scores[filled - 1]
+        # chunk ends: medians over the population of the members at evenly spaced ranks
+        at = 0
+        for c in range(nch - 1):
+            at += (k + c) // nch
+            for s in range(ss):
+                tmp[s] = samples[s, at]
+            _sort_int(tmp)
+            ends[c] = tmp[ss // 2]
+        for s in range(ss):
+            for c in range(nch):
+                cnt[s, c] = 0
+                csum[s, c] = 0.0
+            c = 0
+            tot = 0.0
+            for j in range(k):
+                p = samples[s, j]
+                while ends[c] <= p:
+                    c += 1
+                data[s, c, cnt[s, c]] = p
+                cnt[s, c] += 1
+                csum[s, c] += r[p]
+                tot += r[p]
+            ns[s] = tot
+        moves = 0
+        proposals = 0
+        limit = 200 * need
+        while moves < need and proposals < limit:
+            for s in range(ss):
+                mv, nsv = _perturb(r, data[s], cnt[s], csum[s], ends, ns[s], bound, iters, state, q1)
+                ns[s] = nsv
+                moves += mv
+                proposals += iters
+        for s in range(ss):
+            j = 0
+            for c in range(nch):
+                for q in range(cnt[s, c]):
+                    samples[s, j] = data[s, c, q]
+                    j += 1
+        prev = bound
+        filled = _halve(r, samples, ns, n, k, scores, corr, filled)
+        levels += 1
+        if scores[filled - 1] <= prev:
+            break  # the median did not move up (as fgsea, give up)
+        if eps != 0.0 and (filled // half) > -math.log2(0.5 * eps):
+            break
+    out_s = np.empty(filled)
+    out_c = np.empty(filled, dtype=np.int64)
+    for i in range(filled):
+        out_s[i] = scores[i]
+        out_c[i] = corr[i]
+    return out_s, out_c
+
+
+def _ruler_pvalues(scores, corr, es_abs, sample_size):
+    """fgsea's ``EsRuler::getPvalue`` for the absolute scores ``es_abs``: returns the p-values
+    (not yet divided by the sign share) and whether the estimate is reliable."""
+    ss = sample_size
+    half = (ss + 1) // 2
+    last = scores[-1]
+    idx = np.searchsorted(scores, es_abs, side="left")
+    beyond = es_abs >= last
+    idx = np.where(beyond, scores.size - 1, idx)
+    good = ~(es_abs > last + 1e-10)
+    lev = idx // half
+    rem = ss - idx % half
+    log_level = special.digamma(half) - special.digamma(ss + 1)
+    log_p = lev * log_level + special.digamma(rem + 1) - special.digamma(ss + 1)
+    log_corr = special.digamma(corr[idx] + 1) - special.digamma(rem + 1)
+    p = np.clip(np.exp(log_p + log_corr), 0.0, 1.0)
+    return p, good & (np.exp(log_corr) >= 0.5)
+
+
+def multilevel_error(p, sample_size):
+    """fgsea's ``multilevelError``: expected standard deviation of ``log2(p)``."""
+    p = np.asarray(p, dtype=np.float64)
+    one = special.polygamma(1, (sample_size + 1) / 2) - special.polygamma(1, sample_size + 1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.sqrt(np.floor(-np.log2(p) + 1) * one) / math.log(2)
+
+
+def p_adjust_bh(p: np.ndarray) -> np.ndarray:
+    """Benjamini-Hochberg adjusted p-values (R's ``p.adjust(p, "BH")``); NaN stays NaN and is not
+    counted among the tests."""
+    p = np.asarray(p, dtype=np.float64)
+    out = np.full(p.shape, np.nan)
+    ok = ~np.isnan(p)
+    q = p[ok]
+    m = q.size
+    if m == 0:
+        return out
+    order = np.argsort(q, kind="stable")[::-1]
+    adj = np.minimum.accumulate(q[order] * m / np.arange(m, 0, -1))
+    res = np.empty(m)
+    res[order] = np.minimum(adj, 1.0)
+    out[ok] = res
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# the whole analysis
+
+
+def rank_order(stats: np.ndarray) -> np.ndarray:
+    """Indices that sort ``stats`` decreasingly, ties in input order (R's ``sort(decreasing=TRUE)``)."""
+    return np.argsort(-np.asarray(stats, dtype=np.float64), kind="stable")
+
+
+def _seed_int(seed) -> int:
+    return int(np.random.SeedSequence(int(seed)).generate_state(1, dtype=np.uint64)[0])
+
+
+def _null_sample(r, sizes, n_perm, seed):
+    """Random scores for ``n_perm`` permutations, split over threads (each permutation has its own
+    random stream, so the split does not change the result)."""
+    out = np.zeros((n_perm, sizes.size))
+    workers = min(_n_threads(), max(1, n_perm // 50))
+    bounds = np.linspace(0, n_perm, workers + 1).astype(int)
+    jobs = [(a, b) for a, b in zip(bounds[:-1], bounds[1:], strict=True) if b > a]
+    if len(jobs) == 1:
+        _null_es(r, sizes, out, 0, seed)
+        return out
+    with ThreadPoolExecutor(max_workers=len(jobs)) as ex:
+        list(ex.map(lambda ab: _null_es(r, sizes, out[ab[0] : ab[1]], ab[0], seed), jobs))
+    return out
+
+
+def _n_threads() -> int:
+    try:
+        import numba
+
+        return max(1, int(numba.get_num_threads()))
+    except Exception:  # pragma: no cover
+        return max(1, os.cpu_count() or 1)
+
+
+def gsea(
+    stats: np.ndarray,
+    indptr: np.ndarray,
+    indices: np.ndarray,
+    *,
+    n_perm_simple: int = 1000,
+    sample_size: int = 101,
+    eps: float = 0.0,
+    seed: int = 0,
+    gsea_param: float = 1.0,
+    max_levels: int = 1000,
+) -> dict[str, np.ndarray]:
+    """Preranked GSEA of the sets ``indices[indptr[s]:indptr[s+1]]`` (gene indices into ``stats``,
+    unique within a set, each set with 1 to ``len(stats) - 1`` genes).
+
+    Returns a dict of arrays, one entry per set: ``es``, ``nes``, ``pvalue``, ``padj``,
+    ``log2err``, ``size``, and the leading edge as ``le_indptr``/``le_indices`` (gene indices into
+    ``stats`` in leading-edge order: from the top of the ranking for ES > 0, from the bottom for
+    ES < 0), plus ``n_more_extreme`` and ``mode_fraction`` of the simple sampling.
+    """
+    stats = np.asarray(stats, dtype=np.float64)
+    if stats.ndim != 1 or not np.isfinite(stats).all():
+        raise ValueError("stats must be a 1-d array of finite numbers")
+    n = stats.size
+    indptr = np.asarray(indptr, dtype=np.int64)
+    indices = np.asarray(indices, dtype=np.int64)
+    m = indptr.size - 1
+    sizes = np.diff(indptr)
+    if m == 0:
+        raise ValueError("no gene set to test")
+    if sizes.min() < 1 or sizes.max() >= n:
+        raise ValueError(f"set sizes must be between 1 and {n - 1} (the number of ranked genes minus one)")
+    if sample_size < 3:
+        sample_size = 3
+    if sample_size % 2 == 0:
+        sample_size += 1
+    eps = float(max(0.0, min(1.0, eps)))
+
+    order = rank_order(stats)
+    r = np.abs(stats[order]) ** gsea_param
+    inv = np.empty(n, dtype=np.int64)
+    inv[order] = np.arange(n)
+    # positions of each set's genes in the ranking, sorted within the set
+    set_id = np.repeat(np.arange(m), sizes)
+    pos = inv[indices]
+    srt = np.lexsort((pos, set_id))
+    pos = np.ascontiguousarray(pos[srt])
+
+    es, i_top, i_bot = _es_sets(r, indptr, pos)
+
+    # leading edges (positions in the ranking -> gene indices)
+    le_len = np.where(es > 0, i_top + 1, np.where(es < 0, sizes - i_bot, 0))
+    le_indptr = np.concatenate([[0], np.cumsum(le_len)])
+    le_pos = np.empty(int(le_len.sum()), dtype=np.int64)
+    for s in np.flatnonzero(le_len):  # loop over sets, not genes
+        a = indptr[s]
+        if es[s] > 0:
+            chunk = pos[a : a + le_len[s]]
+        else:
+            chunk = pos[a + i_bot[s] : indptr[s + 1]][::-1]
+        le_pos[le_indptr[s] : le_indptr[s + 1]] = chunk
+    le_indices = order[le_pos]
+
+    # simple sampling
+    useed = _seed_int(seed)
+    usizes, col = np.unique(sizes, return_inverse=True)
+    null = _null_sample(r, usizes.astype(np.int64), int(n_perm_simple), np.uint64(useed))
+    cnt = _null_counts(null, col.astype(np.int64), es)
+    le_es, ge_es, le_zero, ge_zero, le_sum, ge_sum = cnt.T
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ge_mean = ge_sum / ge_zero
+        le_mean = le_sum / le_zero
+        denom = np.where(es > 0, ge_mean, np.abs(le_mean))
+        nes = np.where(denom != 0, es / denom, np.nan)
+        p_simple = np.minimum((1 + le_es) / (1 + le_zero), (1 + ge_es) / (1 + ge_zero))
+    p_simple = np.where(np.isnan(nes), np.nan, p_simple)
+    n_more = np.where(es > 0, ge_es, le_es)
+    mode = np.where(es >= 0, ge_zero, le_zero)
+    bad = mode < 10
+    nes[bad] = np.nan
+    p_simple[bad] = np.nan
+
+    nperm = float(n_perm_simple)
+    crude = np.log2((n_more + 1) / (nperm + 1))
+    with np.errstate(divide="ignore"):
+        left = np.log2(special.betaincinv(np.maximum(n_more, 0), nperm - n_more + 1, 0.025))
+    left = np.where(n_more == 0, -np.inf, left)
+    right = np.log2(special.betaincinv(n_more + 1, np.maximum(nperm - n_more, 1e-300), 0.975))
+    right = np.where(nperm - n_more == 0, 0.0, right)
+    simple_err = 0.5 * np.maximum(crude - left, right - crude)
+    mult_err = multilevel_error((n_more + 1) / (nperm + 1), sample_size)
+    use_ml = (~np.isnan(p_simple)) & (mult_err < simple_err)
+
+    pvalue = p_simple.copy()
+    log2err = np.where(
+        np.isnan(p_simple),
+        np.nan,
+        (1 / math.log(2)) * np.sqrt(special.polygamma(1, n_more + 1) - special.polygamma(1, nperm + 1)),
+    )
+
+    if use_ml.any():
+        denom_prob = (mode + 1) / (nperm + 1)
+        tasks = []
+        for k in np.unique(sizes[use_ml]):
+            grp = np.flatnonzero(use_ml & (sizes == k))
+            e = es[grp]
+            geps = eps * denom_prob[grp].min()
+            if e.max() >= 0:
+                tasks.append((int(k), 0, float(abs(e.max())), grp[e >= 0], geps))
+            if e.min() < 0:
+                tasks.append((int(k), 1, float(abs(e.min())), grp[e < 0], geps))
+        r_pos = np.ascontiguousarray(r)
+        r_neg = np.ascontiguousarray(r[::-1])
+
+        def run(task):
+            k, sign, target, _, geps = task
+            rr = r_neg if sign else r_pos
+            tseed = np.uint64(_seed_int(useed ^ (k * 2 + sign + 1)))
+            return _ruler(rr, k, sample_size, target, tseed, geps, max_levels)
+
+        tasks.sort(key=lambda t: -t[0])  # largest sets first: better balance across threads
+        workers = min(_n_threads(), len(tasks))
+        if workers > 1:
+            with ThreadPoolExecutor(max_workers=workers) as ex:
+                rulers = list(ex.map(run, tasks))
+        else:
+            rulers = [run(t) for t in tasks]
+        for (_, _, _, members, _), (scores, corr) in zip(tasks, rulers, strict=True):
+            p, good = _ruler_pvalues(scores, corr, np.abs(es[members]), sample_size)
+            p = np.minimum(1.0, p / denom_prob[members])
+            pvalue[members] = p
+            err = multilevel_error(p, sample_size)
+            log2err[members] = np.where(good, err, np.nan)
+    if eps > 0:
+        tiny = pvalue < eps
+        pvalue[tiny] = eps
+        log2err[tiny] = np.nan
+    padj = p_adjust_bh(pvalue)
+    return {
+        "es": es,
+        "nes": nes,
+        "pvalue": pvalue,
+        "padj": padj,
+        "log2err": log2err,
+        "size": sizes,
+        "le_indptr": le_indptr,
+        "le_indices": le_indices,
+        "n_more_extreme": n_more,
+        "mode_fraction": mode,
+    }
