@@ -75,8 +75,7 @@ def airway(_airway):
 def _geuvadis85():
     import bulkpy as bk
 
-    counts = shared_path("geuvadis85", "counts.tsv.gz")
-    return bk.io.read_counts(counts, samples=shared_path("geuvadis85", "coldata.csv"))
+    return bk.datasets.geuvadis85()
 
 
 @pytest.fixture

@@ -1,6 +1,6 @@
 """Real example data bundled with bulkpy (no network needed; only ``msigdb`` downloads, on request)."""
 
-from ._counts import airway, pasilla
+from ._counts import airway, geuvadis85, pasilla
 from ._genesets import go, msigdb, progeny, reactome
 
-__all__ = ["airway", "pasilla", "go", "msigdb", "progeny", "reactome"]
+__all__ = ["airway", "geuvadis85", "pasilla", "go", "msigdb", "progeny", "reactome"]
