@@ -127,3 +127,15 @@ def looks_logged(x) -> bool:
     if finite.size == 0:
         return False
     return bool((finite < 0).any() or (finite.max() < 30 and (finite != np.round(finite)).mean() > 0.5))
+
+
+def check_bool(value, name: str) -> bool:
+    """Raise unless ``value`` is a boolean (numpy booleans accepted)."""
+    if not isinstance(value, bool | np.bool_):
+        raise TypeError(f"{name} must be True or False, got {value!r}")
+    return bool(value)
+
+
+def layer_name(layer: str | None) -> str:
+    """How error messages name a layer: ``X`` or ``layer 'name'``."""
+    return "X" if layer is None else f"layer {layer!r}"

@@ -6,17 +6,11 @@ import numpy as np
 import pandas as pd
 
 from .. import get
-from .._validate import check_choice, obs_column, var_column
+from .._validate import check_bool, check_choice, obs_column, var_column
 from ..get._expression import _groupby_list, var_indices
 from ._plotter import category_colors, clustered_heatmap, get_ax, legend, linkage, style_axes
 
 _KINDS = ("box", "strip", "bar")
-
-
-def _check_bool(value, name: str) -> bool:
-    if not isinstance(value, bool | np.bool_):
-        raise TypeError(f"{name} must be True or False, got {value!r}")
-    return bool(value)
 
 
 def heatmap(
@@ -74,8 +68,8 @@ def heatmap(
     >>> fig.axes[0].get_images()[0].get_array().shape
     (20, 7)
     """
-    zscore = _check_bool(zscore, "zscore")
-    dendrogram = _check_bool(dendrogram, "dendrogram")
+    zscore = check_bool(zscore, "zscore")
+    dendrogram = check_bool(dendrogram, "dendrogram")
     groups = _groupby_list(groupby)
     df = get.expression(adata, var_names, layer=layer, groupby=groups or None, gene_symbols=gene_symbols)
     M = df.pivot(index="gene", columns="sample", values="value").reindex(columns=adata.obs_names)

@@ -12,20 +12,10 @@ from .._docs import doc_adata, doc_copy, doc_params
 from .._slots import COUNTS, check_key, write_params
 from .._stats import combat as _cb
 from .._utils import finish, start
-from .._validate import check_adata, dense, get_matrix, looks_logged, obs_column
+from .._validate import check_adata, check_bool, dense, get_matrix, layer_name, looks_logged, obs_column
 
 #: an all-integer matrix whose maximum is above this is taken for raw counts, not log-scale data
 _COUNTS_MAX = 50.0
-
-
-def _layer_name(layer) -> str:
-    return "X" if layer is None else f"layer {layer!r}"
-
-
-def _check_bool(value, name: str) -> bool:
-    if not isinstance(value, bool | np.bool_):
-        raise TypeError(f"{name} must be True or False, got {value!r}")
-    return bool(value)
 
 
 def _batch_codes(adata: AnnData, batch) -> tuple[np.ndarray, list]:
@@ -220,26 +210,26 @@ def combat(
     True
     """
     check_adata(adata)
-    parametric = _check_bool(parametric, "parametric")
-    mean_only = _check_bool(mean_only, "mean_only")
-    _check_bool(copy, "copy")
+    parametric = check_bool(parametric, "parametric")
+    mean_only = check_bool(mean_only, "mean_only")
+    check_bool(copy, "copy")
     check_key(key_added, "key_added")
     x = get_matrix(adata, layer)
     kind = np.dtype(getattr(x, "dtype", np.asarray(x).dtype)).kind
     if kind not in "biuf":
-        raise TypeError(f"{_layer_name(layer)} must be numeric, got dtype {x.dtype}")
+        raise TypeError(f"{layer_name(layer)} must be numeric, got dtype {x.dtype}")
     x = dense(x).copy()
     if x.size == 0:
-        raise ValueError(f"{_layer_name(layer)} is empty (shape {x.shape})")
+        raise ValueError(f"{layer_name(layer)} is empty (shape {x.shape})")
     if np.isinf(x).any():
         raise ValueError(
-            f"{_layer_name(layer)} contains {int(np.isinf(x).sum())} infinite values (log of 0?); ComBat allows "
+            f"{layer_name(layer)} contains {int(np.isinf(x).sum())} infinite values (log of 0?); ComBat allows "
             "missing values (NaN) but not inf; add a pseudo-count before taking logs"
         )
     finite = x[~np.isnan(x)]
     if finite.size and np.all(finite == np.round(finite)) and finite.min() >= 0 and finite.max() > _COUNTS_MAX:
         raise ValueError(
-            f"{_layer_name(layer)} holds non-negative integers up to {finite.max():.0f}: it looks like raw counts. "
+            f"{layer_name(layer)} holds non-negative integers up to {finite.max():.0f}: it looks like raw counts. "
             "ComBat models log-scale data; log-transform first (e.g. log2 CPM with a pseudo-count) or use "
             "bk.pp.combat_seq(adata, batch=..., layer='counts') for counts"
         )
@@ -396,10 +386,10 @@ def combat_seq(
     (7, 1000)
     """
     check_adata(adata)
-    full_mod = _check_bool(full_mod, "full_mod")
-    shrink = _check_bool(shrink, "shrink")
-    shrink_disp = _check_bool(shrink_disp, "shrink_disp")
-    _check_bool(copy, "copy")
+    full_mod = check_bool(full_mod, "full_mod")
+    shrink = check_bool(shrink, "shrink")
+    shrink_disp = check_bool(shrink_disp, "shrink_disp")
+    check_bool(copy, "copy")
     check_key(key_added, "key_added")
     if gene_subset_n is not None:
         if isinstance(gene_subset_n, bool) or not isinstance(gene_subset_n, int | np.integer) or gene_subset_n < 1:
@@ -411,26 +401,26 @@ def combat_seq(
     x = get_matrix(adata, layer)
     kind = np.dtype(getattr(x, "dtype", np.asarray(x).dtype)).kind
     if kind not in "biuf":
-        raise TypeError(f"{_layer_name(layer)} must be numeric, got dtype {x.dtype}")
+        raise TypeError(f"{layer_name(layer)} must be numeric, got dtype {x.dtype}")
     x = dense(x).copy()
     if x.size == 0:
-        raise ValueError(f"{_layer_name(layer)} is empty (shape {x.shape})")
+        raise ValueError(f"{layer_name(layer)} is empty (shape {x.shape})")
     if not np.isfinite(x).all():
         raise ValueError(
-            f"{_layer_name(layer)} contains {int((~np.isfinite(x)).sum())} missing or infinite values; "
+            f"{layer_name(layer)} contains {int((~np.isfinite(x)).sum())} missing or infinite values; "
             "ComBat-seq (edgeR's GLM) needs complete counts"
         )
     if looks_logged(x):
         raise ValueError(
-            f"{_layer_name(layer)} looks log-transformed (negative or small non-integer values); ComBat-seq needs "
+            f"{layer_name(layer)} looks log-transformed (negative or small non-integer values); ComBat-seq needs "
             f"raw counts (layers: {list(adata.layers.keys())}). For log-scale data use bk.pp.combat"
         )
     if (x < 0).any():
-        raise ValueError(f"{_layer_name(layer)} contains {int((x < 0).sum())} negative values; counts must be >= 0")
+        raise ValueError(f"{layer_name(layer)} contains {int((x < 0).sum())} negative values; counts must be >= 0")
     frac = x != np.round(x)
     if frac.any():
         raise ValueError(
-            f"{_layer_name(layer)} contains {int(frac.sum())} non-integer values; ComBat-seq needs integer counts "
+            f"{layer_name(layer)} contains {int(frac.sum())} non-integer values; ComBat-seq needs integer counts "
             "(round estimated counts first)"
         )
     lib = x.sum(axis=1)

@@ -14,7 +14,7 @@ from .._slots import COUNTS, check_key, write_params
 from .._stats import normalization as _norm
 from .._stats import size_factors as _sf
 from .._utils import finish, start
-from .._validate import check_adata, check_choice, dense, get_matrix, looks_logged
+from .._validate import check_adata, check_bool, check_choice, dense, get_matrix, layer_name, looks_logged
 
 LENGTH = "length"
 NORM_FACTORS_LAYER = "norm_factors"
@@ -26,12 +26,6 @@ _NORMALIZE_METHODS = ("cpm", "tmm", "size_factors", "tpm")
 # --------------------------------------------------------------------------------------------
 # shared checks
 # --------------------------------------------------------------------------------------------
-
-
-def _check_bool(value, name: str) -> bool:
-    if not isinstance(value, bool | np.bool_):
-        raise TypeError(f"{name} must be True or False, got {value!r}")
-    return bool(value)
 
 
 def _check_number(value, name: str, *, lo: float | None = None, hi: float | None = None, lo_open=False, hi_open=False):
@@ -54,43 +48,39 @@ def _dtype_kind(x) -> str:
     return np.dtype(dt).kind
 
 
-def _layer_name(layer) -> str:
-    return "X" if layer is None else f"layer {layer!r}"
-
-
 def _counts(adata: AnnData, layer: str | None) -> np.ndarray:
     """Dense float64 counts of ``layer``; raises for non-numeric, non-finite, log-like or negative values."""
     x = get_matrix(adata, layer)
     if _dtype_kind(x) not in "biuf":
-        raise TypeError(f"{_layer_name(layer)} must be numeric, got dtype {getattr(x, 'dtype', type(x).__name__)}")
+        raise TypeError(f"{layer_name(layer)} must be numeric, got dtype {getattr(x, 'dtype', type(x).__name__)}")
     arr = dense(x)
     if arr.size == 0:
-        raise ValueError(f"{_layer_name(layer)} is empty (shape {arr.shape})")
+        raise ValueError(f"{layer_name(layer)} is empty (shape {arr.shape})")
     bad = ~np.isfinite(arr)
     if bad.any():
-        raise ValueError(f"{_layer_name(layer)} contains {int(bad.sum())} non-finite values (NaN or inf); counts must be finite")
+        raise ValueError(f"{layer_name(layer)} contains {int(bad.sum())} non-finite values (NaN or inf); counts must be finite")
     if looks_logged(arr):
         raise ValueError(
-            f"{_layer_name(layer)} looks log-transformed (negative or small non-integer values), but raw counts are "
+            f"{layer_name(layer)} looks log-transformed (negative or small non-integer values), but raw counts are "
             f"needed here; pass the layer that holds the counts (layers: {list(adata.layers.keys())})"
         )
     neg = arr < 0
     if neg.any():
-        raise ValueError(f"{_layer_name(layer)} contains {int(neg.sum())} negative values; counts must be >= 0")
+        raise ValueError(f"{layer_name(layer)} contains {int(neg.sum())} negative values; counts must be >= 0")
     return arr
 
 
 def _values(adata: AnnData, layer: str | None, *, allow_nan: bool) -> np.ndarray:
     x = get_matrix(adata, layer)
     if _dtype_kind(x) not in "biuf":
-        raise TypeError(f"{_layer_name(layer)} must be numeric, got dtype {getattr(x, 'dtype', type(x).__name__)}")
+        raise TypeError(f"{layer_name(layer)} must be numeric, got dtype {getattr(x, 'dtype', type(x).__name__)}")
     arr = dense(x)
     if arr.size == 0:
-        raise ValueError(f"{_layer_name(layer)} is empty (shape {arr.shape})")
+        raise ValueError(f"{layer_name(layer)} is empty (shape {arr.shape})")
     bad = np.isinf(arr) if allow_nan else ~np.isfinite(arr)
     if bad.any():
         what = "infinite" if allow_nan else "non-finite (NaN or inf)"
-        raise ValueError(f"{_layer_name(layer)} contains {int(bad.sum())} {what} values")
+        raise ValueError(f"{layer_name(layer)} contains {int(bad.sum())} {what} values")
     return arr
 
 
@@ -233,7 +223,7 @@ def size_factors(
     check_adata(adata)
     check_choice(method, _SIZE_FACTOR_METHODS, "method")
     check_key(key_added, "key_added")
-    use_lengths = _check_bool(use_lengths, "use_lengths")
+    use_lengths = check_bool(use_lengths, "use_lengths")
     counts = _counts(adata, layer)
     control = _control_mask(adata, control_genes)
     if method == "iterate" and control is not None:
@@ -356,7 +346,7 @@ def norm_factors(
         raise ValueError(f"key_added can not be {LIB_SIZE!r}, which holds the library sizes")
     logratio_trim = _check_number(logratio_trim, "logratio_trim", lo=0.0, hi=0.5, hi_open=True)
     sum_trim = _check_number(sum_trim, "sum_trim", lo=0.0, hi=0.5, hi_open=True)
-    do_weighting = _check_bool(do_weighting, "do_weighting")
+    do_weighting = check_bool(do_weighting, "do_weighting")
     a_cutoff = _check_number(a_cutoff, "a_cutoff")
     p = _check_number(p, "p", lo=0.0, hi=1.0, lo_open=True, hi_open=True)
     ref = None
@@ -488,7 +478,7 @@ def normalize(
     """
     check_adata(adata)
     check_choice(method, _NORMALIZE_METHODS, "method")
-    log = _check_bool(log, "log")
+    log = check_bool(log, "log")
     prior_count = _check_number(prior_count, "prior_count", lo=0.0)
     if key_added is None:
         key_added = _default_key(method, log)

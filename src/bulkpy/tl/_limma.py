@@ -14,7 +14,7 @@ from .._docs import doc_adata, doc_copy, doc_params
 from .._slots import check_key, write_de
 from .._stats import linear as _lin
 from .._utils import finish, start
-from .._validate import check_adata, check_counts, dense, get_matrix
+from .._validate import check_adata, check_bool, check_counts, dense, get_matrix
 
 #: limma version whose behaviour the engine follows.
 LIMMA_VERSION = "3.54.1"
@@ -69,12 +69,6 @@ _doc_table = """\
 # --------------------------------------------------------------------------------------------
 # input checks
 # --------------------------------------------------------------------------------------------
-
-
-def _check_bool(value, name: str) -> bool:
-    if not isinstance(value, bool | np.bool_):
-        raise TypeError(f"{name} must be True or False, got {value!r}")
-    return bool(value)
 
 
 def _check_lfc(lfc) -> float:
@@ -468,8 +462,8 @@ def limma(
     """
     check_adata(adata)
     check_key(key_added, "key_added")
-    trend = _check_bool(trend, "trend")
-    robust = _check_bool(robust, "robust")
+    trend = check_bool(trend, "trend")
+    robust = check_bool(robust, "robust")
     lfc = _check_lfc(lfc)
     E = _expression(adata, layer)
     X, cols = _design(adata, design)
@@ -586,7 +580,7 @@ def voom(
 
     check_adata(adata)
     check_key(key_added, "key_added")
-    robust = _check_bool(robust, "robust")
+    robust = check_bool(robust, "robust")
     lfc = _check_lfc(lfc)
     if not isinstance(norm, str) or norm not in _NORM_METHODS:
         raise ValueError(f"norm={norm!r} is not supported; choose one of {list(_NORM_METHODS)}")

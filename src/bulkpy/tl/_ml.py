@@ -19,7 +19,15 @@ from .._docs import doc_adata, doc_copy, doc_copy_returns, doc_params
 from .._slots import check_key, write_params
 from .._stats import ml as _ml
 from .._utils import finish, start
-from .._validate import check_adata, check_choice, check_unique_names, dense, get_matrix, obs_column
+from .._validate import (
+    check_adata,
+    check_bool,
+    check_choice,
+    check_unique_names,
+    dense,
+    get_matrix,
+    obs_column,
+)
 
 _doc_key_classify = """\
 key_added
@@ -33,12 +41,6 @@ def _check_int(value, name: str, minimum: int) -> int:
     if value < minimum:
         raise ValueError(f"{name} must be >= {minimum}, got {value}")
     return int(value)
-
-
-def _check_bool(value, name: str) -> bool:
-    if not isinstance(value, bool):
-        raise TypeError(f"{name} must be True or False, got {value!r}")
-    return value
 
 
 @doc_params(adata=doc_adata, copy=doc_copy, copy_returns=doc_copy_returns, key_added=_doc_key_classify)
@@ -150,8 +152,8 @@ def classify(
     from .._ml import training as tr
 
     check_adata(adata)
-    _check_bool(copy, "copy")
-    _check_bool(filter_genes, "filter_genes")
+    check_bool(copy, "copy")
+    check_bool(filter_genes, "filter_genes")
     check_key(key_added, "key_added")
     check_choice(model, _ml.MODELS, "model")
     check_choice(features, _ml.FEATURES, "features")
@@ -289,7 +291,7 @@ def predict(
     from .._ml import training as tr
 
     check_adata(adata)
-    _check_bool(copy, "copy")
+    check_bool(copy, "copy")
     check_key(key_added, "key_added")
     source = "pipeline"
     if isinstance(model, AnnData):
@@ -444,7 +446,7 @@ def cluster(
     ['1', '1', '1', '1', '2', '2', '2']
     """
     check_adata(adata)
-    _check_bool(copy, "copy")
+    check_bool(copy, "copy")
     check_key(key_added, "key_added")
     check_choice(method, CLUSTER_METHODS, "method")
     seed = _check_int(seed, "seed", 0)
