@@ -20,7 +20,7 @@ NAMESPACES = {"pp": bk.pp, "tl": bk.tl, "pl": bk.pl, "get": bk.get, "io": bk.io,
 # functions that build and return a new AnnData rather than modifying the one they are given
 RETURNS_NEW = {"pp.pseudobulk"}
 # plots that draw several panels and return a Figure
-MULTI_PANEL = {"pl.qc", "pl.sample_distances", "pl.heatmap"}
+MULTI_PANEL = {"pl.qc", "pl.sample_distances", "pl.heatmap", "pl.gsea"}
 
 
 def _public():

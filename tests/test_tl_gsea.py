@@ -217,7 +217,7 @@ def test_anndata_contrasts_params_and_roundtrip(de_adata, small_sets, tmp_h5ad, 
     entry = de_adata.uns["gsea_de"]
     assert set(entry) == {"th1_vs_naive", "naive_vs_th1", "params"}
     a, b = entry["th1_vs_naive"], entry["naive_vs_th1"]
-    assert list(a.columns) == ["ES", "NES", "pvalue", "padj", "log2err", "size", "leading_edge"]
+    assert list(a.columns) == ["ES", "NES", "pvalue", "padj", "log2err", "size", "leading_edge", "genes"]
     assert a.index.name == "gene_set"
     # NaN statistics are left out of the ranking; the flipped contrast flips the scores
     direct = bk.tl.gsea(stats.iloc[3:], gene_sets=small_sets, seed=3)
@@ -244,7 +244,7 @@ def test_gene_symbols_and_copy(de_adata, small_sets):
     assert all(g.startswith("G") for g in res["leading_edge"].iloc[0].split(";"))
     plain = bk.tl.gsea(de_adata, gene_sets=small_sets, contrast="th1_vs_naive", copy=True, seed=3)
     ref = plain.uns["gsea_de"]["th1_vs_naive"]
-    pd.testing.assert_frame_equal(res.drop(columns="leading_edge"), ref.drop(columns="leading_edge"))
+    pd.testing.assert_frame_equal(res.drop(columns=["leading_edge", "genes"]), ref.drop(columns=["leading_edge", "genes"]))
     assert list(new.uns["gsea_sym"]["params"]["contrasts"]) == ["th1_vs_naive"]
 
 

@@ -1,8 +1,13 @@
 """Tidy DataFrames out of an AnnData analysed with bulkpy (pure: nothing is written)."""
 
 from ._de import de_df, de_stats
+from ._enrichment import dispersions, enrichment, gsea_running_score
 from ._expression import expression, rle, sample_distances
 from ._ml import classification_metrics, classifier, confusion_matrix, consensus_matrix, roc_curve
 from ._samples import pca, sample_qc
 
-__all__ = ["de_df", "de_stats", "expression", "rle", "sample_distances", "classification_metrics", "classifier", "confusion_matrix", "consensus_matrix", "roc_curve", "pca", "sample_qc"]
+__all__ = [
+    "classification_metrics", "classifier", "confusion_matrix", "consensus_matrix", "de_df", "de_stats",
+    "dispersions", "enrichment", "expression", "gsea_running_score", "pca", "rle", "roc_curve", "sample_distances",
+    "sample_qc",
+]

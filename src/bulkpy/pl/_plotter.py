@@ -346,3 +346,31 @@ def clustered_heatmap(
         for i in headers:
             leg.get_texts()[i].set_fontweight("bold")
     return fig
+
+
+# ----------------------------------------------------------------------------------------------
+# stacked panels sharing an x axis (GSEA plot)
+# ----------------------------------------------------------------------------------------------
+
+
+def stacked_panels(ax=None, *, height_ratios=(3.0, 0.5, 1.2), figsize=(5.0, 4.2)):
+    """Panels stacked vertically with a shared x axis, in a new Figure or in the place of ``ax``
+    (which is removed; it must sit in a grid spec, as ``fig.subplots()`` makes). Returns the
+    Figure and the list of Axes, top first."""
+    if ax is None:
+        from matplotlib.figure import Figure
+
+        fig = Figure(figsize=figsize, layout="constrained")
+        gs = fig.add_gridspec(len(height_ratios), 1, height_ratios=height_ratios)
+    else:
+        spec = ax.get_subplotspec()
+        if spec is None:
+            raise ValueError("ax must be a subplot in a grid (e.g. from fig.subplots()) to be split into panels")
+        fig = ax.figure
+        ax.remove()
+        gs = spec.subgridspec(len(height_ratios), 1, height_ratios=height_ratios, hspace=0.05)
+    axes = [fig.add_subplot(gs[0])]
+    axes += [fig.add_subplot(gs[i], sharex=axes[0]) for i in range(1, len(height_ratios))]
+    if ax is None:
+        fig.get_layout_engine().set(hspace=0.0, h_pad=0.02)
+    return fig, axes

@@ -394,7 +394,7 @@ def ora(
 # GSEA
 
 
-def _gsea_table(names, res, labels) -> pd.DataFrame:
+def _gsea_table(names, res, labels, member) -> pd.DataFrame:
     table = pd.DataFrame(
         {
             "ES": res["es"],
@@ -404,6 +404,7 @@ def _gsea_table(names, res, labels) -> pd.DataFrame:
             "log2err": res["log2err"],
             "size": res["size"].astype(np.int64),
             "leading_edge": _joined(res["le_indptr"], res["le_indices"], labels),
+            "genes": _joined(member.indptr, member.indices, labels),
         },
         index=pd.Index(np.asarray(names, dtype=object), name="gene_set"),
     )
@@ -495,7 +496,9 @@ def gsea(
       with ``ES``, ``NES``, ``pvalue``, ``padj``, ``log2err`` (expected standard deviation of
       ``log2(pvalue)``; missing when the estimate may be biased), ``size`` (set genes among the
       ranked genes) and ``leading_edge`` (``;``-joined, in the sets' ids, from the extreme of the
-      ranking inwards), sorted by p-value;
+      ranking inwards) and ``genes`` (all the set's genes among the ranked genes, ``;``-joined, in
+      the sets' ids; :func:`bulkpy.get.gsea_running_score`
+      redraws the running score from them), sorted by p-value;
     * ``uns[key_added]["params"]``: the DE key, contrasts and statistic, the sampling parameters
       and per contrast the number of ranked genes (``n_genes``).
 
@@ -519,13 +522,13 @@ def gsea(
     >>> bk.tl.gsea(adata, key="ttest", gene_sets=sets, gene_symbols="symbol")
     >>> res = adata.uns["gsea_ttest"]["trt_vs_untrt"]
     >>> list(res.columns)
-    ['ES', 'NES', 'pvalue', 'padj', 'log2err', 'size', 'leading_edge']
+    ['ES', 'NES', 'pvalue', 'padj', 'log2err', 'size', 'leading_edge', 'genes']
 
     A ranked Series returns the table:
 
     >>> ranks = pd.Series(t, index=adata.var["symbol"].astype(str)).groupby(level=0).first()
     >>> bk.tl.gsea(ranks, gene_sets=sets).shape[1]
-    7
+    8
     """
     stat_name = stat
     if not isinstance(stat_name, str):
@@ -563,7 +566,7 @@ def gsea(
             max_size=min(max_size, len(genes) - 1) if max_size is not None else len(genes) - 1, what=what,
         )  # fmt: skip
         res = _gsea(ranking.to_numpy(dtype=np.float64), member.indptr, member.indices, **opts)
-        return _gsea_table(names, res, _labels(var, gene_symbols, genes))
+        return _gsea_table(names, res, _labels(var, gene_symbols, genes), member)
 
     if not isinstance(data, AnnData):
         if not isinstance(data, pd.Series):
