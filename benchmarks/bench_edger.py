@@ -1,0 +1,230 @@
+"""edgeR quasi-likelihood speed: bulkpy's ``bk.tl.edger`` vs R's edgeR and inmoose's edgepy.
+
+    python benchmarks/bench_edger.py                    # airway + simulated 20,000 genes x 1,000 samples
+    python benchmarks/bench_edger.py --repeat 1 --n-samples 200 --r-sim
+
+Compared, each call including the package's own input handling:
+
+- airway (8 samples, the 16,860 genes edgeR's ``filterByExpr`` keeps, design ``~ cell + dex``):
+  ``bk.tl.edger(adata, design=..., contrast=["dex", "trt", "untrt"])`` (TMM, ``estimateDisp``,
+  ``glmQLFit``, ``glmQLFTest``) vs R's ``estimateDisp`` + ``glmQLFit`` + ``glmQLFTest`` (seconds from
+  ``r_reference/timings_r.csv.gz``, one run on a 2-core machine of this kind, TMM not included) vs
+  inmoose's edgepy (``DGEList`` with the same TMM factors, ``estimateGLMCommonDisp`` +
+  ``estimateGLMTagwiseDisp`` (edgepy has no ``estimateDisp``), ``glmQLFit`` + ``glmQLFTest``; it is
+  not the same pipeline, so its F statistics differ from edgeR's);
+- simulated negative binomial counts, 20,000 genes x 1,000 samples, two groups and a continuous
+  covariate (design ``~ group + age``, so the Levenberg fits are used): ``bk.tl.edger``; with
+  ``--r-sim`` also R's edgeR on the same counts when ``Rscript`` with edgeR is installed (timed by
+  ``system.time`` inside R, reading the counts not included); ``--sim-others`` also times inmoose
+  (hours at this size: use a small ``--n-samples``/``--n-genes``).
+
+Agreement with edgeR 3.40 (``r_reference/edger_qlf.csv.gz``) is printed as the largest relative
+difference of the F statistic and of the p-value. Times are wall-clock seconds of one call, best of
+``--repeat``. Not a test: run by hand, numbers are printed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import tempfile
+import time
+import warnings
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+
+import bulkpy as bk
+from bulkpy._stats.normalization import calc_norm_factors
+
+REF = Path(__file__).resolve().parents[2] / "shared" / "data" / "airway" / "r_reference"
+
+R_SIM = r"""
+suppressMessages(library(edgeR))
+a <- commandArgs(trailingOnly = TRUE)
+y <- as.matrix(read.csv(a[1], row.names = 1, check.names = FALSE))
+cd <- read.csv(a[2], row.names = 1, stringsAsFactors = TRUE)
+cd$group <- relevel(cd$group, ref = "A")
+mm <- model.matrix(~ group + age, cd)
+tm <- system.time({
+  d <- calcNormFactors(DGEList(y))
+  d <- estimateDisp(d, mm)
+  q <- glmQLFTest(glmQLFit(d, mm), coef = 2)
+})[["elapsed"]]
+write.csv(data.frame(F = q$table$F, row.names = rownames(d)), a[3])
+cat(tm, "\n")
+"""
+
+
+def best(fn, repeat: int):
+    out, times = None, []
+    for _ in range(repeat):
+        t = time.perf_counter()
+        out = fn()
+        times.append(time.perf_counter() - t)
+    return min(times), out
+
+
+def max_rel(ours, ref) -> float:
+    ours = np.asarray(ours, dtype=float)
+    ref = np.asarray(ref, dtype=float)
+    return float(np.nanmax(np.abs(ours - ref) / np.maximum(np.abs(ref), 1e-300)))
+
+
+def row(label, seconds, bulkpy_seconds, agree=""):
+    ratio = f"{seconds / bulkpy_seconds:8.1f}x" if seconds and bulkpy_seconds else "        "
+    s = "   n/a  " if seconds is None else f"{seconds:8.3f}"
+    print(f"  {label:<44s}{s} s  {ratio}  {agree}")
+
+
+def r_seconds(name: str):
+    p = REF / "timings_r.csv.gz"
+    if not p.exists():
+        return None
+    t = pd.read_csv(p, index_col=0)["seconds"]
+    return float(t[name]) if name in t.index else None
+
+
+def r_table(name: str):
+    p = REF / name
+    return pd.read_csv(p, index_col=0) if p.exists() else None
+
+
+def simulate(n_genes: int, n_samples: int, seed: int = 0) -> ad.AnnData:
+    """NB counts: two groups (10% of genes change), a continuous covariate, varying library sizes."""
+    rng = np.random.default_rng(seed)
+    group = np.repeat(["A", "B"], n_samples // 2 + 1)[:n_samples]
+    age = rng.normal(50, 10, n_samples)
+    base = np.exp(rng.normal(3, 2, n_genes))
+    lfc = np.where(rng.uniform(size=n_genes) < 0.1, rng.normal(0, 1.5, n_genes), 0.0)
+    lib = rng.uniform(0.5, 1.5, n_samples)
+    mu = base[None, :] * lib[:, None] * np.exp(np.outer(group == "B", lfc))
+    disp = 0.05 + 1 / (base + 1)
+    counts = rng.negative_binomial(1 / disp[None, :], 1 / (1 + mu * disp[None, :])).astype(np.float64)
+    obs = pd.DataFrame(
+        {"group": pd.Categorical(group, categories=["A", "B"]), "age": age}, index=[f"s{i}" for i in range(n_samples)]
+    )
+    adata = ad.AnnData(X=counts, obs=obs, var=pd.DataFrame(index=[f"g{j}" for j in range(n_genes)]))
+    adata.layers["counts"] = counts
+    return adata
+
+
+def ver(name: str) -> str:
+    try:
+        return version(name)
+    except PackageNotFoundError:
+        return "not installed"
+
+
+def airway_filtered():
+    adata = bk.datasets.airway()
+    keep_file = REF / "edger_filter_by_expr.csv.gz"
+    if keep_file.exists():
+        keep = pd.read_csv(keep_file, index_col=0)["keep"]
+        adata = adata[:, keep.reindex(adata.var_names).fillna(False).to_numpy(dtype=bool)].copy()
+    else:
+        bk.pp.filter_by_expr(adata, design="~ cell + dex", subset=True)
+    # R's reference level (make_refs.R relevels dex to untrt)
+    adata.obs["dex"] = adata.obs["dex"].cat.reorder_categories(["untrt", "trt"])
+    return adata
+
+
+def inmoose_ql(counts_sxg, obs, formula, coef):
+    import patsy
+    from inmoose.edgepy import DGEList, glmQLFTest
+
+    lib = counts_sxg.sum(axis=1)
+    nf, _ = calc_norm_factors(counts_sxg, lib_size=lib, method="TMM")
+    X = patsy.dmatrix(formula, obs)
+    d = DGEList(counts=counts_sxg.T, lib_size=lib, norm_factors=nf)
+    d = d.estimateGLMCommonDisp(design=X)
+    d = d.estimateGLMTagwiseDisp(design=X)
+    fit = d.glmQLFit(design=X)
+    return glmQLFTest(fit, coef=coef)
+
+
+def r_sim_seconds(sim):
+    """Run R's edgeR on the simulated counts; returns (seconds, F) or (None, None)."""
+    rscript = shutil.which("Rscript")
+    if rscript is None:
+        print("  (Rscript not found: R not timed on the simulated data)")
+        return None, None
+    with tempfile.TemporaryDirectory() as tmp:
+        counts = os.path.join(tmp, "counts.csv")
+        pd.DataFrame(sim.layers["counts"].T, index=sim.var_names, columns=sim.obs_names).to_csv(counts)
+        sim.obs.to_csv(os.path.join(tmp, "obs.csv"))
+        script = os.path.join(tmp, "sim.R")
+        Path(script).write_text(R_SIM)
+        out = os.path.join(tmp, "F.csv")
+        res = subprocess.run(
+            [rscript, script, counts, os.path.join(tmp, "obs.csv"), out], capture_output=True, text=True
+        )
+        if res.returncode != 0:
+            print(f"  R failed: {res.stderr.strip().splitlines()[-1:]}")
+            return None, None
+        return float(res.stdout.split()[-1]), pd.read_csv(out, index_col=0)["F"]
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--n-genes", type=int, default=20_000)
+    ap.add_argument("--n-samples", type=int, default=1_000)
+    ap.add_argument("--no-sim", action="store_true")
+    ap.add_argument("--no-inmoose", action="store_true", help="skip inmoose on airway (about a minute per call)")
+    ap.add_argument("--r-sim", action="store_true", help="also run R's edgeR on the simulated data")
+    ap.add_argument("--sim-others", action="store_true", help="also time inmoose on the simulated data")
+    args = ap.parse_args()
+    warnings.filterwarnings("ignore")
+    print(f"bulkpy {ver('bulkpy')}, inmoose {ver('inmoose')}, numpy {ver('numpy')}, numba {ver('numba')}")
+
+    adata = airway_filtered()
+    n, g = adata.shape
+    print(f"\nairway: {n} samples x {g} genes, design ~ cell + dex (edgeR 3.40.2 in R)")
+    kw = {"design": "~ cell + dex", "contrast": ["dex", "trt", "untrt"]}
+    bk.tl.edger(adata[:, :50].copy(), **kw)  # compile (numba caches the kernels on disk)
+    t_bk, out = best(lambda: bk.tl.edger(adata, **kw, copy=True), args.repeat)
+    ref = r_table("edger_qlf.csv.gz")
+    res = bk.get.de_df(out, "edger")
+    agree = ""
+    if ref is not None:
+        agree = (
+            f"max rel diff vs R: F {max_rel(res.loc[ref.index, 'F'], ref['F']):.1e}, "
+            f"p {max_rel(res.loc[ref.index, 'pvalue'], ref['PValue']):.1e}"
+        )
+    print("estimateDisp + glmQLFit + glmQLFTest")
+    row("bulkpy bk.tl.edger (incl. TMM)", t_bk, t_bk, agree)
+    row("R edgeR (timings_r)", r_seconds("edger_ql"), t_bk)
+    if not args.no_inmoose and ver("inmoose") != "not installed":
+        counts = np.asarray(adata.layers["counts"], dtype=float)
+        t_in, tab = best(lambda: inmoose_ql(counts, adata.obs, "~ cell + dex", 4), 1)
+        agree = ""
+        if ref is not None:
+            agree = f"max rel diff vs R: F {max_rel(tab['stat'].to_numpy(), ref['F']):.1e} (other pipeline)"
+        row("inmoose edgepy (GLM common+tagwise, QL)", t_in, t_bk, agree)
+
+    if args.no_sim:
+        return
+    sim = simulate(args.n_genes, args.n_samples)
+    print(f"\nsimulated: {sim.n_obs} samples x {sim.n_vars} genes (NB counts), design ~ group + age")
+    skw = {"design": "~ group + age", "contrast": ["group", "B", "A"]}
+    t_bk, out = best(lambda: bk.tl.edger(sim, **skw, copy=True), max(1, min(args.repeat, 2)))
+    print("estimateDisp + glmQLFit + glmQLFTest")
+    row("bulkpy bk.tl.edger (incl. TMM)", t_bk, t_bk)
+    if args.r_sim:
+        t_r, f_r = r_sim_seconds(sim)
+        if t_r is not None:
+            agree = f"max rel diff of F vs this R run {max_rel(bk.get.de_df(out, 'edger')['F'], f_r):.1e}"
+            row("R edgeR (run here, system.time)", t_r, t_bk, agree)
+    if args.sim_others and ver("inmoose") != "not installed":
+        t_in, _ = best(lambda: inmoose_ql(np.asarray(sim.layers["counts"]), sim.obs, "~ group + age", 1), 1)
+        row("inmoose edgepy (GLM common+tagwise, QL)", t_in, t_bk)
+
+
+if __name__ == "__main__":
+    main()
