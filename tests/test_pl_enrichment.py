@@ -40,6 +40,14 @@ def _air(_airway):
     return adata
 
 
+@pytest.fixture(autouse=True)
+def _default_style():
+    """Figures take rcParams when created: draw every figure of this file under matplotlib's defaults,
+    whatever other tests (or libraries they import) changed earlier in the session."""
+    with matplotlib.style.context("default"), matplotlib.rc_context(RC):
+        yield
+
+
 @pytest.fixture
 def air(_air):
     return _air.copy()
