@@ -390,11 +390,15 @@ def test_dispersion_line_search_finds_the_maximum():
     res = D.line_search_dispersion(y, mu, X, np.log(np.full(g, 0.1)))
     conv = res["iter"] < 100
     grid = np.linspace(-10, 3, 2001)
-    from bulkpy._stats._nbkernels import log_posterior
+    from bulkpy._stats._nbkernels import column_products, design_cells, log_posterior, scratch
 
-    b, w, z = np.empty((2, 2)), np.empty(n), np.empty(2)
+    cell, XC = design_cells(X)
+    XXC = column_products(XC)
+    mats, vecs, uy, uidx = scratch(n, 2)
     for i in np.flatnonzero(conv)[:40]:
-        best = max(log_posterior(a, y[i], mu[i], X, 0.0, 1.0, False, True, b, w, z) for a in grid)
+        best = max(
+            log_posterior(a, y[i], mu[i], cell, XXC, 2, 0.0, 1.0, False, True, mats, vecs, uy, uidx, 0) for a in grid
+        )
         assert res["last_lp"][i] >= best - 1e-4
 
 

@@ -42,12 +42,23 @@ def demo(out: Path) -> Path:
     _step("log-CPM (edgeR cpm(log=TRUE, prior.count=2)) -> layers['log_cpm']", t0)
     bk.pp.vst(adata, blind=True)
     _step("DESeq2 variance-stabilising transformation (blind) -> layers['vst']", t0)
+    bk.tl.deseq(adata, design="~ type + condition", contrast=["condition", "treated", "untreated"], shrink="normal")
+    de = bk.get.de_df(adata, "deseq")
+    n_up = int(((de["padj"] < 0.1) & (de["log2FoldChange"] > 0)).sum())
+    n_down = int(((de["padj"] < 0.1) & (de["log2FoldChange"] < 0)).sum())
+    _step(
+        f"DESeq2 Wald test (~ type + condition, treated vs untreated): {n_up + n_down} genes with padj < 0.1 "
+        f"({n_up} up, {n_down} down) -> varm['deseq_condition_treated_vs_untreated']",
+        t0,
+    )
 
     figs = {}
     figs["qc.png"] = bk.pl.qc(adata, groupby="condition")
     figs["pca_vst.png"] = bk.pl.pca(adata, layer="vst", color="condition").figure
     figs["sample_distances_vst.png"] = bk.pl.sample_distances(adata, layer="vst", groupby="condition")
     figs["rle_log_cpm.png"] = bk.pl.rle(adata, layer="log_cpm", groupby="condition").figure
+    figs["volcano_deseq.png"] = bk.pl.volcano(adata, key="deseq").figure
+    figs["ma_deseq.png"] = bk.pl.ma(adata, key="deseq").figure
     for name, fig in figs.items():
         fig.savefig(out / name, dpi=120)
         _step(f"figure -> {out / name}", t0)

@@ -4,14 +4,19 @@ Each kernel loops over the genes of a block inside compiled code (no Python loop
 solves one small problem per gene: p × p systems by Cholesky, the negative binomial density by
 R's saddle-point formula, digamma by recurrence and asymptotic series. Kernels are deterministic
 and independent across genes, so any block of genes gives the same per-gene answers.
+
+The ``*_par`` wrappers split the genes into contiguous chunks and run the serial kernel on the
+chunks in numba's threads (``numba.set_num_threads`` / ``NUMBA_NUM_THREADS`` choose how many);
+every gene is computed by the same serial code, so the results do not depend on the thread count.
 """
 
 from __future__ import annotations
 
 import math
 
+import numba
 import numpy as np
-from numba import njit
+from numba import njit, prange
 
 _LN_2PI = math.log(2.0 * math.pi)
 _LN_SQRT_2PI = 0.5 * _LN_2PI
@@ -210,30 +215,111 @@ def chol_inverse(L, p, out):
             out[i, j] = col[i]
 
 
+def design_cells(X):
+    """Cells of identical design rows: (cell index of every sample, int64; the distinct rows,
+    cells × coefficients, in order of first appearance). The kernels sum weights per cell before
+    forming X' W X, so a design with few distinct rows costs little per sample."""
+    X = np.ascontiguousarray(X, dtype=np.float64)
+    _, first, inv = np.unique(X, axis=0, return_index=True, return_inverse=True)
+    order = np.argsort(first, kind="stable")
+    rank = np.empty_like(order)
+    rank[order] = np.arange(order.size)
+    return rank[np.asarray(inv).ravel()].astype(np.int64), np.ascontiguousarray(X[first[order]])
+
+
 @njit(cache=True)
-def irls_kernel(y, nf, X, alpha, lam, beta, tol, maxit, minmu, mu_out, iters, hat, var, dev_out):
+def column_products(X):
+    """Products of design columns, ``X[:, k] * X[:, m]`` for ``m <= k`` (row ``k (k + 1) / 2 + m``)
+    of a ``p (p + 1) / 2 × rows`` array: X' diag(w) X is then a dot product per entry."""
+    n, p = X.shape
+    out = np.empty((p * (p + 1) // 2, n))
+    r = 0
+    for k in range(p):
+        for m in range(k + 1):
+            for j in range(n):
+                out[r, j] = X[j, k] * X[j, m]
+            r += 1
+    return out
+
+
+@njit(cache=True)
+def wdot(a, w):
+    """``sum(a * w)`` over the length of ``a`` with four partial sums (so the compiled loop is not
+    one long dependency chain)."""
+    n = a.shape[0]
+    s0 = 0.0
+    s1 = 0.0
+    s2 = 0.0
+    s3 = 0.0
+    j = 0
+    while j + 4 <= n:
+        s0 += a[j] * w[j]
+        s1 += a[j + 1] * w[j + 1]
+        s2 += a[j + 2] * w[j + 2]
+        s3 += a[j + 3] * w[j + 3]
+        j += 4
+    while j < n:
+        s0 += a[j] * w[j]
+        j += 1
+    return (s0 + s1) + (s2 + s3)
+
+
+@njit(cache=True)
+def gram(XX, w, b, p):
+    """``b = X' diag(w) X`` from :func:`column_products` (``w`` per row of ``X``)."""
+    r = 0
+    for k in range(p):
+        for m in range(k + 1):
+            v = wdot(XX[r], w)
+            b[k, m] = v
+            b[m, k] = v
+            r += 1
+
+
+@njit(cache=True)
+def cell_sums(cell, v, out, n_cells):
+    """``out[c] = sum of v[j] over the samples j of cell c``."""
+    for c in range(n_cells):
+        out[c] = 0.0
+    for j in range(v.shape[0]):
+        out[cell[j]] += v[j]
+
+
+@njit(cache=True)
+def irls_kernel(y, nf, cell, XC, alpha, lam, beta, tol, maxit, minmu, mu_out, iters, hat, var, dev_out):
     """DESeq2's ``fitBeta`` for each gene (rows of ``y``/``nf``): updates ``beta`` in place and
-    writes the bounded fitted means, iterations, hat diagonals, sandwich variances, deviance."""
+    writes the bounded fitted means, iterations, hat diagonals, sandwich variances, deviance.
+
+    The design is given by its distinct rows ``XC`` and each sample's row ``cell``
+    (:func:`design_cells`)."""
     g, n = y.shape
-    p = X.shape[1]
+    n_cells, p = XC.shape
     A = np.empty((p, p))
     rhs = np.empty(p)
     bnew = np.empty(p)
     mu = np.empty(n)
     w = np.empty(n)
-    z = np.empty(n)
+    wz = np.empty(n)
     inv = np.empty((p, p))
     xtwx = np.empty((p, p))
     tmp = np.empty((p, p))
     kconst = np.empty(n)
+    ec = np.empty(n_cells)
+    wc = np.empty(n_cells)
+    wzc = np.empty(n_cells)
+    hc = np.empty(n_cells)
+    XX = column_products(XC)
+    XT = np.ascontiguousarray(XC.T)
     for i in range(g):
         a = alpha[i]
         r = 1.0 / a
-        for j in range(n):
+        for c in range(n_cells):
             eta = 0.0
             for k in range(p):
-                eta += X[j, k] * beta[i, k]
-            mu[j] = max(nf[i, j] * math.exp(eta), minmu)
+                eta += XC[c, k] * beta[i, k]
+            ec[c] = math.exp(eta)
+        for j in range(n):
+            mu[j] = max(nf[i, j] * ec[cell[j]], minmu)
             # log density = kconst + y log(mu) - (y + r) log1p(mu / r): the mu-free part once
             yj = y[i, j]
             kconst[j] = nb_logpmf1(yj, mu[j], a) - (yj * math.log(mu[j]) - (yj + r) * math.log1p(mu[j] / r))
@@ -244,18 +330,13 @@ def irls_kernel(y, nf, X, alpha, lam, beta, tol, maxit, minmu, mu_out, iters, ha
             it += 1
             for j in range(n):
                 w[j] = mu[j] / (1.0 + a * mu[j])
-                z[j] = math.log(mu[j] / nf[i, j]) + (y[i, j] - mu[j]) / mu[j]
+                wz[j] = w[j] * (math.log(mu[j] / nf[i, j]) + (y[i, j] - mu[j]) / mu[j])
+            cell_sums(cell, w, wc, n_cells)
+            cell_sums(cell, wz, wzc, n_cells)
             for k in range(p):
-                s = 0.0
-                for j in range(n):
-                    s += X[j, k] * w[j] * z[j]
-                rhs[k] = s
-                for m in range(k + 1):
-                    s = 0.0
-                    for j in range(n):
-                        s += X[j, k] * w[j] * X[j, m]
-                    A[k, m] = s
-                    A[m, k] = s
+                rhs[k] = wdot(XT[k], wzc)
+            gram(XX, wc, A, p)
+            for k in range(p):
                 A[k, k] += lam[k]
             if not cholesky_inplace(A, p):
                 it = maxit
@@ -271,15 +352,19 @@ def irls_kernel(y, nf, X, alpha, lam, beta, tol, maxit, minmu, mu_out, iters, ha
             if large:
                 it = maxit
                 break
-            for j in range(n):
+            for c in range(n_cells):
                 eta = 0.0
                 for k in range(p):
-                    eta += X[j, k] * bnew[k]
-                mu[j] = max(nf[i, j] * math.exp(eta), minmu)
+                    eta += XC[c, k] * bnew[k]
+                ec[c] = math.exp(eta)
             dev = 0.0
             for j in range(n):
+                mu[j] = max(nf[i, j] * ec[cell[j]], minmu)
                 yj = y[i, j]
-                dev += -2.0 * (kconst[j] + yj * math.log(mu[j]) - (yj + r) * math.log1p(mu[j] / r))
+                if yj == 0.0:  # 0 * log(mu) is exactly 0
+                    dev += -2.0 * (kconst[j] - r * math.log1p(mu[j] / r))
+                else:
+                    dev += -2.0 * (kconst[j] + yj * math.log(mu[j]) - (yj + r) * math.log1p(mu[j] / r))
             conv = abs(dev - dev_old) / (abs(dev) + 0.1)
             if math.isnan(conv):
                 it = maxit
@@ -293,13 +378,8 @@ def irls_kernel(y, nf, X, alpha, lam, beta, tol, maxit, minmu, mu_out, iters, ha
         for j in range(n):
             w[j] = mu[j] / (1.0 + a * mu[j])
             mu_out[i, j] = mu[j]
-        for k in range(p):
-            for m in range(k + 1):
-                s = 0.0
-                for j in range(n):
-                    s += X[j, k] * w[j] * X[j, m]
-                xtwx[k, m] = s
-                xtwx[m, k] = s
+        cell_sums(cell, w, wc, n_cells)
+        gram(XX, wc, xtwx, p)
         for k in range(p):
             for m in range(p):
                 A[k, m] = xtwx[k, m]
@@ -311,12 +391,14 @@ def irls_kernel(y, nf, X, alpha, lam, beta, tol, maxit, minmu, mu_out, iters, ha
                 hat[i, j] = np.nan
             continue
         chol_inverse(A, p, inv)
-        for j in range(n):
+        for c in range(n_cells):
             s = 0.0
             for k in range(p):
                 for m in range(p):
-                    s += X[j, k] * inv[k, m] * X[j, m]
-            hat[i, j] = w[j] * s
+                    s += XC[c, k] * inv[k, m] * XC[c, m]
+            hc[c] = s
+        for j in range(n):
+            hat[i, j] = w[j] * hc[cell[j]]
         # sigma = inv xtwx inv
         for k in range(p):
             for m in range(p):
@@ -332,42 +414,104 @@ def irls_kernel(y, nf, X, alpha, lam, beta, tol, maxit, minmu, mu_out, iters, ha
 
 
 @njit(cache=True)
-def _cr_chol(la, mu, X, b, w):
-    """Cholesky factor (in ``b``) of X' W X with W = diag(1 / (1/mu + alpha)); weights in ``w``.
-    Returns False if the matrix is not positive definite."""
-    n, p = X.shape
-    alpha = math.exp(la)
-    for j in range(n):
-        w[j] = 1.0 / (1.0 / mu[j] + alpha)
-    for k in range(p):
-        for m in range(k + 1):
-            s = 0.0
-            for j in range(n):
-                s += X[j, k] * X[j, m] * w[j]
-            b[k, m] = s
-            b[m, k] = s
-    return cholesky_inplace(b, p)
+def unique_counts(y, uy, uidx):
+    """Distinct values of ``y`` (sorted, into ``uy``) and each sample's index among them
+    (``uidx``); returns their number. The log posterior and its derivative evaluate lgamma and
+    digamma once per distinct count (a cache: the values and their sums are unchanged)."""
+    n = y.shape[0]
+    order = np.argsort(y)
+    k = -1
+    prev = 0.0
+    for t in range(n):
+        j = order[t]
+        v = y[j]
+        if k < 0 or v != prev:
+            k += 1
+            uy[k] = v
+            prev = v
+        uidx[j] = k
+    return k + 1
 
 
 @njit(cache=True)
-def log_posterior(la, y, mu, X, prior_mean, prior_var, use_prior, use_cr, b, w, z):
-    """DESeq2's ``log_posterior`` (C++): NB log-likelihood terms that depend on alpha, the
-    Cox-Reid term ``-0.5 log det(X' W X)`` and an optional normal prior on log(alpha)."""
-    n, p = X.shape
+def scratch(n, p):
+    """Work arrays of :func:`log_posterior` / :func:`dlog_posterior` for ``n`` samples and ``p``
+    coefficients: (p × p matrices, length-n vectors, distinct counts, their index).
+
+    ``vecs`` rows: 0 the Cox-Reid weights, 1 their derivative, 2 the lgamma/digamma cache,
+    3 ``log(1 + mu alpha)``, 4 ``1 / (1 + mu alpha)``, 5 (first entry) the ``log(alpha)`` of the
+    last :func:`log_posterior` call (NaN: none), 6 and 7 per-cell sums. :func:`dlog_posterior` at
+    that same ``log(alpha)`` reuses rows 0, 3, 4 and the Cholesky factor in ``mats[0]``."""
+    vecs = np.empty((8, n))
+    vecs[5, 0] = np.nan
+    return np.empty((3, p, p)), vecs, np.empty(n), np.empty(n, dtype=np.int64)
+
+
+@njit(cache=True)
+def _posterior_terms(la, mu, cell, XXC, p, n_cells, use_cr, mats, vecs):
+    """Per sample ``log(1 + mu alpha)``, ``1 / (1 + mu alpha)`` and the Cox-Reid weights
+    ``mu / (1 + mu alpha)`` (= 1 / (1/mu + alpha)); with ``use_cr`` the Cholesky factor of X'WX in
+    ``mats[0]``. Returns False if that matrix is not positive definite."""
+    n = mu.shape[0]
     alpha = math.exp(la)
+    w = vecs[0]
+    logs = vecs[3]
+    qv = vecs[4]
+    for j in range(n):
+        x = mu[j] * alpha
+        q = 1.0 / (1.0 + x)
+        logs[j] = math.log(1.0 + x)
+        qv[j] = q
+        w[j] = mu[j] * q
+    if use_cr:
+        wc = vecs[6]
+        cell_sums(cell, w, wc, n_cells)
+        gram(XXC, wc, mats[0], p)
+        return cholesky_inplace(mats[0], p)
+    return True
+
+
+@njit(cache=True)
+def log_posterior(la, y, mu, cell, XXC, p, prior_mean, prior_var, use_prior, use_cr, mats, vecs, uy, uidx, nu):
+    """DESeq2's ``log_posterior`` (C++): NB log-likelihood terms that depend on alpha, the
+    Cox-Reid term ``-0.5 log det(X' W X)`` and an optional normal prior on log(alpha).
+
+    ``XXC`` holds the column products (:func:`column_products`) of the design's distinct rows and
+    ``cell`` each sample's row (:func:`design_cells`); ``mats``/``vecs`` are work arrays
+    (:func:`scratch`); with ``nu > 0`` the ``nu`` distinct counts ``uy`` and the index ``uidx`` of
+    :func:`unique_counts` let lgamma be evaluated once per distinct count."""
+    n = y.shape[0]
+    n_cells = XXC.shape[1]
+    alpha = math.exp(la)
+    vecs[5, 0] = np.nan
+    if not _posterior_terms(la, mu, cell, XXC, p, n_cells, use_cr, mats, vecs):
+        return -np.inf
     cr = 0.0
     if use_cr:
-        if not _cr_chol(la, mu, X, b, w):
-            return -np.inf
+        b = mats[0]
         ld = 0.0
         for k in range(p):
             ld += math.log(b[k, k])
         cr = -ld  # -0.5 * log det = -sum log diag(L)
     ainv = 1.0 / alpha
+    log_ainv = math.log(ainv)
     lg_ainv = lgamma_r(ainv)
+    cache = vecs[2]
+    logs = vecs[3]
+    if nu > 0:
+        for q in range(nu):
+            cache[q] = lgamma_r(uy[q] + ainv)
     ll = 0.0
     for j in range(n):
-        ll += lgamma_r(y[j] + ainv) - lg_ainv - y[j] * math.log(mu[j] + ainv) - ainv * math.log(1.0 + mu[j] * alpha)
+        yj = y[j]
+        lm = logs[j]
+        if yj == 0.0:  # lgamma(ainv) - lgamma(ainv) and 0 * log(...) are exactly 0
+            ll += -ainv * lm
+        else:
+            lg = cache[uidx[j]] if nu > 0 else lgamma_r(yj + ainv)
+            # log(mu + 1/alpha) = log(1 + mu alpha) + log(1/alpha)
+            ll += lg - lg_ainv - yj * (lm + log_ainv) - ainv * lm
+    vecs[5, 0] = la
     prior = 0.0
     if use_prior:
         prior = -0.5 * (la - prior_mean) ** 2 / prior_var
@@ -375,33 +519,49 @@ def log_posterior(la, y, mu, X, prior_mean, prior_var, use_prior, use_cr, b, w, 
 
 
 @njit(cache=True)
-def dlog_posterior(la, y, mu, X, prior_mean, prior_var, use_prior, use_cr, b, w, z):
+def dlog_posterior(la, y, mu, cell, XXC, p, prior_mean, prior_var, use_prior, use_cr, mats, vecs, uy, uidx, nu):
     """Derivative of :func:`log_posterior` with respect to log(alpha) (DESeq2's ``dlog_posterior``).
 
-    The Cox-Reid part uses trace((X'WX)^-1 X' dW X) = sum_j dw_j |L^-1 x_j|^2, dw_j = -w_j^2."""
-    n, p = X.shape
+    The Cox-Reid part is ``-0.5 trace((X'WX)^-1 X' dW X)`` with ``dW = -W^2``, as DESeq2."""
+    n = y.shape[0]
+    n_cells = XXC.shape[1]
     alpha = math.exp(la)
+    if not vecs[5, 0] == la:  # log_posterior was not last evaluated here: compute the terms
+        if not _posterior_terms(la, mu, cell, XXC, p, n_cells, use_cr, mats, vecs):
+            return np.nan
     cr = 0.0
     if use_cr:
-        if not _cr_chol(la, mu, X, b, w):
-            return np.nan
-        tr = 0.0
+        b = mats[0]
+        db = mats[1]
+        inv = mats[2]
+        w = vecs[0]
+        dw = vecs[1]
         for j in range(n):
-            q = 0.0
-            for k in range(p):
-                s = X[j, k]
-                for m in range(k):
-                    s -= b[k, m] * z[m]
-                z[k] = s / b[k, k]
-                q += z[k] * z[k]
-            tr -= w[j] * w[j] * q
+            dw[j] = -w[j] * w[j]
+        dwc = vecs[7]
+        cell_sums(cell, dw, dwc, n_cells)
+        gram(XXC, dwc, db, p)
+        chol_inverse(b, p, inv)
+        tr = 0.0
+        for k in range(p):
+            for m in range(p):
+                tr += inv[k, m] * db[m, k]
         cr = -0.5 * tr
     ainv = 1.0 / alpha
     dg_ainv = digamma(ainv)
+    cache = vecs[2]
+    logs = vecs[3]
+    qv = vecs[4]
+    if nu > 0:
+        for q in range(nu):
+            cache[q] = digamma(uy[q] + ainv)
     s = 0.0
     for j in range(n):
         ma = mu[j] * alpha
-        s += dg_ainv + math.log(1.0 + ma) - ma / (1.0 + ma) - digamma(y[j] + ainv) + y[j] / (mu[j] + ainv)
+        q = qv[j]
+        dg = cache[uidx[j]] if nu > 0 else digamma(y[j] + ainv)
+        # ma / (1 + ma) and y / (mu + 1/alpha) = y alpha / (1 + ma)
+        s += dg_ainv + logs[j] - ma * q - dg + y[j] * alpha * q
     ll = ainv * ainv * s
     prior = 0.0
     if use_prior:
@@ -409,26 +569,32 @@ def dlog_posterior(la, y, mu, X, prior_mean, prior_var, use_prior, use_cr, b, w,
     return (ll + cr) * alpha + prior
 
 
+#: use the distinct-count cache from this many samples on
+CACHE_MIN_SAMPLES = 16
+
+
 @njit(cache=True)
 def fit_disp_kernel(
-    y, mu, X, log_alpha, prior_mean, prior_var, use_prior, min_log_alpha, kappa_0, tol, maxit, use_cr,
+    y, mu, cell, XC, log_alpha, prior_mean, prior_var, use_prior, min_log_alpha, kappa_0, tol, maxit, use_cr,
     iters, iter_accept, initial_lp, last_lp, last_change,
 ):  # fmt: skip
     """DESeq2's ``fitDisp`` (C++) for each gene: Armijo backtracking line search on log(alpha)
     along the gradient; ``log_alpha`` is updated in place."""
     g, n = y.shape
-    p = X.shape[1]
-    b = np.empty((p, p))
-    z = np.empty(p)
-    w = np.empty(n)
+    p = XC.shape[1]
+    XXC = column_products(XC)
+    mats, vecs, uy, uidx = scratch(n, p)
     epsilon = 1.0e-4
     for i in range(g):
         yi = y[i]
         mi = mu[i]
         pm = prior_mean[i]
         a = log_alpha[i]
-        lp = log_posterior(a, yi, mi, X, pm, prior_var, use_prior, use_cr, b, w, z)
-        dlp = dlog_posterior(a, yi, mi, X, pm, prior_var, use_prior, use_cr, b, w, z)
+        nu = unique_counts(yi, uy, uidx) if n >= CACHE_MIN_SAMPLES else 0
+        lp = log_posterior(a, yi, mi, cell, XXC, p, pm, prior_var, use_prior, use_cr, mats, vecs, uy, uidx, nu)
+        dlp = dlog_posterior(
+            a, yi, mi, cell, XXC, p, pm, prior_var, use_prior, use_cr, mats, vecs, uy, uidx, nu
+        )
         kappa = kappa_0
         initial_lp[i] = lp
         change = -1.0
@@ -441,7 +607,9 @@ def fit_disp_kernel(
                 kappa = (-30.0 - a) / dlp
             if a_propose > 10.0:
                 kappa = (10.0 - a) / dlp
-            theta_kappa = -log_posterior(a + kappa * dlp, yi, mi, X, pm, prior_var, use_prior, use_cr, b, w, z)
+            theta_kappa = -log_posterior(
+                a + kappa * dlp, yi, mi, cell, XXC, p, pm, prior_var, use_prior, use_cr, mats, vecs, uy, uidx, nu
+            )
             theta_hat_kappa = -lp - kappa * epsilon * dlp * dlp
             if theta_kappa <= theta_hat_kappa:
                 acc += 1
@@ -454,7 +622,9 @@ def fit_disp_kernel(
                 if a < min_log_alpha:
                     break
                 lp = lpnew
-                dlp = dlog_posterior(a, yi, mi, X, pm, prior_var, use_prior, use_cr, b, w, z)
+                dlp = dlog_posterior(
+                    a, yi, mi, cell, XXC, p, pm, prior_var, use_prior, use_cr, mats, vecs, uy, uidx, nu
+                )
                 kappa = min(kappa * 1.1, kappa_0)
                 if acc % 5 == 0:
                     kappa = kappa / 2.0
@@ -468,21 +638,24 @@ def fit_disp_kernel(
 
 
 @njit(cache=True)
-def fit_disp_grid_kernel(y, mu, X, grid, prior_mean, prior_var, use_prior, use_cr, out):
+def fit_disp_grid_kernel(y, mu, cell, XC, grid, prior_mean, prior_var, use_prior, use_cr, out):
     """DESeq2's ``fitDispGrid`` (C++): coarse grid on log(alpha), then a fine grid of the same
     size spanning one coarse step either side of the best point."""
     g, n = y.shape
-    p = X.shape[1]
-    b = np.empty((p, p))
-    z = np.empty(p)
-    w = np.empty(n)
+    p = XC.shape[1]
+    XXC = column_products(XC)
+    mats, vecs, uy, uidx = scratch(n, p)
     m = grid.shape[0]
     delta = grid[1] - grid[0]
     for i in range(g):
+        nu = unique_counts(y[i], uy, uidx) if n >= CACHE_MIN_SAMPLES else 0
+        pm = prior_mean[i]
         best = -np.inf
         a_hat = grid[0]
         for t in range(m):
-            v = log_posterior(grid[t], y[i], mu[i], X, prior_mean[i], prior_var, use_prior, use_cr, b, w, z)
+            v = log_posterior(
+                grid[t], y[i], mu[i], cell, XXC, p, pm, prior_var, use_prior, use_cr, mats, vecs, uy, uidx, nu
+            )
             if v > best:
                 best = v
                 a_hat = grid[t]
@@ -492,8 +665,147 @@ def fit_disp_grid_kernel(y, mu, X, grid, prior_mean, prior_var, use_prior, use_c
         res = lo
         for t in range(m):
             a = lo + t * step if t < m - 1 else a_hat + delta
-            v = log_posterior(a, y[i], mu[i], X, prior_mean[i], prior_var, use_prior, use_cr, b, w, z)
+            v = log_posterior(
+                a, y[i], mu[i], cell, XXC, p, pm, prior_var, use_prior, use_cr, mats, vecs, uy, uidx, nu
+            )
             if v > best:
                 best = v
                 res = a
         out[i] = res
+
+
+@njit(cache=True)
+def contrast_kernel(nf, cell, XC, alpha, lam, beta, minmu, C, num, denom):
+    """DESeq2's ``fitBeta`` with ``maxit = 0`` (as ``getContrast`` calls it) for each gene: at the
+    given coefficients, the sandwich covariance ``(X'WX + Λ)^-1 X'WX (X'WX + Λ)^-1`` with
+    ``W = diag(mu / (1 + alpha mu))`` and ``mu = max(nf exp(X beta), minmu)``; writes ``c' beta``
+    to ``num`` and ``sqrt(c' Σ c)`` to ``denom`` for every column ``c`` of ``C`` (p × k).
+    Genes with a NaN coefficient or a singular system get NaN."""
+    g, n = nf.shape
+    n_cells, p = XC.shape
+    k = C.shape[1]
+    w = np.empty(n)
+    ec = np.empty(n_cells)
+    wc = np.empty(n_cells)
+    xtwx = np.empty((p, p))
+    A = np.empty((p, p))
+    inv = np.empty((p, p))
+    tmp = np.empty((p, p))
+    sig = np.empty((p, p))
+    XX = column_products(XC)
+    for i in range(g):
+        bad = False
+        for q in range(p):
+            if not math.isfinite(beta[i, q]):
+                bad = True
+        if bad:
+            for c in range(k):
+                num[i, c] = np.nan
+                denom[i, c] = np.nan
+            continue
+        a = alpha[i]
+        for c in range(n_cells):
+            eta = 0.0
+            for q in range(p):
+                eta += XC[c, q] * beta[i, q]
+            ec[c] = math.exp(eta)
+        for j in range(n):
+            mu = max(nf[i, j] * ec[cell[j]], minmu)
+            w[j] = mu / (1.0 + a * mu)
+        cell_sums(cell, w, wc, n_cells)
+        gram(XX, wc, xtwx, p)
+        for q in range(p):
+            for m in range(p):
+                A[q, m] = xtwx[q, m]
+            A[q, q] += lam[q]
+        if not cholesky_inplace(A, p):
+            for c in range(k):
+                num[i, c] = np.nan
+                denom[i, c] = np.nan
+            continue
+        chol_inverse(A, p, inv)
+        for q in range(p):
+            for m in range(p):
+                s = 0.0
+                for r in range(p):
+                    s += inv[q, r] * xtwx[r, m]
+                tmp[q, m] = s
+        for q in range(p):
+            for m in range(p):
+                s = 0.0
+                for r in range(p):
+                    s += tmp[q, r] * inv[r, m]
+                sig[q, m] = s
+        for c in range(k):
+            s = 0.0
+            for q in range(p):
+                s += C[q, c] * beta[i, q]
+            num[i, c] = s
+            v = 0.0
+            for q in range(p):
+                for m in range(p):
+                    v += C[q, c] * sig[q, m] * C[m, c]
+            denom[i, c] = math.sqrt(v) if v >= 0.0 else np.nan
+
+
+# ----------------------------------------------------------------------------------------------
+# parallel wrappers: contiguous chunks of genes in numba's threads
+# ----------------------------------------------------------------------------------------------
+def n_chunks(g: int) -> int:
+    """Number of gene chunks for the parallel wrappers (a few per thread, for balance)."""
+    t = numba.get_num_threads()
+    return int(max(1, min(g, 1 if t <= 1 else 8 * t)))
+
+
+@njit(cache=True, parallel=True)
+def irls_kernel_par(y, nf, cell, XC, alpha, lam, beta, tol, maxit, minmu, mu_out, iters, hat, var, dev_out, nchunks):
+    g = y.shape[0]
+    for c in prange(nchunks):
+        lo = c * g // nchunks
+        hi = (c + 1) * g // nchunks
+        irls_kernel(
+            y[lo:hi], nf[lo:hi], cell, XC, alpha[lo:hi], lam, beta[lo:hi], tol, maxit, minmu, mu_out[lo:hi],
+            iters[lo:hi], hat[lo:hi], var[lo:hi], dev_out[lo:hi],
+        )  # fmt: skip
+
+
+@njit(cache=True, parallel=True)
+def fit_disp_kernel_par(
+    y, mu, cell, XC, log_alpha, prior_mean, prior_var, use_prior, min_log_alpha, kappa_0, tol, maxit, use_cr,
+    iters, iter_accept, initial_lp, last_lp, last_change, nchunks,
+):  # fmt: skip
+    g = y.shape[0]
+    for c in prange(nchunks):
+        lo = c * g // nchunks
+        hi = (c + 1) * g // nchunks
+        fit_disp_kernel(
+            y[lo:hi], mu[lo:hi], cell, XC, log_alpha[lo:hi], prior_mean[lo:hi], prior_var, use_prior, min_log_alpha,
+            kappa_0, tol, maxit, use_cr, iters[lo:hi], iter_accept[lo:hi], initial_lp[lo:hi], last_lp[lo:hi],
+            last_change[lo:hi],
+        )  # fmt: skip
+
+
+@njit(cache=True, parallel=True)
+def fit_disp_grid_kernel_par(y, mu, cell, XC, grid, prior_mean, prior_var, use_prior, use_cr, out, nchunks):
+    g = y.shape[0]
+    for c in prange(nchunks):
+        lo = c * g // nchunks
+        hi = (c + 1) * g // nchunks
+        fit_disp_grid_kernel(
+            y[lo:hi], mu[lo:hi], cell, XC, grid, prior_mean[lo:hi], prior_var, use_prior, use_cr, out[lo:hi]
+        )
+
+
+@njit(cache=True, parallel=True)
+def contrast_kernel_par(nf, cell, XC, alpha, lam, beta, minmu, C, num, denom, nchunks):
+    g = nf.shape[0]
+    for c in prange(nchunks):
+        lo = c * g // nchunks
+        hi = (c + 1) * g // nchunks
+        contrast_kernel(nf[lo:hi], cell, XC, alpha[lo:hi], lam, beta[lo:hi], minmu, C, num[lo:hi], denom[lo:hi])
+
+
+@njit(cache=True, parallel=True)
+def nb_logpmf_flat_par(y, mu, alpha, out):
+    for i in prange(y.shape[0]):
+        out[i] = nb_logpmf1(y[i], mu[i], alpha[i])

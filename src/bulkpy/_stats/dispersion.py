@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 from scipy.special import polygamma
 
-from ._nbkernels import fit_disp_grid_kernel, fit_disp_kernel
+from ._nbkernels import design_cells, fit_disp_grid_kernel_par, fit_disp_kernel_par, n_chunks
 from .locfit import LocalQuadraticFit
 from .nbinom import fit_nb_glm, norm_factor_matrix
 
@@ -78,10 +78,11 @@ def moments_dispersion(base_mean: np.ndarray, base_var: np.ndarray, xim: float) 
     return (base_var - xim * base_mean) / base_mean**2
 
 
-def _xim(sf: np.ndarray | None, nf_gm: np.ndarray | None) -> float:
-    if nf_gm is not None:
+def _xim(sf: np.ndarray | None, nf_sm: np.ndarray | None) -> float:
+    """``xim`` of DESeq2's ``momentsDispEstimate``; ``nf_sm`` is samples × genes."""
+    if nf_sm is not None:
         # DESeq2: mean(1 / colMeans(normalizationFactors)) -- per-sample means over genes
-        return float(np.mean(1.0 / nf_gm.mean(axis=0)))
+        return float(np.mean(1.0 / nf_sm.mean(axis=1)))
     return float(np.mean(1.0 / sf))
 
 
@@ -157,11 +158,11 @@ def line_search_dispersion(
         "last_change": np.empty(g),
     }
     with np.errstate(all="ignore"):
-        fit_disp_kernel(
-            np.ascontiguousarray(y), np.ascontiguousarray(mu), np.ascontiguousarray(X, dtype=np.float64),
+        fit_disp_kernel_par(
+            np.ascontiguousarray(y), np.ascontiguousarray(mu), *design_cells(X),
             la, pm, float(prior_var), bool(use_prior), float(min_log_alpha), float(kappa_0), float(tol),
             int(maxit), bool(use_cr), out["iter"], out["iter_accept"], out["initial_lp"], out["last_lp"],
-            out["last_change"],
+            out["last_change"], n_chunks(g),
         )  # fmt: skip
     out["log_alpha"] = la
     return out
@@ -183,9 +184,9 @@ def grid_dispersion(
     pm = np.zeros(g) if prior_mean is None else np.ascontiguousarray(prior_mean, dtype=np.float64)
     out = np.empty(g)
     with np.errstate(all="ignore"):
-        fit_disp_grid_kernel(
-            np.ascontiguousarray(y), np.ascontiguousarray(mu), np.ascontiguousarray(X, dtype=np.float64),
-            grid, pm, float(prior_var), bool(use_prior), bool(use_cr), out,
+        fit_disp_grid_kernel_par(
+            np.ascontiguousarray(y), np.ascontiguousarray(mu), *design_cells(X),
+            grid, pm, float(prior_var), bool(use_prior), bool(use_cr), out, n_chunks(g),
         )  # fmt: skip
     return np.exp(out)
 
@@ -205,6 +206,7 @@ def estimate_gene_dispersions(
     linear_mu: bool | None = None,
     minmu: float = 0.5,
     alpha_init: np.ndarray | float | None = None,
+    xim: float | None = None,
 ) -> GeneDispersions:
     """Gene-wise dispersion estimates (DESeq2's ``estimateDispersionsGeneEst``).
 
@@ -231,6 +233,10 @@ def estimate_gene_dispersions(
         Lower bound on the fitted means.
     alpha_init
         Starting values (default: DESeq2's rough / moments estimate).
+    xim
+        The moments estimate's ``xim`` (DESeq2: ``mean(1 / sizeFactors)``, or with normalisation
+        factors ``mean(1 / colMeans(normalizationFactors))`` over the genes that are not all
+        zero); default: computed from the arguments. Give it to process genes in blocks.
 
     Returns
     -------
@@ -257,11 +263,13 @@ def estimate_gene_dispersions(
     max_disp = max(10.0, float(n))
 
     if alpha_init is None:
-        sf = None if size_factors is None else np.asarray(size_factors, dtype=np.float64)
-        nf_gm = None if norm_factors is None else np.asarray(norm_factors, dtype=np.float64)
-        if sf is None and nf_gm is None:
-            sf = np.ones(n)
-        xim = _xim(sf, nf_gm)
+        if xim is None:
+            sf = None if size_factors is None else np.asarray(size_factors, dtype=np.float64)
+            # DESeq2 (momentsDispEstimate on the genes that are not all zero)
+            nf_sm = None if norm_factors is None else np.asarray(norm_factors, dtype=np.float64)[:, nz]
+            if sf is None and nf_sm is None:
+                sf = np.ones(n)
+            xim = _xim(sf, nf_sm)
         alpha_hat = np.minimum(rough_dispersion(norm, X), moments_dispersion(base_mean[nz], base_var[nz], xim))
     else:
         a0 = np.asarray(alpha_init, dtype=np.float64)
@@ -284,13 +292,7 @@ def estimate_gene_dispersions(
         if linear_mu:
             fit_mu = linear_model_mu(norm[idx], X) * nf[idx]
         else:
-            fit = fit_nb_glm(
-                y[idx].T,
-                X,
-                alpha_hat[idx],
-                norm_factors=nf[idx].T,
-                minmu=minmu,
-            )
+            fit = fit_nb_glm(y[idx].T, X, alpha_hat[idx], norm_factors=nf[idx].T, minmu=minmu, loglik=False)
             fit_mu = fit.mu.T
         fit_mu = np.maximum(fit_mu, minmu)
         mu[idx] = fit_mu

@@ -38,7 +38,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ._nbkernels import irls_kernel, nb_logpmf_flat
+from ._nbkernels import design_cells, irls_kernel_par, n_chunks, nb_logpmf_flat_par
 
 LOG2E = 1.0 / np.log(2.0)
 _LARGE = 30.0
@@ -53,7 +53,7 @@ def nb_logpmf(y: np.ndarray, mu: np.ndarray, alpha: np.ndarray) -> np.ndarray:
     )
     shape = y.shape
     out = np.empty(y.size)
-    nb_logpmf_flat(
+    nb_logpmf_flat_par(
         np.ascontiguousarray(y).ravel(), np.ascontiguousarray(mu).ravel(), np.ascontiguousarray(alpha).ravel(), out
     )
     return out.reshape(shape)
@@ -211,6 +211,7 @@ def fit_nb_glm(
     use_optim: bool = True,
     minmu: float = 0.5,
     intercept_shortcut: bool = True,
+    loglik: bool = True,
 ) -> NBGLMFit:
     """Fit a negative binomial GLM with log link to every gene (DESeq2's ``fitNbinomGLMs``).
 
@@ -228,6 +229,9 @@ def fit_nb_glm(
         Normalisation factors, samples × genes (overrides ``size_factors``), or ``None``.
     lambda_
         Ridge penalty per coefficient on the log2 scale (DESeq2's ``lambda``); default ``1e-6``.
+        When given, the design may be rank deficient (DESeq2's expanded model matrices for the
+        normal prior on fold changes): the fit then starts from zero coefficients (the intercept
+        column, if any, at the log mean of the normalised counts), as DESeq2 does.
     beta_tol
         Convergence tolerance on the relative change of the deviance.
     maxit
@@ -239,6 +243,9 @@ def fit_nb_glm(
         Lower bound on fitted means inside the iterations.
     intercept_shortcut
         For an intercept-only design with ``lambda_ <= 1e-6`` use the closed form, as DESeq2.
+    loglik
+        Compute the log-likelihood and deviance (NaN otherwise; the fit for the gene-wise
+        dispersions needs only the means).
 
     Returns
     -------
@@ -263,7 +270,7 @@ def fit_nb_glm(
         with np.errstate(divide="ignore"):
             b = np.log((y / nf).mean(axis=1))[:, None]
         mu = nf * np.exp(b)
-        ll = nb_loglik(y, mu, alpha)
+        ll = nb_loglik(y, mu, alpha) if loglik else np.full(g, np.nan)
         w = 1.0 / (1.0 / mu + alpha[:, None])
         xtwx = w.sum(axis=1)
         se = np.sqrt(1.0 / xtwx)[:, None]
@@ -281,19 +288,34 @@ def fit_nb_glm(
         )
 
     if np.linalg.matrix_rank(X) < p:
-        raise ValueError("the design matrix is not of full column rank; remove redundant or all-zero columns")
-    beta0 = _initial_beta(y, nf, X)
+        if lambda_ is None:
+            raise ValueError("the design matrix is not of full column rank; remove redundant or all-zero columns")
+        # a penalised fit of a rank-deficient design (DESeq2's expanded model matrices): DESeq2
+        # starts from zero, with log(mean of normalised counts) for an intercept column
+        beta0 = np.zeros((g, p))
+        ones = np.flatnonzero(np.all(X == 1.0, axis=0))
+        if ones.size:
+            with np.errstate(divide="ignore"):
+                beta0[:, ones[0]] = np.log((y / nf).mean(axis=1))
+        else:
+            beta0[:] = 1.0
+    else:
+        beta0 = _initial_beta(y, nf, X)
     beta = beta0.copy()
     mu_b = np.empty((g, n))
     iters = np.zeros(g, dtype=np.int64)
     hat = np.empty((g, n))
     var = np.empty((g, p))
     dev = np.empty(g)
-    irls_kernel(y, nf, X, alpha, lam_nat, beta, float(beta_tol), int(maxit), float(minmu), mu_b, iters, hat, var, dev)
+    cell, XC = design_cells(X)
+    irls_kernel_par(
+        y, nf, cell, XC, alpha, lam_nat, beta, float(beta_tol), int(maxit), float(minmu), mu_b, iters, hat, var, dev,
+        n_chunks(g),
+    )  # fmt: skip
 
     with np.errstate(over="ignore", invalid="ignore"):
         mu = nf * np.exp(beta @ X.T)
-        ll = nb_loglik(y, mu, alpha)
+        ll = nb_loglik(y, mu, alpha) if loglik else np.full(g, np.nan)
     stable = np.isfinite(beta).all(axis=1)
     var_pos = (var > 0).all(axis=1)
     converged = iters < maxit
@@ -318,7 +340,8 @@ def fit_nb_glm(
         inv_o = np.linalg.inv(xtwx_o + np.diag(lam_nat))
         sig_o = inv_o @ xtwx_o @ inv_o
         se[idx] = np.sqrt(np.maximum(np.einsum("gii->gi", sig_o), 0.0))
-        ll[idx] = nb_loglik(y[idx], mu_c, alpha[idx])
+        if loglik:
+            ll[idx] = nb_loglik(y[idx], mu_c, alpha[idx])
         optimized[idx] = True
 
     return NBGLMFit(

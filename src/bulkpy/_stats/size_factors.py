@@ -127,196 +127,39 @@ def deseq2_norm_factors(
 # DESeq2's estimateSizeFactorsIterate
 #
 # It alternates DESeq2's dispersion estimation for the intercept-only design (``fitType="mean"``)
-# with maximising the (trimmed) likelihood over the size factors. For ``~ 1`` DESeq2 takes the
-# fitted means from the linear model of the normalised counts (no GLM iterations), so only the
-# dispersion line search of DESeq2's C++ ``fitDisp`` (and its grid fallback) is needed; a local,
-# intercept-only version of both is implemented here, vectorised over genes.
+# with maximising the (trimmed) likelihood over the size factors. The dispersions come from the
+# shared dispersion engine (:mod:`bulkpy._stats.dispersion`), exactly as ``estimateDispersions``.
 # --------------------------------------------------------------------------------------------
-
-_MIN_DISP = 1e-8
-
-
-def _log_post_intercept(log_alpha, y, mu, prior_mean=None, prior_var=None):
-    """DESeq2's ``log_posterior`` (Cox-Reid adjusted) for a ``~ 1`` design; ``y``/``mu`` samples × genes,
-    ``log_alpha`` per gene (or broadcastable rows of candidate values)."""
-    from scipy.special import gammaln
-
-    alpha = np.exp(log_alpha)
-    inv = 1.0 / alpha
-    ll = (gammaln(y + inv) - gammaln(inv) - y * np.log(mu + inv) - inv * np.log(1.0 + mu * alpha)).sum(axis=0)
-    cr = -0.5 * np.log((1.0 / (1.0 / mu + alpha)).sum(axis=0))
-    out = ll + cr
-    if prior_mean is not None:
-        out = out - 0.5 * (log_alpha - prior_mean) ** 2 / prior_var
-    return out
-
-
-def _dlog_post_intercept(log_alpha, y, mu, prior_mean=None, prior_var=None):
-    """Derivative of :func:`_log_post_intercept` with respect to ``log_alpha``."""
-    from scipy.special import digamma
-
-    alpha = np.exp(log_alpha)
-    inv = 1.0 / alpha
-    w = 1.0 / (1.0 / mu + alpha)
-    dw = -1.0 / (1.0 / mu + alpha) ** 2
-    cr = -0.5 * dw.sum(axis=0) / w.sum(axis=0)
-    ll = inv**2 * (
-        digamma(inv) + np.log(1.0 + mu * alpha) - mu * alpha / (1.0 + mu * alpha) - digamma(y + inv) + y / (mu + inv)
-    ).sum(axis=0)
-    out = (ll + cr) * alpha
-    if prior_mean is not None:
-        out = out - (log_alpha - prior_mean) / prior_var
-    return out
-
-
-def _fit_disp_intercept(y, mu, log_alpha, *, prior_mean=None, prior_var=None, min_log_alpha, kappa_0=1.0, tol=1e-6, maxit=100):
-    """DESeq2's ``fitDisp`` Armijo line search on log dispersion, all genes at once.
-
-    Returns ``log_alpha``, iterations, initial and last log posterior (as the C++ code)."""
-    g = y.shape[1]
-
-    def lp_at(a, idx):
-        pm = None if prior_mean is None else prior_mean[idx]
-        return _log_post_intercept(a, y[:, idx], mu[:, idx], pm, prior_var)
-
-    def dlp_at(a, idx):
-        pm = None if prior_mean is None else prior_mean[idx]
-        return _dlog_post_intercept(a, y[:, idx], mu[:, idx], pm, prior_var)
-
-    a = np.array(log_alpha, dtype=np.float64)
-    allidx = np.arange(g)
-    lp = lp_at(a, allidx)
-    dlp = dlp_at(a, allidx)
-    initial_lp = lp.copy()
-    kappa = np.full(g, float(kappa_0))
-    iters = np.zeros(g, dtype=np.int64)
-    accepts = np.zeros(g, dtype=np.int64)
-    active = np.ones(g, dtype=bool)
-    eps = 1.0e-4
-    for _ in range(maxit):
-        idx = np.flatnonzero(active)
-        if idx.size == 0:
-            break
-        iters[idx] += 1
-        ai, di, ki = a[idx], dlp[idx], kappa[idx]
-        prop = ai + ki * di
-        with np.errstate(divide="ignore", invalid="ignore"):
-            ki = np.where(prop < -30.0, (-30.0 - ai) / di, ki)
-            ki = np.where(prop > 10.0, (10.0 - ai) / di, ki)
-        a_new = ai + ki * di
-        theta = -lp_at(a_new, idx)
-        theta_hat = -lp[idx] - ki * eps * di**2
-        acc = theta <= theta_hat
-        # rejected: halve the step
-        kappa[idx[~acc]] = ki[~acc] / 2.0
-        if acc.any():
-            ia = idx[acc]
-            accepts[ia] += 1
-            a[ia] = a_new[acc]
-            lpnew = -theta[acc]
-            change = lpnew - lp[ia]
-            small = change < tol
-            lp[ia[small]] = lpnew[small]
-            active[ia[small]] = False
-            low = ~small & (a[ia] < min_log_alpha)
-            active[ia[low]] = False  # lp keeps its previous value, as in the C++ code
-            go = ~small & ~low
-            ig = ia[go]
-            lp[ig] = lpnew[go]
-            if ig.size:
-                dlp[ig] = dlp_at(a[ig], ig)
-                k = np.minimum(ki[acc][go] * 1.1, kappa_0)
-                k = np.where(accepts[ig] % 5 == 0, k / 2.0, k)
-                kappa[ig] = k
-    return a, iters, initial_lp, lp
-
-
-def _fit_disp_grid_intercept(y, mu, *, prior_mean=None, prior_var=None, n_samples: int):
-    """DESeq2's ``fitDispGrid``: a 20-point grid on log dispersion, then a finer one around the best."""
-    grid = np.linspace(np.log(1e-8), np.log(max(10, n_samples)), 20)
-    delta = grid[1] - grid[0]
-
-    def best(candidates):  # candidates: k × genes
-        vals = np.stack([_log_post_intercept(c, y, mu, prior_mean, prior_var) for c in candidates])
-        return candidates[np.argmax(vals, axis=0), np.arange(y.shape[1])]
-
-    g = y.shape[1]
-    a_hat = best(np.repeat(grid[:, None], g, axis=1))
-    fine = np.linspace(a_hat - delta, a_hat + delta, 20)
-    return np.exp(best(fine))
-
-
-def _r_trimmed_mean(x: np.ndarray, trim: float) -> float:
-    n = x.size
-    lo = int(np.floor(n * trim)) + 1
-    hi = n + 1 - lo
-    xs = np.sort(x)[lo - 1 : hi]
-    return float(np.mean(xs))
-
-
-def _r_mad(x: np.ndarray) -> float:
-    return float(1.4826 * np.median(np.abs(x - np.median(x))))
 
 
 def _dispersions_intercept_mean(counts: np.ndarray, sf: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """DESeq2 ``estimateDispersions(fitType="mean")`` for the design ``~ 1`` on genes that are not all
-    zero. Returns the final dispersions and the (bounded) fitted means, samples × genes."""
-    from scipy.special import polygamma
+    zero. Returns the final dispersions and the (bounded) fitted means of the gene-wise step,
+    samples × genes (DESeq2's ``assays(object)[["mu"]]``)."""
+    from .dispersion import (
+        dispersion_prior_variance,
+        estimate_gene_dispersions,
+        estimate_map_dispersions,
+        fit_dispersion_trend,
+        log_dispersion_residual_variance,
+    )
 
     m = counts.shape[0]
     if m < 2:
         raise ValueError("the iterative size factor estimator needs at least two samples")
-    maxdisp = max(10.0, float(m))
-    norm = counts / sf[:, None]
-    base_mean = norm.mean(axis=0)
-    base_var = norm.var(axis=0, ddof=1)
-    # rough and moments estimates
-    mu_lin = np.maximum(1.0, base_mean)
-    rough = np.maximum((((norm - mu_lin) ** 2 - mu_lin) / mu_lin**2).sum(axis=0) / (m - 1), 0.0)
-    xim = np.mean(1.0 / sf)
-    moments = (base_var - xim * base_mean) / base_mean**2
-    alpha_init = np.clip(np.minimum(rough, moments), _MIN_DISP, maxdisp)
-    mu = base_mean[None, :] * sf[:, None]
-    mu = np.where(mu < 0.5, 0.5, mu)
-
-    log_a, iters, lp0, lp1 = _fit_disp_intercept(counts, mu, np.log(alpha_init), min_log_alpha=np.log(_MIN_DISP / 10))
-    disp_gene = np.minimum(np.exp(log_a), maxdisp)
-    no_increase = lp1 < lp0 + np.abs(lp0) / 1e6
-    disp_gene = np.where(no_increase, alpha_init, disp_gene)
-    conv = (iters < 100) & (iters != 1)
-    refit = ~conv & (disp_gene > _MIN_DISP * 10)
-    if refit.any():
-        disp_gene[refit] = _fit_disp_grid_intercept(counts[:, refit], mu[:, refit], n_samples=m)
-    disp_gene = np.clip(disp_gene, _MIN_DISP, maxdisp)
-
-    if not (disp_gene > 100 * _MIN_DISP).any():
-        raise ValueError("all gene-wise dispersion estimates are near the minimum; the iterative size factors can not be estimated")
-    use_mean = disp_gene > 10 * _MIN_DISP
-    disp_fit = _r_trimmed_mean(disp_gene[use_mean], 0.001)
-    above = disp_gene >= _MIN_DISP * 100
-    resid = np.log(disp_gene) - np.log(disp_fit)
-    var_log = _r_mad(resid[above]) ** 2
-    p = 1
-    if m - p <= 3:
+    X = np.ones((m, 1))
+    ge = estimate_gene_dispersions(counts, X, size_factors=sf)
+    try:
+        trend = fit_dispersion_trend(ge.base_mean, ge.disp_gene_est, fit_type="mean")
+    except ValueError:
         raise ValueError(
-            "the iterative size factor estimator needs at least 5 samples here: with 4 or fewer DESeq2 estimates the "
-            "dispersion prior by a random simulation that is not reproduced; use method='ratio' or 'poscounts'"
-        )
-    prior_var = max(var_log - float(polygamma(1, (m - p) / 2)), 0.25)
-    init = np.where(disp_gene > 0.1 * disp_fit, disp_gene, disp_fit)
-    prior_mean = np.full(disp_gene.shape, np.log(disp_fit))
-    log_a, iters, _, _ = _fit_disp_intercept(
-        counts, mu, np.log(init), prior_mean=prior_mean, prior_var=prior_var, min_log_alpha=np.log(_MIN_DISP / 10)
-    )
-    disp_map = np.exp(log_a)
-    refit = iters >= 100
-    if refit.any():
-        disp_map[refit] = _fit_disp_grid_intercept(
-            counts[:, refit], mu[:, refit], prior_mean=prior_mean[refit], prior_var=prior_var, n_samples=m
-        )
-    disp_map = np.clip(disp_map, _MIN_DISP, maxdisp)
-    outlier = np.log(disp_gene) > np.log(disp_fit) + 2.0 * np.sqrt(var_log)
-    return np.where(outlier, disp_gene, disp_map), mu
+            "all gene-wise dispersion estimates are near the minimum; the iterative size factors can not be estimated"
+        ) from None
+    disp_fit = trend(ge.base_mean)
+    var_log = log_dispersion_residual_variance(ge.disp_gene_est, disp_fit)
+    prior_var = dispersion_prior_variance(ge.disp_gene_est, disp_fit, var_log, m, 1)
+    mp = estimate_map_dispersions(counts, X, ge.mu, ge.disp_gene_est, disp_fit, prior_var, var_log)
+    return mp.dispersion, ge.mu
 
 
 def deseq2_size_factors_iterate(counts: np.ndarray, *, niter: int = 10, q: float = 0.05) -> np.ndarray:

@@ -3,4 +3,6 @@
 from ._counts import airway, geuvadis85, pasilla
 from ._genesets import go, msigdb, progeny, reactome
 
-__all__ = ["airway", "geuvadis85", "pasilla", "go", "msigdb", "progeny", "reactome"]
+__all__ = [
+    "airway", "geuvadis85", "go", "msigdb", "pasilla", "progeny", "reactome",
+]

@@ -6,4 +6,8 @@ from ._expression import expression, rle, sample_distances
 from ._ml import classification_metrics, classifier, confusion_matrix, consensus_matrix, roc_curve
 from ._samples import pca, sample_qc
 
-__all__ = ["de_df", "de_stats", "dispersions", "enrichment", "gsea_running_score", "expression", "rle", "sample_distances", "classification_metrics", "classifier", "confusion_matrix", "consensus_matrix", "roc_curve", "pca", "sample_qc"]
+__all__ = [
+    "classification_metrics", "classifier", "confusion_matrix", "consensus_matrix", "de_df", "de_stats",
+    "dispersions", "enrichment", "expression", "gsea_running_score", "pca", "rle", "roc_curve",
+    "sample_distances", "sample_qc",
+]

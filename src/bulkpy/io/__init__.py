@@ -4,4 +4,6 @@ from ._counts import read_counts
 from ._gmt import read_gmt, write_gmt
 from ._quant import read_quant
 
-__all__ = ["read_counts", "read_gmt", "write_gmt", "read_quant"]
+__all__ = [
+    "read_counts", "read_gmt", "read_quant", "write_gmt",
+]

@@ -7,4 +7,7 @@ from ._expression import expression, heatmap
 from ._ml import confusion_matrix, consensus_matrix, roc
 from ._samples import pca, qc
 
-__all__ = ["ma", "volcano", "pvalue_hist", "rle", "sample_distances", "dispersion", "enrichment", "gsea", "ora_bar", "expression", "heatmap", "confusion_matrix", "consensus_matrix", "roc", "pca", "qc"]
+__all__ = [
+    "confusion_matrix", "consensus_matrix", "dispersion", "enrichment", "expression", "gsea", "heatmap",
+    "ma", "ora_bar", "pca", "pvalue_hist", "qc", "rle", "roc", "sample_distances", "volcano",
+]

@@ -8,4 +8,7 @@ from ._pseudobulk import pseudobulk
 from ._qc import qc_metrics
 from ._vst import vst
 
-__all__ = ["annotate_genes", "combat", "combat_seq", "filter_by_expr", "norm_factors", "normalize", "quantile_normalize", "size_factors", "zscore", "pseudobulk", "qc_metrics", "vst"]
+__all__ = [
+    "annotate_genes", "combat", "combat_seq", "filter_by_expr", "norm_factors", "normalize",
+    "pseudobulk", "qc_metrics", "quantile_normalize", "size_factors", "vst", "zscore",
+]

@@ -1,0 +1,804 @@
+"""DESeq2 differential expression (``bk.tl.deseq``): ``DESeq()`` + ``results()`` + ``lfcShrink``."""
+
+from __future__ import annotations
+
+import ast
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+from anndata import AnnData
+
+from .._design import check_full_rank, describe_design, design_matrix
+from .._docs import doc_adata, doc_copy, doc_params
+from .._slots import check_key, write_de
+from .._stats import deseq as _de
+from .._stats.dispersion import FIT_TYPES
+from .._stats.size_factors import deseq2_size_factors, deseq2_size_factors_iterate
+from .._utils import finish, start
+from .._validate import check_adata, check_counts, dense, get_matrix
+
+logger = logging.getLogger(__name__)
+
+#: DESeq2 version whose behaviour the engine follows.
+DESEQ2_VERSION = "1.38.3"
+NORM_FACTORS_LAYER = "norm_factors"
+SIZE_FACTORS_OBS = "size_factors"
+_SF_METHODS = ("ratio", "poscounts", "iterate")
+_SHRINK = (None, "normal")
+_RESERVED = ("coefficients", "coefficients_se", "cooks", "size_factors")
+
+
+# --------------------------------------------------------------------------------------------
+# argument checks
+# --------------------------------------------------------------------------------------------
+
+
+def _check_bool(value, name: str) -> bool:
+    if not isinstance(value, bool | np.bool_):
+        raise TypeError(f"{name} must be True or False, got {value!r}")
+    return bool(value)
+
+
+def _number(value, name: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float | np.integer | np.floating):
+        raise TypeError(f"{name} must be a number, got {value!r}")
+    return float(value)
+
+
+def _check_options(test, reduced, fit_type, alpha, lfc_threshold, alt_hypothesis, cooks_cutoff, min_rep, shrink):
+    if test not in _de.TESTS:
+        raise ValueError(f"test={test!r} is not supported; choose one of {list(_de.TESTS)}")
+    if test == "LRT" and reduced is None:
+        raise ValueError("test='LRT' needs a reduced design, e.g. reduced='~ 1' or reduced='~ batch'")
+    if test == "Wald" and reduced is not None:
+        raise ValueError("reduced= is only used with test='LRT'; drop it or pass test='LRT'")
+    if fit_type not in FIT_TYPES:
+        raise ValueError(f"fit_type={fit_type!r} is not supported; choose one of {list(FIT_TYPES)}")
+    a = _number(alpha, "alpha")
+    if not 0 < a < 1:
+        raise ValueError(f"alpha must be between 0 and 1 (the FDR for independent filtering), got {alpha!r}")
+    t = _number(lfc_threshold, "lfc_threshold")
+    if not np.isfinite(t) or t < 0:
+        raise ValueError(f"lfc_threshold must be a finite number >= 0 (log2 fold change), got {lfc_threshold!r}")
+    if alt_hypothesis not in _de.ALT_HYPOTHESES:
+        raise ValueError(f"alt_hypothesis={alt_hypothesis!r} is not supported; choose one of {list(_de.ALT_HYPOTHESES)}")
+    if alt_hypothesis == "lessAbs" and t == 0:
+        raise ValueError("alt_hypothesis='lessAbs' tests |log2FC| < lfc_threshold; set lfc_threshold to a positive value")
+    if test == "LRT" and not (t == 0 and alt_hypothesis == "greaterAbs"):
+        raise ValueError("tests of log fold change above or below a threshold must be Wald tests (test='Wald')")
+    if cooks_cutoff is not None and not isinstance(cooks_cutoff, bool | np.bool_):
+        c = _number(cooks_cutoff, "cooks_cutoff")
+        if not c > 0:
+            raise ValueError(f"cooks_cutoff must be positive, True/None (DESeq2's default) or False (off), got {cooks_cutoff!r}")
+    m = _number(min_rep, "min_replicates_for_replace")
+    if not (m >= 3):
+        raise ValueError(
+            "min_replicates_for_replace must be >= 3 (at least 3 replicates are needed to call a count an "
+            f"outlier) or float('inf') to never replace outliers, got {min_rep!r}"
+        )
+    if shrink not in _SHRINK:
+        raise ValueError(f"shrink={shrink!r} is not supported; choose None or 'normal'")
+    return a, t, m
+
+
+# --------------------------------------------------------------------------------------------
+# design: factors, names
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class _Design:
+    X: np.ndarray
+    columns: list[str]  # formulaic / user column names
+    names: list[str]  # DESeq2-style names (resultsNames)
+    formula: str | None
+    spec: object  # formulaic ModelSpec (formula designs)
+    terms: list  # per term: dict(kind=..., var=..., levels=..., base=..., cols=[indices])
+    variables: list[str]
+
+
+def _expr_variable(expr: str, obs: pd.DataFrame) -> str | None:
+    """The obs column a factor expression reads (``condition`` or ``C(condition, ...)``)."""
+    if expr in obs.columns:
+        return expr
+    try:
+        tree = ast.parse(expr, mode="eval")
+    except SyntaxError:
+        return None
+    names = {n.id for n in ast.walk(tree) if isinstance(n, ast.Name) and n.id in obs.columns}
+    return names.pop() if len(names) == 1 else None
+
+
+def _formula_terms(obs: pd.DataFrame, spec, columns: list[str]) -> list[dict]:
+    """Describe each term of a formulaic model: intercept, single factor, numeric, or other."""
+    fc = {str(f): st for f, st in spec.factor_contrasts.items()}
+    out = []
+    for st in spec.structure:
+        term = st.term
+        factors = [str(f) for f in term.factors]
+        cols = [columns.index(c) for c in st.columns]
+        if factors == ["1"]:
+            out.append({"kind": "intercept", "cols": cols})
+        elif len(factors) == 1 and factors[0] in fc:
+            cs = fc[factors[0]]
+            base = getattr(cs.contrasts, "base", None)
+            levels = [str(x) for x in cs.levels]
+            if base is None or type(base).__name__ == "Sentinel":  # formulaic's UNSET: the first level
+                base = levels[0]
+            base = str(base)
+            out.append(
+                {"kind": "factor", "expr": factors[0], "var": _expr_variable(factors[0], obs), "levels": levels,
+                 "base": base, "cols": cols, "colnames": list(st.columns)}
+            )  # fmt: skip
+        elif len(factors) == 1:
+            out.append({"kind": "numeric", "cols": cols})
+        else:
+            out.append({"kind": "interaction", "cols": cols})
+    return out
+
+
+def _deseq_names(columns: list[str], terms: list[dict]) -> list[str]:
+    """DESeq2's ``resultsNames``: ``Intercept``, ``factor_level_vs_reference`` for treatment-coded
+    factors, ``factorlevel`` for a factor coded without reference (no intercept)."""
+    names = [c.replace("/", "_") for c in columns]
+    for t in terms:
+        if t["kind"] == "intercept":
+            names[t["cols"][0]] = "Intercept"
+        elif t["kind"] == "factor" and t["var"] is not None:
+            for j, cname in zip(t["cols"], t["colnames"], strict=True):
+                lvl = cname[len(t["expr"]) :]
+                if lvl.startswith("[T.") and lvl.endswith("]"):
+                    names[j] = f"{t['var']}_{lvl[3:-1]}_vs_{t['base']}".replace("/", "_")
+                elif lvl.startswith("[") and lvl.endswith("]"):
+                    names[j] = f"{t['var']}{lvl[1:-1]}".replace("/", "_")
+    if len(set(names)) != len(names):  # pragma: no cover - formulaic names are unique
+        names = [c.replace("/", "_") for c in columns]
+    return names
+
+
+def _build_design(adata: AnnData, design, what: str = "design") -> _Design:
+    if design is None:
+        raise TypeError(f"{what} is required: a formula such as '~ condition' or a numeric matrix (one row per sample)")
+    X, columns = design_matrix(adata.obs, design)
+    label = f"{what} {design!r}" if isinstance(design, str) else what
+    if isinstance(design, str):
+        from .._design import _formula_variables, _parse_formula, design_spec
+
+        spec = design_spec(adata.obs, design)
+        for f, st in spec.factor_contrasts.items():
+            if len(st.levels) < 2:
+                raise ValueError(
+                    f"{label}: the factor {str(f)!r} has a single level ({list(map(str, st.levels))}) among the samples; "
+                    "a factor needs at least two levels to be estimated: remove it from the design"
+                )
+        terms = _formula_terms(adata.obs, spec, columns)
+        variables = _formula_variables(_parse_formula(design))
+        formula = design.strip()
+    else:
+        spec, formula, variables = None, None, []
+        terms = [{"kind": "numeric", "cols": [j]} for j in range(X.shape[1])]
+    check_full_rank(X, columns, what=label)
+    names = _deseq_names(columns, terms) if formula is not None else list(columns)
+    return _Design(X, columns, names, formula, spec, terms, variables)
+
+
+def _levels(col: pd.Series) -> list:
+    if isinstance(col.dtype, pd.CategoricalDtype):
+        used = set(col.dropna().unique())
+        return [c for c in col.cat.categories if c in used]
+    return sorted(col.dropna().unique().tolist(), key=str)
+
+
+# --------------------------------------------------------------------------------------------
+# contrasts
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class _Contrast:
+    name: str
+    vector: np.ndarray  # over the design columns
+    kind: str  # "factor", "coef", "numeric"
+    samples: np.ndarray | None  # samples deciding DESeq2's all-zero rule
+    spec: object
+    factor: tuple | None = None  # (term index, test level, reference level) for factor contrasts
+    coef: int | None = None
+
+
+def _factor_contrast(adata: AnnData, d: _Design, spec) -> _Contrast:
+    factor, test, ref = (str(spec[0]), str(spec[1]), str(spec[2]))
+    if d.formula is None:
+        raise ValueError(
+            f"contrast {list(spec)!r} names levels of an obs column, which needs a formula design; with a matrix "
+            f"design pass a coefficient name (one of {d.names}) or a numeric vector"
+        )
+    col = adata.obs[factor]
+    levels = [str(v) for v in _levels(col)]
+    missing = [x for x in (test, ref) if x not in levels]
+    if missing:
+        raise ValueError(
+            f"contrast {list(spec)!r}: {', '.join(repr(m) for m in missing)} "
+            f"{'is not a level' if len(missing) == 1 else 'are not levels'} of obs column {factor!r}; levels are: {levels}"
+        )
+    if test == ref:
+        raise ValueError(f"contrast {list(spec)!r} compares a level with itself; give two different levels")
+    hits = [i for i, t in enumerate(d.terms) if t["kind"] == "factor" and t["var"] == factor]
+    inter = [t for t in d.terms if t["kind"] == "interaction"]
+    if not hits:
+        raise ValueError(f"contrast {list(spec)!r}: obs column {factor!r} is not a factor of the design {d.formula!r}")
+    if inter:
+        raise ValueError(
+            f"contrast {list(spec)!r}: the design {d.formula!r} has interactions, so the effect of {factor!r} depends on "
+            f"other terms; pass a coefficient name (one of {d.names}) or a numeric vector over those coefficients"
+        )
+    ti = hits[0]
+    t = d.terms[ti]
+    vec = np.zeros(d.X.shape[1])
+    for lvl, sign in ((test, 1.0), (ref, -1.0)):
+        cname = f"{t['expr']}[T.{lvl}]"
+        full = f"{t['expr']}[{lvl}]"
+        for j, c in zip(t["cols"], t["colnames"], strict=True):
+            if c in (cname, full):
+                vec[j] += sign
+    if not np.any(vec):  # pragma: no cover - two different levels always differ
+        raise ValueError(f"contrast {list(spec)!r} gives a zero contrast vector")
+    samples = np.asarray(col.astype(str).isin([test, ref]).to_numpy(), dtype=bool)
+    return _Contrast(f"{factor}_{test}_vs_{ref}".replace("/", "_"), vec, "factor", samples, [factor, test, ref], (ti, test, ref))
+
+
+def _is_numeric_vector(spec) -> bool:
+    if isinstance(spec, np.ndarray):
+        return spec.ndim == 1 and spec.dtype.kind in "biuf"
+    if isinstance(spec, list | tuple | pd.Series) and len(spec) > 0:
+        return all(isinstance(v, int | float | np.integer | np.floating) and not isinstance(v, bool) for v in spec)
+    return False
+
+
+def _is_factor_spec(adata: AnnData, spec) -> bool:
+    return (
+        isinstance(spec, list | tuple)
+        and len(spec) == 3
+        and all(isinstance(s, str) for s in spec)
+        and spec[0] in adata.obs.columns
+    )
+
+
+def _one_contrast(adata: AnnData, d: _Design, spec, default_name: str) -> _Contrast:
+    p = d.X.shape[1]
+    if isinstance(spec, str):
+        if spec in d.names:
+            j = d.names.index(spec)
+        elif spec in d.columns:
+            j = d.columns.index(spec)
+        else:
+            raise KeyError(f"contrast {spec!r} is not a coefficient of the design; coefficients are: {d.names}")
+        vec = np.zeros(p)
+        vec[j] = 1.0
+        return _Contrast(d.names[j], vec, "coef", None, spec, coef=j)
+    if _is_factor_spec(adata, spec):
+        return _factor_contrast(adata, d, spec)
+    if _is_numeric_vector(spec):
+        vec = np.asarray(spec, dtype=np.float64)
+        if vec.shape != (p,):
+            raise ValueError(f"a numeric contrast needs one weight per design coefficient ({p}: {d.names}), got {vec.size}")
+        if not np.all(np.isfinite(vec)):
+            raise ValueError("a numeric contrast must have finite weights")
+        if not np.any(vec != 0):
+            raise ValueError("a numeric contrast of all zeros tests nothing")
+        samples = None
+        if np.any(vec > 0) and np.any(vec < 0):  # DESeq2's contrastAllZeroNumeric
+            samples = (d.X @ (vec != 0).astype(np.float64)) != 0
+        return _Contrast(default_name, vec, "numeric", samples, [float(v) for v in vec])
+    if isinstance(spec, list | tuple) and len(spec) == 3 and all(isinstance(s, str) for s in spec):
+        raise KeyError(
+            f"contrast {list(spec)!r}: {spec[0]!r} is not a column of adata.obs (columns: {list(adata.obs.columns)}); "
+            "give [obs column, test level, reference level]"
+        )
+    raise TypeError(
+        f"could not read contrast {spec!r}: give [factor, test_level, reference_level], a coefficient name, a numeric "
+        "vector over the coefficients, a list of these, or a dict {name: contrast}"
+    )
+
+
+def _default_contrast(adata: AnnData, d: _Design, test: str):
+    """DESeq2's ``results(dds)``: the last coefficient, or, for a Wald test of a design without
+    intercept and without interactions whose last variable is a factor, last level vs first."""
+    has_intercept = any(t["kind"] == "intercept" for t in d.terms) or d.formula is None
+    if test == "Wald" and d.formula is not None and not has_intercept and not any(t["kind"] == "interaction" for t in d.terms):
+        last = d.terms[-1]
+        if last["kind"] == "factor" and last["var"] is not None:
+            lv = _levels(adata.obs[last["var"]])
+            return [last["var"], str(lv[-1]), str(lv[0])]
+    return d.names[-1]
+
+
+def _contrasts(adata: AnnData, d: _Design, contrast, test: str) -> list[_Contrast]:
+    if contrast is None:
+        contrast = _default_contrast(adata, d, test)
+    if isinstance(contrast, Mapping):
+        if not contrast:
+            raise ValueError("contrast is an empty dict")
+        items = [(str(k), v) for k, v in contrast.items()]
+    elif isinstance(contrast, str) or _is_numeric_vector(contrast) or (
+        isinstance(contrast, list | tuple) and len(contrast) == 3 and all(isinstance(s, str) for s in contrast)
+        and not all(s in d.names or s in d.columns for s in contrast)
+    ):  # fmt: skip
+        items = [(None, contrast)]
+    elif isinstance(contrast, list | tuple):
+        if len(contrast) == 0:
+            raise ValueError("contrast is an empty list")
+        items = [(None, c) for c in contrast]
+    else:
+        raise TypeError(
+            f"could not read contrast {contrast!r}: give [factor, test_level, reference_level], a coefficient name, "
+            "a numeric vector, a list of these, or a dict {name: contrast}"
+        )
+    n_numeric = sum(1 for _, s in items if _is_numeric_vector(s))
+    out: list[_Contrast] = []
+    k = 0
+    for given, spec in items:
+        default = "contrast"
+        if _is_numeric_vector(spec) and n_numeric > 1:
+            k += 1
+            default = f"contrast{k}"
+        c = _one_contrast(adata, d, spec, default)
+        if given is not None:
+            c.name = given
+        check_key(c.name, "contrast name")
+        if c.name in _RESERVED:
+            raise ValueError(f"contrast name {c.name!r} is reserved; name the contrasts with a dict {{name: contrast}}")
+        if any(o.name == c.name for o in out):
+            raise ValueError(f"contrast name {c.name!r} is used twice; name the contrasts with a dict {{name: contrast}}")
+        out.append(c)
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# normalisation
+# --------------------------------------------------------------------------------------------
+
+
+def _normalisation(adata: AnnData, counts: np.ndarray, size_factors):
+    """``(size factors or None, normalisation factors or None, description)`` as DESeq2 uses them."""
+    n, g = counts.shape
+    empty = counts.sum(axis=1) == 0
+    if empty.any():
+        raise ValueError(
+            f"samples {adata.obs_names[empty].tolist()[:10]} have no counts (all genes zero), so their size factor "
+            "is 0; remove them first"
+        )
+    if size_factors is None:
+        if NORM_FACTORS_LAYER in adata.layers:
+            nf = dense(adata.layers[NORM_FACTORS_LAYER])
+            if nf.shape != counts.shape or not np.all(np.isfinite(nf)) or np.any(nf <= 0):
+                raise ValueError(
+                    f"layers[{NORM_FACTORS_LAYER!r}] must hold finite positive normalisation factors (samples × genes); "
+                    "remove it, or pass size_factors= to use size factors instead"
+                )
+            return None, nf, f"layers[{NORM_FACTORS_LAYER!r}]"
+        if SIZE_FACTORS_OBS in adata.obs.columns:
+            return _obs_factors(adata, SIZE_FACTORS_OBS), None, f"obs[{SIZE_FACTORS_OBS!r}]"
+        if (counts > 0).all(axis=0).any():
+            return deseq2_size_factors(counts, method="ratio"), None, "ratio"
+        logger.warning(
+            "every gene has a zero in at least one sample, so the median-of-ratios size factors can not be "
+            "computed; using DESeq2's 'poscounts' size factors instead"
+        )
+        return deseq2_size_factors(counts, method="poscounts"), None, "poscounts (every gene has a zero)"
+    if isinstance(size_factors, str):
+        if size_factors in _SF_METHODS:
+            if size_factors == "iterate":
+                return deseq2_size_factors_iterate(counts), None, "iterate"
+            if size_factors == "ratio" and not (counts > 0).all(axis=0).any():
+                raise ValueError(
+                    "every gene has a zero in at least one sample, so size_factors='ratio' can not be computed; use "
+                    "size_factors='poscounts' (DESeq2's choice for sparse data)"
+                )
+            return deseq2_size_factors(counts, method=size_factors), None, size_factors
+        if size_factors in adata.obs.columns:
+            return _obs_factors(adata, size_factors), None, f"obs[{size_factors!r}]"
+        raise KeyError(
+            f"size_factors={size_factors!r} is neither a method ({list(_SF_METHODS)}) nor a column of adata.obs "
+            f"(columns: {list(adata.obs.columns)})"
+        )
+    try:
+        sf = np.asarray(size_factors, dtype=np.float64).ravel()
+    except (TypeError, ValueError):
+        raise TypeError(
+            "size_factors must be None, a method name, an obs column name or one number per sample"
+        ) from None
+    if sf.shape != (n,) or not np.all(np.isfinite(sf)) or np.any(sf <= 0):
+        raise ValueError(f"size_factors must be {n} finite positive numbers (one per sample), got shape {sf.shape}")
+    return sf, None, "given"
+
+
+def _obs_factors(adata: AnnData, key: str) -> np.ndarray:
+    try:
+        sf = adata.obs[key].to_numpy(dtype=np.float64)
+    except (TypeError, ValueError):
+        raise TypeError(f"obs[{key!r}] must be numeric size factors") from None
+    if not np.all(np.isfinite(sf)) or np.any(sf <= 0):
+        raise ValueError(
+            f"obs[{key!r}] must hold finite positive size factors for every sample; recompute them with "
+            "bk.pp.size_factors, or delete the column"
+        )
+    return sf
+
+
+# --------------------------------------------------------------------------------------------
+# shrinkage designs (lfcShrink type = "normal")
+# --------------------------------------------------------------------------------------------
+
+
+def _check_shrinkable(d: _Design, contrasts: list[_Contrast]) -> None:
+    for c in contrasts:
+        if c.kind == "numeric":
+            raise ValueError(
+                f"shrink='normal' supports contrasts given as [factor, test, reference] or as a coefficient name (as "
+                f"DESeq2's lfcShrink with contrast= or coef=), not the numeric contrast {c.name!r}"
+            )
+    if any(c.kind == "factor" for c in contrasts):
+        if any(t["kind"] == "interaction" for t in d.terms):
+            raise ValueError("shrink='normal' is not implemented for designs with interactions (as in DESeq2)")
+        if not any(t["kind"] == "intercept" for t in d.terms):
+            raise ValueError(
+                "shrink='normal' with a [factor, test, reference] contrast needs a design with an intercept (as DESeq2's "
+                "beta prior); use a coefficient name, or a design with an intercept"
+            )
+        if any(t["kind"] == "factor" and t["var"] is None for t in d.terms):
+            raise ValueError("shrink='normal' needs every factor of the design to be an obs column")
+
+
+def _shrink(adata, counts, fit, d: _Design, contrasts: list[_Contrast], sf, nf, names_by_col):
+    """Shrunken LFC/SE per contrast and the prior variances used."""
+    nz = ~fit.all_zero
+    B = fit.beta[nz] * _de.LOG2E
+    bm, dfit = fit.base_mean[nz], fit.disp_fit[nz]
+    out_lfc, out_se, priors = {}, {}, {}
+    std_prior = _de.beta_prior_variance(B, bm, dfit)
+    for j, nm in enumerate(d.names):
+        if nm in ("Intercept", "(Intercept)"):
+            std_prior[j] = 1e6
+    coef_cs = [c for c in contrasts if c.kind == "coef"]
+    if coef_cs:
+        C = np.column_stack([c.vector for c in coef_cs])
+        lfc, se = _de.shrink_normal(counts, fit, d.X, std_prior, C, size_factors=sf, norm_factors=nf)
+        for i, c in enumerate(coef_cs):
+            out_lfc[c.name], out_se[c.name] = lfc[:, i], se[:, i]
+            priors[c.name] = {names_by_col[j]: float(v) for j, v in enumerate(std_prior)}
+    fac_cs = [c for c in contrasts if c.kind == "factor"]
+    if fac_cs:
+        import formulaic
+
+        data = adata.obs.copy()
+        for col in data.columns:
+            if isinstance(data[col].dtype, pd.CategoricalDtype):
+                data[col] = data[col].cat.remove_unused_categories()
+        mm = formulaic.model_matrix(d.formula, data, ensure_full_rank=False, na_action="raise", context={"np": np})
+        Xe = np.asarray(mm.to_numpy(dtype=np.float64))
+        ecols = [str(c) for c in mm.columns]
+        eprior = np.full(len(ecols), np.nan)
+        eterms = {tuple(str(f) for f in st.term.factors): [ecols.index(c) for c in st.columns] for st in mm.model_spec.structure}
+        for t in d.terms:
+            if t["kind"] == "intercept":
+                eprior[eterms[("1",)]] = 1e6
+            elif t["kind"] == "factor":
+                # averagePriorsOverLevels: one prior for every level of the factor
+                eprior[eterms[(t["expr"],)]] = _de.factor_prior_variance(B, bm, dfit, t["cols"])
+            else:  # a numeric covariate keeps its own prior variance (same column in both matrices)
+                for j in t["cols"]:
+                    if d.columns[j] in ecols:
+                        eprior[ecols.index(d.columns[j])] = std_prior[j]
+        if np.isnan(eprior).any() or np.any(eprior <= 0):  # pragma: no cover - every column is covered above
+            raise ValueError(f"could not set the beta prior for the expanded columns {ecols}")
+        Ce = np.zeros((len(ecols), len(fac_cs)))
+        for i, c in enumerate(fac_cs):
+            t = d.terms[c.factor[0]]
+            cols = eterms[(t["expr"],)]
+            for lvl, sign in ((c.factor[1], 1.0), (c.factor[2], -1.0)):
+                Ce[cols[t["levels"].index(lvl)], i] = sign
+        lfc, se = _de.shrink_normal(
+            counts, fit, Xe, eprior, Ce, size_factors=sf, norm_factors=nf, contrast_samples=[None] * len(fac_cs)
+        )
+        for i, c in enumerate(fac_cs):
+            # DESeq2's results() on the expanded fit: contrastAllZeroNumeric over the expanded matrix
+            samples = (Xe @ (Ce[:, i] != 0).astype(np.float64)) != 0
+            caz = (counts[samples, :] == 0).all(axis=0) & nz
+            lfc[caz, i] = 0.0
+            out_lfc[c.name], out_se[c.name] = lfc[:, i], se[:, i]
+            priors[c.name] = {ecols[j]: float(v) for j, v in enumerate(eprior)}
+    return out_lfc, out_se, priors
+
+
+# --------------------------------------------------------------------------------------------
+# the public function
+# --------------------------------------------------------------------------------------------
+
+_doc_contrast = """\
+contrast
+    What to report (the model is fitted once; each contrast gets its own table):
+
+    - ``[factor, test_level, reference_level]``: the log2 fold change of ``test_level`` over
+      ``reference_level`` of an obs column of the design, whichever level is the design's
+      reference (DESeq2 ``results(contrast = c(...))``; coefficient differences), named
+      ``"{{factor}}_{{test}}_vs_{{reference}}"``;
+    - a coefficient name: DESeq2's ``resultsNames`` (``"condition_treated_vs_untreated"``) or the
+      design column (``"condition[T.treated]"``);
+    - a numeric vector with one weight per coefficient, named ``"contrast"`` (``"contrast1"``, ...);
+    - a list of these, or a dict ``{{name: any of the above}}`` to choose the names.
+
+    ``None`` reports the last coefficient, as ``results(dds)``."""
+
+
+@doc_params(adata=doc_adata, copy=doc_copy, contrast=_doc_contrast)
+def deseq(
+    adata: AnnData,
+    *,
+    design,
+    contrast=None,
+    test: str = "Wald",
+    reduced=None,
+    layer: str | None = "counts",
+    fit_type: str = "parametric",
+    size_factors=None,
+    alpha: float = 0.1,
+    lfc_threshold: float = 0.0,
+    alt_hypothesis: str = "greaterAbs",
+    independent_filtering: bool = True,
+    cooks_cutoff: float | bool | None = None,
+    min_replicates_for_replace: float = 7,
+    shrink: str | None = None,
+    key_added: str = "deseq",
+    copy: bool = False,
+) -> AnnData | None:
+    """Differential expression with DESeq2 (``DESeq()`` + ``results()``, optionally ``lfcShrink``).
+
+    Follows DESeq2 1.38: size factors (median of ratios), gene-wise dispersions (Cox–Reid adjusted
+    profile likelihood), the dispersion–mean trend and maximum a posteriori dispersions, a
+    negative binomial GLM per gene, then the Wald test (standard errors from the sandwich,
+    p-values from the normal) or the likelihood ratio test against ``reduced``. Cook's distances
+    flag outlier counts: with seven or more samples in a cell of the design they are replaced by
+    the trimmed mean and the gene refitted (``min_replicates_for_replace``), otherwise a gene with
+    an outlier gets no p-value (``cooks_cutoff``). ``results()``'s independent filtering on the
+    mean of normalised counts chooses the genes whose p-values are adjusted
+    (Benjamini–Hochberg); the others get ``padj`` NaN. Genes with only zero counts get NaN
+    everywhere but ``baseMean`` (0).
+
+    Normalisation as DESeq2: ``layers["norm_factors"]`` (samples × genes, e.g. from
+    :func:`bulkpy.pp.size_factors` with tximport lengths) when present, else
+    ``obs["size_factors"]`` (from :func:`bulkpy.pp.size_factors`), else median-of-ratios size
+    factors computed here (DESeq2's ``poscounts`` when every gene has a zero, with a logged
+    warning); ``size_factors=`` overrides this.
+
+    Parameters
+    ----------
+    {adata}
+    design
+        The full model: a formula on ``adata.obs`` such as ``"~ batch + condition"`` (formulaic,
+        R's ``model.matrix`` conventions; the reference level of a factor is its first category,
+        sorted for string columns), or a numeric matrix with one row per sample. Full column rank.
+    {contrast}
+    test
+        ``"Wald"`` (``nbinomWaldTest``) or ``"LRT"`` (``nbinomLRT``; the fold changes then come
+        from the full model and ``stat``/``pvalue`` from the likelihood ratio test, the same for
+        every contrast).
+    reduced
+        The reduced model for ``test="LRT"`` (formula or matrix), nested in ``design``.
+    layer
+        Layer of raw integer counts; ``None`` uses ``adata.X``.
+    fit_type
+        Dispersion trend: ``"parametric"`` (``asymptDisp + extraPois / mean``; falls back to
+        ``"local"`` with a warning when it can not be fitted, as DESeq2), ``"local"`` or ``"mean"``.
+    size_factors
+        ``None`` (see above), ``"ratio"``, ``"poscounts"`` or ``"iterate"`` (computed here), the
+        name of an obs column, or one number per sample.
+    alpha
+        FDR level the independent filtering optimises the number of rejections for.
+    lfc_threshold
+        Test ``|log2FC|`` against this threshold instead of 0 (Wald only).
+    alt_hypothesis
+        With ``lfc_threshold``: ``"greaterAbs"`` (``|LFC| > t``), ``"lessAbs"`` (``|LFC| < t``),
+        ``"greater"`` (``LFC > t``) or ``"less"`` (``LFC < -t``).
+    independent_filtering
+        Filter on ``baseMean`` before adjusting (DESeq2's ``independentFiltering``); ``False``
+        adjusts all p-values.
+    cooks_cutoff
+        ``None`` or ``True``: DESeq2's default ``qf(0.99, p, m - p)``; ``False``: no outlier
+        filtering; a number: that cutoff on the maximum Cook's distance (over samples in cells of
+        three or more). For a design of a single two-level factor DESeq2 keeps the p-value of an
+        outlier gene when three or more samples have a larger count, and so does this function.
+    min_replicates_for_replace
+        Replace outliers in samples whose cell (identical design row) has at least this many
+        samples, and refit those genes (DESeq2's ``minReplicatesForReplace``); ``float("inf")``
+        never replaces.
+    shrink
+        ``"normal"``: add DESeq2's ``lfcShrink(type = "normal")`` fold changes (a zero-centred
+        normal prior whose variance matches the upper quantile of the MLE fold changes; for a
+        ``[factor, a, b]`` contrast the prior is on the expanded model matrix, as DESeq2) as the
+        extra columns ``log2FoldChange_shrunk`` and ``lfcSE_shrunk``. ``log2FoldChange`` stays the
+        maximum likelihood estimate that the tests use. Numeric contrasts and designs with
+        interactions are not supported (as DESeq2).
+    key_added
+        Key of the result: tables in ``varm[f"{{key_added}}_{{contrast}}"]``, per-gene values in
+        ``var`` prefixed ``f"{{key_added}}_"``, parameters in ``uns[key_added]``.
+    {copy}
+
+    Returns
+    -------
+    ``None`` (``adata`` modified in place) or, with ``copy=True``, the modified copy, with
+
+    - ``varm[f"{{key_added}}_{{contrast}}"]``: per contrast, ``baseMean``, ``log2FoldChange``,
+      ``lfcSE``, ``stat`` (Wald statistic or LRT deviance difference), ``pvalue``, ``padj`` (plus
+      ``log2FoldChange_shrunk`` and ``lfcSE_shrunk`` with ``shrink="normal"``), as DESeq2's
+      ``results()`` (read them with :func:`bulkpy.get.de_df`);
+    - ``varm[f"{{key_added}}_coefficients"]`` and ``varm[f"{{key_added}}_coefficients_se"]``: the
+      log2 coefficients and their standard errors (DESeq2's ``coef(dds)``; columns named as
+      ``resultsNames``);
+    - ``var``: ``{{key_added}}_baseMean``, ``_baseVar``, ``_allZero``, ``_dispGeneEst``,
+      ``_dispGeneIter``, ``_dispFit``, ``_dispMAP``, ``_dispersion``, ``_dispIter``,
+      ``_dispOutlier``, ``_betaConv``, ``_betaIter``, ``_deviance``, ``_maxCooks``, ``_replace``
+      (DESeq2's ``mcols(dds)``; after outlier replacement, as DESeq2 reports them);
+    - ``layers[f"{{key_added}}_cooks"]``: Cook's distances, samples × genes (of the first fit,
+      as ``assays(dds)[["cooks"]]``);
+    - ``obs[f"{{key_added}}_size_factors"]``: the size factors used (not with normalisation
+      factors);
+    - ``uns[key_added]``: ``contrasts`` (names), ``params`` (design and its columns, coefficient
+      names, contrast vectors, test, options, the dispersion trend, its prior variance, filter
+      thresholds per contrast, Cook's cutoff, outlier replacement, beta prior variances, versions)
+      and ``filtering`` (per contrast: ``theta``, ``num_rej`` and its ``lowess`` fit).
+
+    Examples
+    --------
+    >>> import bulkpy as bk
+    >>> adata = bk.datasets.pasilla()
+    >>> bk.tl.deseq(adata, design="~ type + condition", contrast=["condition", "treated", "untreated"])
+    >>> df = bk.get.de_df(adata, "deseq")
+    >>> list(df.columns)
+    ['baseMean', 'log2FoldChange', 'lfcSE', 'stat', 'pvalue', 'padj']
+    >>> int((df["padj"] < 0.1).sum())
+    1330
+    >>> round(adata.uns["deseq"]["params"]["filter_threshold"]["condition_treated_vs_untreated"], 3)
+    3.898
+    """
+    check_adata(adata)
+    check_key(key_added, "key_added")
+    copy = _check_bool(copy, "copy")
+    independent_filtering = _check_bool(independent_filtering, "independent_filtering")
+    alpha, lfc_threshold, min_rep = _check_options(
+        test, reduced, fit_type, alpha, lfc_threshold, alt_hypothesis, cooks_cutoff, min_replicates_for_replace, shrink
+    )
+    if layer is not None and key_added == layer:
+        raise ValueError(f"key_added={key_added!r} is the input layer; choose another name")
+    X_raw = get_matrix(adata, layer)
+    where = "X" if layer is None else f"layer {layer!r}"
+    check_counts(X_raw, what=f"counts in {where}", integer=True)
+    counts = dense(X_raw)
+    if adata.n_obs < 2 or adata.n_vars < 1:
+        raise ValueError(f"need at least two samples and one gene, got {adata.n_obs} x {adata.n_vars}")
+    d = _build_design(adata, design)
+    n, p = d.X.shape
+    if n <= p:
+        raise ValueError(
+            f"the design has {p} coefficients for {n} samples: there are no replicates to estimate the dispersion; "
+            "use a design with fewer coefficients"
+        )
+    Xr, red = None, None
+    if test == "LRT":
+        red = _build_design(adata, reduced, what="reduced design")
+        Xr = red.X
+        if Xr.shape[1] >= p:
+            raise ValueError(
+                f"the reduced design has {Xr.shape[1]} coefficients, the full one {p}: the reduced model must have fewer "
+                "(less than one degree of freedom, perhaps full and reduced are swapped)"
+            )
+        if d.formula is not None and red.formula is not None:
+            extra = sorted(set(red.variables) - set(d.variables))
+            if extra:
+                raise ValueError(f"the reduced design uses variables not in the full design: {extra}")
+    contrasts = _contrasts(adata, d, contrast, test)
+    if shrink == "normal":
+        _check_shrinkable(d, contrasts)
+    if np.all(counts == counts[:1, :]):
+        raise ValueError("all genes have equal values for all samples; differential analysis is not possible")
+    if not (counts.sum(axis=0) > 0).any():
+        raise ValueError("every gene is zero in all samples")
+    sf, nf, sf_source = _normalisation(adata, counts, size_factors)
+    two_level = False
+    if d.formula is not None and len(d.variables) == 1:
+        col = adata.obs[d.variables[0]]
+        if not pd.api.types.is_numeric_dtype(col) or pd.api.types.is_bool_dtype(col):
+            two_level = len(_levels(col)) == 2
+
+    C = np.column_stack([c.vector for c in contrasts])
+    fit = _de.deseq(
+        counts, d.X, size_factors=sf, norm_factors=nf, contrasts=C, contrast_samples=[c.samples for c in contrasts],
+        test=test, reduced=Xr, fit_type=fit_type, min_replicates_for_replace=min_rep,
+    )  # fmt: skip
+    cutoff = None if cooks_cutoff is None else (bool(cooks_cutoff) if isinstance(cooks_cutoff, bool | np.bool_) else float(cooks_cutoff))
+    tables, filt_thr, filt_theta, filtering = {}, {}, {}, {}
+    for j, c in enumerate(contrasts):
+        r = _de.results(
+            fit, j, lfc_threshold=lfc_threshold, alt_hypothesis=alt_hypothesis, cooks_cutoff=cutoff,
+            two_level_rule=two_level, independent_filtering_=independent_filtering, alpha=alpha,
+        )  # fmt: skip
+        tables[c.name] = pd.DataFrame(
+            {"baseMean": r.base_mean, "log2FoldChange": r.log2_fold_change, "lfcSE": r.lfc_se, "stat": r.stat,
+             "pvalue": r.pvalue, "padj": r.padj},
+            index=adata.var_names,
+        )  # fmt: skip
+        if r.filtering is not None:
+            filt_thr[c.name] = r.filtering.filter_threshold
+            filt_theta[c.name] = r.filtering.filter_theta
+            filtering[c.name] = pd.DataFrame(
+                {"theta": r.filtering.theta, "num_rej": r.filtering.num_rej, "lowess": r.filtering.lowess_fit}
+            )
+    priors = {}
+    if shrink == "normal":
+        lfc_s, se_s, priors = _shrink(adata, counts, fit, d, contrasts, sf, nf, d.names)
+        for c in contrasts:
+            tables[c.name]["log2FoldChange_shrunk"] = lfc_s[c.name]
+            tables[c.name]["lfcSE_shrunk"] = se_s[c.name]
+
+    trend = {"fit_type": fit.trend.fit_type, **fit.trend.params}
+    used_cutoff = fit.cooks_cutoff if cutoff is None or cutoff is True else cutoff
+    params = {
+        "method": "DESeq2",
+        "deseq2_version": DESEQ2_VERSION,
+        "test": test,
+        "design": describe_design(design),
+        "design_columns": d.columns,
+        "coefficients": d.names,
+        "reduced": describe_design(reduced) if test == "LRT" else None,
+        "reduced_columns": red.columns if red is not None else None,
+        "lrt_df": fit.lrt_df,
+        "contrasts": {c.name: c.vector for c in contrasts},
+        "contrast_specs": {c.name: c.spec for c in contrasts},
+        "layer": layer,
+        "size_factors": sf_source,
+        "fit_type": fit_type,
+        "fit_type_used": fit.trend.fit_type,
+        "trend": trend,
+        "var_log_disp_ests": fit.var_log_disp_ests,
+        "disp_prior_var": fit.prior_var,
+        "alpha": alpha,
+        "lfc_threshold": lfc_threshold,
+        "alt_hypothesis": alt_hypothesis,
+        "independent_filtering": independent_filtering,
+        "filter_threshold": filt_thr,
+        "filter_theta": filt_theta,
+        "cooks_cutoff": float(used_cutoff) if used_cutoff is not False else False,
+        "min_replicates_for_replace": min_rep,
+        "replaceable_samples": list(adata.obs_names[fit.replaceable]),
+        "n_genes_replaced": int(fit.replace.sum()),
+        "outliers_refitted": bool(fit.refitted),
+        "shrink": shrink,
+        "beta_prior_var": priors,
+        "n_samples": int(n),
+        "n_genes": int(adata.n_vars),
+    }
+
+    adata = start(adata, copy)
+    var_cols = {
+        "baseMean": fit.base_mean, "baseVar": fit.base_var, "allZero": fit.all_zero, "dispGeneEst": fit.disp_gene_est,
+        "dispGeneIter": fit.disp_gene_iter, "dispFit": fit.disp_fit, "dispMAP": fit.disp_map,
+        "dispersion": fit.dispersion, "dispIter": fit.disp_iter, "dispOutlier": fit.disp_outlier,
+        "betaConv": fit.beta_conv, "betaIter": fit.beta_iter, "deviance": fit.deviance, "maxCooks": fit.max_cooks,
+        "replace": fit.replace,
+    }  # fmt: skip
+    for k, v in var_cols.items():
+        adata.var[f"{key_added}_{k}"] = np.asarray(v)
+    adata.varm[f"{key_added}_coefficients"] = pd.DataFrame(fit.beta * _de.LOG2E, index=adata.var_names, columns=d.names)
+    adata.varm[f"{key_added}_coefficients_se"] = pd.DataFrame(fit.beta_se * _de.LOG2E, index=adata.var_names, columns=d.names)
+    adata.layers[f"{key_added}_cooks"] = fit.cooks
+    if sf is not None:
+        adata.obs[f"{key_added}_size_factors"] = sf
+    elif f"{key_added}_size_factors" in adata.obs.columns:
+        del adata.obs[f"{key_added}_size_factors"]
+    write_de(adata, key_added, tables, params, filtering=filtering)
+    return finish(adata, copy)
+
+
+__all__ = ["deseq"]
