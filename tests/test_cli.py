@@ -21,8 +21,12 @@ def test_demo(tmp_path):
     for layer in ("counts", "log_cpm", "vst"):
         assert layer in back.layers
     assert "size_factors" in back.obs
+    air = ad.read_h5ad(out / "airway_bulkpy.h5ad")
+    gsea = air.uns["gsea_deseq"]["dex_trt_vs_untrt"]
+    assert len(gsea) > 500 and (gsea["padj"] < 0.05).any()
+    assert "deseq_dex_trt_vs_untrt" in air.varm
     pngs = sorted(p.name for p in out.glob("*.png"))
-    assert len(pngs) >= 2
+    assert {"volcano_deseq.png", "ma_deseq.png", "gsea_enrichment_airway.png"} <= set(pngs)
     for p in out.glob("*.png"):
         assert p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 

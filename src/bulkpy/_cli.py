@@ -67,6 +67,29 @@ def demo(out: Path) -> Path:
     adata.write_h5ad(path)
     _step(f"AnnData with every result and its parameters -> {path}", t0)
     print(adata)
+
+    # pathways need human gene sets: the same DE on airway (human), then GSEA with bundled Reactome
+    air = bk.datasets.airway()
+    bk.pp.filter_by_expr(air, design="~ cell + dex", subset=True)
+    bk.pp.annotate_genes(air)
+    bk.tl.deseq(air, design="~ cell + dex", contrast=["dex", "trt", "untrt"])
+    _step(f"airway (Himes et al. 2014): {air.n_obs} samples x {air.n_vars} genes after filterByExpr; "
+          "DESeq2 Wald test dex trt vs untrt -> varm['deseq_dex_trt_vs_untrt']", t0)
+    bk.tl.gsea(air, key="deseq", gene_sets=bk.datasets.reactome(), gene_symbols="symbol", seed=0)
+    res = bk.get.enrichment(air, "gsea_deseq")
+    top = res.sort_values("padj").head(3)
+    _step(f"GSEA (fgsea multilevel) on the Wald statistic, Reactome: {len(res)} sets tested, "
+          f"{int((res['padj'] < 0.05).sum())} with padj < 0.05 -> uns['gsea_deseq']; top: "
+          + "; ".join(f"{t} (NES {n:.2f})" for t, n in zip(top.index, top["NES"], strict=True)), t0)
+    for name, fig in {
+        "gsea_enrichment_airway.png": bk.pl.enrichment(air, key="gsea_deseq", n_terms=15).figure,
+        "gsea_top_term_airway.png": bk.pl.gsea(air, key="gsea_deseq", term=str(top.index[0])),
+    }.items():
+        fig.savefig(out / name, dpi=120)
+        _step(f"figure -> {out / name}", t0)
+    air_path = out / "airway_bulkpy.h5ad"
+    air.write_h5ad(air_path)
+    _step(f"airway AnnData with DE and GSEA results -> {air_path}", t0)
     return path
 
 
