@@ -58,7 +58,7 @@ def _counts(a):
 
 def test_transformers_match_r_on_training_samples(pasilla):
     X = _counts(pasilla)
-    keep = read_ref("pasilla", "edger_filter_by_expr.csv.gz")["keep"].reindex(pasilla.var_names).fillna(False).to_numpy(bool)
+    keep = read_ref("pasilla", "edger_filter_by_expr.csv.gz")["keep"].reindex(pasilla.var_names, fill_value=False).to_numpy(bool)
     lc = LogCPM().fit(X[:, keep])
     tmm = read_ref("pasilla", "edger_tmm_filtered.csv.gz")
     np.testing.assert_allclose(lc.norm_factors_, tmm.loc[pasilla.obs_names, "norm_factor"], rtol=1e-12)
