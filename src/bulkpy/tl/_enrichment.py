@@ -267,19 +267,13 @@ def ora(
 
     Examples
     --------
-    >>> import numpy as np, pandas as pd, bulkpy as bk
-    >>> from scipy import stats
-    >>> from bulkpy._slots import write_de
+    >>> import pandas as pd, bulkpy as bk
     >>> adata = bk.datasets.airway()
     >>> adata = adata[:, adata.X.sum(axis=0) >= 500].copy()
     >>> bk.pp.annotate_genes(adata)
-    >>> x = np.log2(adata.X / adata.X.sum(axis=1, keepdims=True) * 1e6 + 1)
-    >>> t, p = stats.ttest_rel(x[1::2], x[::2])  # dexamethasone vs untreated, paired by cell line
-    >>> de = pd.DataFrame({{"log2FoldChange": (x[1::2] - x[::2]).mean(axis=0), "stat": t, "pvalue": p,
-    ...                     "padj": stats.false_discovery_control(p)}}, index=adata.var_names)
-    >>> write_de(adata, "ttest", {{"trt_vs_untrt": de}}, {{"method": "paired t-test"}})
-    >>> bk.tl.ora(adata, key="ttest", gene_sets=bk.datasets.reactome(), gene_symbols="symbol", padj=0.1)
-    >>> res = adata.uns["ora_ttest"]["trt_vs_untrt"]
+    >>> bk.tl.deseq(adata, design="~ cell + dex", contrast=["dex", "trt", "untrt"])
+    >>> bk.tl.ora(adata, key="deseq", gene_sets=bk.datasets.reactome(), gene_symbols="symbol", padj=0.1)
+    >>> res = adata.uns["ora_deseq"]["dex_trt_vs_untrt"]
     >>> list(res.columns)
     ['size', 'overlap', 'expected', 'fold_enrichment', 'pvalue', 'padj', 'genes']
 
@@ -506,27 +500,22 @@ def gsea(
 
     Examples
     --------
-    >>> import numpy as np, pandas as pd, bulkpy as bk
-    >>> from scipy import stats
-    >>> from bulkpy._slots import write_de
+    >>> import pandas as pd, bulkpy as bk
     >>> adata = bk.datasets.airway()
     >>> adata = adata[:, adata.X.sum(axis=0) >= 500].copy()
     >>> bk.pp.annotate_genes(adata)
-    >>> x = np.log2(adata.X / adata.X.sum(axis=1, keepdims=True) * 1e6 + 1)
-    >>> t, p = stats.ttest_rel(x[1::2], x[::2])  # dexamethasone vs untreated, paired by cell line
-    >>> de = pd.DataFrame({{"log2FoldChange": (x[1::2] - x[::2]).mean(axis=0), "stat": t, "pvalue": p,
-    ...                     "padj": stats.false_discovery_control(p)}}, index=adata.var_names)
-    >>> write_de(adata, "ttest", {{"trt_vs_untrt": de}}, {{"method": "paired t-test"}})
+    >>> bk.tl.deseq(adata, design="~ cell + dex", contrast=["dex", "trt", "untrt"])
     >>> reactome = bk.datasets.reactome()
     >>> sets = {{k: v for k, v in reactome.items() if "nterferon" in k or "Glycoly" in k}}
-    >>> bk.tl.gsea(adata, key="ttest", gene_sets=sets, gene_symbols="symbol")
-    >>> res = adata.uns["gsea_ttest"]["trt_vs_untrt"]
+    >>> bk.tl.gsea(adata, key="deseq", gene_sets=sets, gene_symbols="symbol")
+    >>> res = adata.uns["gsea_deseq"]["dex_trt_vs_untrt"]
     >>> list(res.columns)
     ['ES', 'NES', 'pvalue', 'padj', 'log2err', 'size', 'leading_edge', 'genes']
 
     A ranked Series returns the table:
 
-    >>> ranks = pd.Series(t, index=adata.var["symbol"].astype(str)).groupby(level=0).first()
+    >>> stat = bk.get.de_df(adata, "deseq")["stat"].dropna()
+    >>> ranks = pd.Series(stat.to_numpy(), index=adata.var.loc[stat.index, "symbol"].astype(str)).groupby(level=0).first()
     >>> bk.tl.gsea(ranks, gene_sets=sets).shape[1]
     8
     """
