@@ -286,18 +286,33 @@ def cell_sums(cell, v, out, n_cells):
 
 
 @njit(cache=True)
-def irls_kernel(y, nf, cell, XC, alpha, lam, beta, tol, maxit, minmu, mu_out, iters, hat, var, dev_out):
+def _nb_mu_terms(y, m, lm, a, r):
+    """``y log(m) - (y + r) log(1 + a m)``: the mean-dependent part of the NB log density, with
+    ``lm = log(m)`` given (0 log 0 is 0)."""
+    if y == 0.0:
+        return -r * math.log1p(a * m)
+    return y * lm - (y + r) * math.log1p(a * m)
+
+
+@njit(cache=True)
+def irls_kernel(y, nf, cell, XC, alpha, lam, beta, tol, maxit, minmu, mu_out, iters, hat, var, dev_out, ll_out):
     """DESeq2's ``fitBeta`` for each gene (rows of ``y``/``nf``): updates ``beta`` in place and
-    writes the bounded fitted means, iterations, hat diagonals, sandwich variances, deviance.
+    writes the fitted means ``nf exp(X beta)`` (``mu_out``, not bounded), iterations, hat
+    diagonals and sandwich variances (at the means bounded below by ``minmu``, as DESeq2), the
+    deviance of the bounded means and the log-likelihood of the unbounded ones.
 
     The design is given by its distinct rows ``XC`` and each sample's row ``cell``
-    (:func:`design_cells`)."""
+    (:func:`design_cells`). Means are kept on the log scale, ``log nf + X beta``, so that an
+    iteration takes one logarithm per sample (``log(1 + alpha mu)``); the working response
+    ``log(mu / nf)`` is the linear predictor itself."""
     g, n = y.shape
     n_cells, p = XC.shape
     A = np.empty((p, p))
     rhs = np.empty(p)
     bnew = np.empty(p)
     mu = np.empty(n)
+    lmu = np.empty(n)
+    lnf = np.empty(n)
     w = np.empty(n)
     wz = np.empty(n)
     inv = np.empty((p, p))
@@ -305,11 +320,13 @@ def irls_kernel(y, nf, cell, XC, alpha, lam, beta, tol, maxit, minmu, mu_out, it
     tmp = np.empty((p, p))
     kconst = np.empty(n)
     ec = np.empty(n_cells)
+    etac = np.empty(n_cells)
     wc = np.empty(n_cells)
     wzc = np.empty(n_cells)
     hc = np.empty(n_cells)
     XX = column_products(XC)
     XT = np.ascontiguousarray(XC.T)
+    lminmu = math.log(minmu)
     for i in range(g):
         a = alpha[i]
         r = 1.0 / a
@@ -317,20 +334,29 @@ def irls_kernel(y, nf, cell, XC, alpha, lam, beta, tol, maxit, minmu, mu_out, it
             eta = 0.0
             for k in range(p):
                 eta += XC[c, k] * beta[i, k]
+            etac[c] = eta
             ec[c] = math.exp(eta)
         for j in range(n):
-            mu[j] = max(nf[i, j] * ec[cell[j]], minmu)
-            # log density = kconst + y log(mu) - (y + r) log1p(mu / r): the mu-free part once
-            yj = y[i, j]
-            kconst[j] = nb_logpmf1(yj, mu[j], a) - (yj * math.log(mu[j]) - (yj + r) * math.log1p(mu[j] / r))
+            lnf[j] = math.log(nf[i, j])
+            m = nf[i, j] * ec[cell[j]]
+            if m < minmu:
+                mu[j] = minmu
+                lmu[j] = lminmu
+            else:
+                mu[j] = m
+                lmu[j] = lnf[j] + etac[cell[j]]
+            # log density = kconst + y log(mu) - (y + r) log(1 + alpha mu): the mu-free part once
+            kconst[j] = nb_logpmf1(y[i, j], mu[j], a) - _nb_mu_terms(y[i, j], mu[j], lmu[j], a, r)
         dev = 0.0
         dev_old = 0.0
         it = 0
         for t in range(maxit):
             it += 1
             for j in range(n):
-                w[j] = mu[j] / (1.0 + a * mu[j])
-                wz[j] = w[j] * (math.log(mu[j] / nf[i, j]) + (y[i, j] - mu[j]) / mu[j])
+                m = mu[j]
+                w[j] = m / (1.0 + a * m)
+                # working response log(mu / nf) + (y - mu) / mu
+                wz[j] = w[j] * (lmu[j] - lnf[j] + (y[i, j] - m) / m)
             cell_sums(cell, w, wc, n_cells)
             cell_sums(cell, wz, wzc, n_cells)
             for k in range(p):
@@ -356,15 +382,18 @@ def irls_kernel(y, nf, cell, XC, alpha, lam, beta, tol, maxit, minmu, mu_out, it
                 eta = 0.0
                 for k in range(p):
                     eta += XC[c, k] * bnew[k]
+                etac[c] = eta
                 ec[c] = math.exp(eta)
             dev = 0.0
             for j in range(n):
-                mu[j] = max(nf[i, j] * ec[cell[j]], minmu)
-                yj = y[i, j]
-                if yj == 0.0:  # 0 * log(mu) is exactly 0
-                    dev += -2.0 * (kconst[j] - r * math.log1p(mu[j] / r))
+                m = nf[i, j] * ec[cell[j]]
+                if m < minmu:
+                    mu[j] = minmu
+                    lmu[j] = lminmu
                 else:
-                    dev += -2.0 * (kconst[j] + yj * math.log(mu[j]) - (yj + r) * math.log1p(mu[j] / r))
+                    mu[j] = m
+                    lmu[j] = lnf[j] + etac[cell[j]]
+                dev += -2.0 * (kconst[j] + _nb_mu_terms(y[i, j], mu[j], lmu[j], a, r))
             conv = abs(dev - dev_old) / (abs(dev) + 0.1)
             if math.isnan(conv):
                 it = maxit
@@ -374,10 +403,18 @@ def irls_kernel(y, nf, cell, XC, alpha, lam, beta, tol, maxit, minmu, mu_out, it
             dev_old = dev
         iters[i] = it
         dev_out[i] = dev
+        # log-likelihood at the unbounded means: the deviance's terms, except where mu was bounded
+        ll = -0.5 * dev
+        for j in range(n):
+            m = nf[i, j] * ec[cell[j]]
+            mu_out[i, j] = m
+            if m < minmu:
+                yj = y[i, j]
+                ll += _nb_mu_terms(yj, m, math.log(m), a, r) - _nb_mu_terms(yj, mu[j], lmu[j], a, r)
+        ll_out[i] = ll
         # covariance and hat diagonals with the weights of the last (bounded) mu
         for j in range(n):
             w[j] = mu[j] / (1.0 + a * mu[j])
-            mu_out[i, j] = mu[j]
         cell_sums(cell, w, wc, n_cells)
         gram(XX, wc, xtwx, p)
         for k in range(p):
@@ -758,14 +795,16 @@ def n_chunks(g: int) -> int:
 
 
 @njit(cache=True, parallel=True)
-def irls_kernel_par(y, nf, cell, XC, alpha, lam, beta, tol, maxit, minmu, mu_out, iters, hat, var, dev_out, nchunks):
+def irls_kernel_par(
+    y, nf, cell, XC, alpha, lam, beta, tol, maxit, minmu, mu_out, iters, hat, var, dev_out, ll_out, nchunks
+):  # fmt: skip
     g = y.shape[0]
     for c in prange(nchunks):
         lo = c * g // nchunks
         hi = (c + 1) * g // nchunks
         irls_kernel(
             y[lo:hi], nf[lo:hi], cell, XC, alpha[lo:hi], lam, beta[lo:hi], tol, maxit, minmu, mu_out[lo:hi],
-            iters[lo:hi], hat[lo:hi], var[lo:hi], dev_out[lo:hi],
+            iters[lo:hi], hat[lo:hi], var[lo:hi], dev_out[lo:hi], ll_out[lo:hi],
         )  # fmt: skip
 
 

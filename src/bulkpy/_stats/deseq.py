@@ -402,30 +402,40 @@ def _blocks(g: int, n: int, block_genes: int | None):
         yield slice(start, min(g, start + size))
 
 
-def _nf_block(nf, sl):
-    return None if nf is None else np.asarray(nf[:, sl], dtype=np.float64)
+# The engine works on blocks of genes in genes × samples layout ("gm": gene-major, the kernels'
+# layout); counts and normalisation factors are transposed once per block.
+def _gm_block(a, sl, keep=None) -> np.ndarray:
+    """Genes × samples float64 copy of the genes ``sl`` (then ``keep``) of a samples × genes array."""
+    b = np.asarray(a[:, sl], dtype=np.float64).T
+    if keep is not None and not keep.all():
+        b = b[keep]
+    return np.ascontiguousarray(b)
 
 
-def _normalised(y_sm: np.ndarray, sf, nf_b) -> np.ndarray:
-    """Normalised counts, samples × genes."""
-    if nf_b is not None:
-        return y_sm / nf_b
-    return y_sm / sf[:, None]
+def _normalised(y_gm: np.ndarray, sf, nf_gm) -> np.ndarray:
+    """Normalised counts, genes × samples."""
+    if nf_gm is not None:
+        return y_gm / nf_gm
+    return y_gm / sf
 
 
-def _fit(counts_sm, X, disp, sf, nf_sm, minmu, lambda_=None):
-    return fit_nb_glm(counts_sm, X, disp, size_factors=sf if nf_sm is None else None, norm_factors=nf_sm, minmu=minmu, lambda_=lambda_)
+def _fit(y_gm, X, disp, sf, nf_gm, minmu, lambda_=None):
+    return fit_nb_glm(
+        y_gm, X, disp, size_factors=sf if nf_gm is None else None, norm_factors=nf_gm, minmu=minmu, lambda_=lambda_,
+        gene_major=True,
+    )  # fmt: skip
 
 
-def _nf_gene_major(sf, nf_sm, g):
-    if nf_sm is not None:
-        return np.ascontiguousarray(nf_sm.T)
+def _nf_gene_major(sf, nf_gm, g):
+    if nf_gm is not None:
+        return np.ascontiguousarray(nf_gm)
     return np.ascontiguousarray(np.broadcast_to(sf, (g, sf.size)))
 
 
-def contrast_estimates(beta, X, sf, nf_sm, alpha, C, *, lambda_nat=None, minmu=0.5):
+def contrast_estimates(beta, X, sf, nf_gm, alpha, C, *, lambda_nat=None, minmu=0.5):
     """``getContrast`` for every column of ``C`` (p × k) and gene: log2 estimate and standard
-    error ``sqrt(c' Σ c)`` at the given natural-log coefficients (genes × p)."""
+    error ``sqrt(c' Σ c)`` at the given natural-log coefficients (genes × p); ``nf_gm``: the
+    genes' normalisation factors, genes × samples (or ``None`` for the size factors ``sf``)."""
     g = beta.shape[0]
     p = X.shape[1]
     C = np.ascontiguousarray(np.asarray(C, dtype=np.float64).reshape(p, -1))
@@ -435,7 +445,7 @@ def contrast_estimates(beta, X, sf, nf_sm, alpha, C, *, lambda_nat=None, minmu=0
     if g:
         with np.errstate(all="ignore"):
             contrast_kernel_par(
-                _nf_gene_major(sf, nf_sm, g), *design_cells(X),
+                _nf_gene_major(sf, nf_gm, g), *design_cells(X),
                 np.ascontiguousarray(alpha, dtype=np.float64), np.ascontiguousarray(lam),
                 np.ascontiguousarray(beta, dtype=np.float64), float(minmu), C, num, den, n_chunks(g),
             )  # fmt: skip
@@ -461,11 +471,12 @@ class _Stage3:
         self.hat = None
 
 
-def _map_and_fit(y_sm, X, Xr, sf, nf_sm, mu_ge, disp_gene_est, disp_fit, prior_var, var_log, opts, fill_disp):
+def _map_and_fit(y_gm, X, Xr, sf, nf_gm, mu_gm, disp_gene_est, disp_fit, prior_var, var_log, opts, fill_disp):
     """MAP dispersions, the GLM fit (and reduced fit for the LRT) for genes that are not all zero.
 
-    ``y_sm`` samples × genes; returns a :class:`_Stage3` (with ``mu``/``hat`` gene-major)."""
-    n, nb = y_sm.shape
+    ``y_gm``, ``nf_gm``, ``mu_gm`` genes × samples; returns a :class:`_Stage3` (with
+    ``mu``/``hat`` genes × samples)."""
+    nb = y_gm.shape[0]
     st = _Stage3(nb, X.shape[1])
     if nb == 0:
         return st
@@ -473,17 +484,18 @@ def _map_and_fit(y_sm, X, Xr, sf, nf_sm, mu_ge, disp_gene_est, disp_fit, prior_v
         st.dispersion[:] = fill_disp
     else:
         mp = estimate_map_dispersions(
-            y_sm, X, mu_ge, disp_gene_est, disp_fit, prior_var, var_log, outlier_sd=opts["outlier_sd"],
+            y_gm, X, mu_gm, disp_gene_est, disp_fit, prior_var, var_log, outlier_sd=opts["outlier_sd"],
             min_disp=opts["min_disp"], kappa_0=opts["kappa_0"], disp_tol=opts["disp_tol"], maxit=opts["maxit"],
+            gene_major=True,
         )  # fmt: skip
         st.dispersion, st.disp_map, st.disp_outlier, st.disp_iter = mp.dispersion, mp.disp_map, mp.disp_outlier, mp.disp_iter
-    fit = _fit(y_sm, X, st.dispersion, sf, nf_sm, opts["minmu"])
+    fit = _fit(y_gm, X, st.dispersion, sf, nf_gm, opts["minmu"])
     st.beta, st.beta_se = fit.beta, fit.beta_se
     st.beta_conv, st.beta_iter, st.deviance = fit.converged, fit.iterations, fit.deviance
-    st.mu = np.ascontiguousarray(fit.mu.T)
-    st.hat = np.ascontiguousarray(fit.hat_diagonals.T)
+    st.mu = fit.mu
+    st.hat = fit.hat_diagonals
     if Xr is not None:
-        red = _fit(y_sm, Xr, st.dispersion, sf, nf_sm, opts["minmu"])
+        red = _fit(y_gm, Xr, st.dispersion, sf, nf_gm, opts["minmu"])
         st.lrt_stat = 2.0 * (fit.log_like - red.log_like)
         st.reduced_conv = red.converged
     return st
@@ -578,8 +590,8 @@ def deseq(
     mus = []
     for sl in blocks:
         ge = estimate_gene_dispersions(
-            y_all[:, sl], X, size_factors=sf, norm_factors=_nf_block(nf, sl), min_disp=min_disp,
-            kappa_0=kappa_0, disp_tol=disp_tol, maxit=maxit, minmu=minmu, xim=xim,
+            _gm_block(y_all, sl), X, size_factors=sf, norm_factors=None if nf is None else _gm_block(nf, sl),
+            min_disp=min_disp, kappa_0=kappa_0, disp_tol=disp_tol, maxit=maxit, minmu=minmu, xim=xim, gene_major=True,
         )  # fmt: skip
         base_mean[sl], base_var[sl] = ge.base_mean, ge.base_var
         disp_gene_est[sl], disp_gene_iter[sl] = ge.disp_gene_est, ge.disp_gene_iter
@@ -621,22 +633,24 @@ def deseq(
     n_above = np.zeros(g, dtype=np.int64)
     new_all_zero = np.zeros(g, dtype=bool)
     refit_idx, refit_y, refit_nf = [], [], []
-    for sl, mu_sm in zip(blocks, mus, strict=True):
+    for b, sl in enumerate(blocks):
         idx = np.arange(sl.start, sl.stop)
         nzb = nz[sl]
         ii = idx[nzb]
+        mu_gm, mus[b] = mus[b], None
         if ii.size == 0:
             continue
-        y_nz = np.ascontiguousarray(y_all[:, sl][:, nzb])
-        nf_b = _nf_block(nf, sl)
-        nf_nz = None if nf_b is None else np.ascontiguousarray(nf_b[:, nzb])
+        y_ge = _gm_block(y_all, sl, nzb)
+        nf_nz = None if nf is None else _gm_block(nf, sl, nzb)
+        if not nzb.all():
+            mu_gm = mu_gm[nzb]
         st = _map_and_fit(
-            y_nz, X, Xr, sf, nf_nz, mu_sm[:, nzb], disp_gene_est[ii], disp_fit[ii], prior_var, var_log, opts, fill_disp
+            y_ge, X, Xr, sf, nf_nz, mu_gm, disp_gene_est[ii], disp_fit[ii], prior_var, var_log, opts, fill_disp
         )
+        del mu_gm
         for key in out:
             out[key][ii] = getattr(st, key)
-        norm_ge = _normalised(y_nz, sf, nf_nz).T
-        y_ge = np.ascontiguousarray(y_nz.T)
+        norm_ge = _normalised(y_ge, sf, nf_nz)
         ck = cooks_distance(y_ge, st.mu, st.hat, norm_ge, X)
         st.mu = st.hat = None
         cooks[:, ii] = ck.T
@@ -659,33 +673,33 @@ def deseq(
             continue
         r_idx = ii[rep]
         tbm = trimmed_mean_rows(norm_ge[rep], 0.2)
-        nf_r = None if nf_nz is None else np.ascontiguousarray(nf_nz[:, rep])
+        nf_r = None if nf_nz is None else np.ascontiguousarray(nf_nz[rep])
         new_y = y_ge[rep].copy()
         change = over[rep] & replaceable[None, :]
         new_y[change] = np.trunc(tbm[:, None] * _nf_gene_major(sf, nf_r, r_idx.size))[change]
-        new_sm = np.ascontiguousarray(new_y.T)
-        norm_new = _normalised(new_sm, sf, nf_r)
-        base_mean[r_idx] = norm_new.mean(axis=0)
-        base_var[r_idx] = norm_new.var(axis=0, ddof=1) if n > 1 else 0.0
+        norm_new = _normalised(new_y, sf, nf_r)
+        base_mean[r_idx] = norm_new.mean(axis=1)
+        base_var[r_idx] = norm_new.var(axis=1, ddof=1) if n > 1 else 0.0
         now_zero = new_y.sum(axis=1) == 0
         new_all_zero[r_idx[now_zero]] = True
         keep = ~now_zero
         if keep.any():
             refit_idx.append(r_idx[keep])
-            refit_y.append(new_sm[:, keep])
+            refit_y.append(new_y[keep])
             if nf_r is not None:
-                refit_nf.append(nf_r[:, keep])
+                refit_nf.append(nf_r[keep])
 
     # --- refitWithoutOutliers: all replaced genes together (as DESeq2's subset object) -----
     any_refit = bool(refit_idx)
     if any_refit:
         f_idx = np.concatenate(refit_idx)
-        y_f = np.ascontiguousarray(np.concatenate(refit_y, axis=1))
-        nf_f = np.ascontiguousarray(np.concatenate(refit_nf, axis=1)) if nf is not None else None
-        xim_f = xim if nf_f is None else float(np.mean(1.0 / nf_f.mean(axis=1)))
+        y_f = np.ascontiguousarray(np.concatenate(refit_y, axis=0))
+        nf_f = np.ascontiguousarray(np.concatenate(refit_nf, axis=0)) if nf is not None else None
+        # DESeq2 recomputes xim on the refitted subset: mean over samples of 1 / (mean over genes)
+        xim_f = xim if nf_f is None else float(np.mean(1.0 / nf_f.mean(axis=0)))
         ge = estimate_gene_dispersions(
             y_f, X, size_factors=sf, norm_factors=nf_f, min_disp=min_disp, kappa_0=kappa_0, disp_tol=disp_tol,
-            maxit=maxit, minmu=minmu, xim=xim_f,
+            maxit=maxit, minmu=minmu, xim=xim_f, gene_major=True,
         )  # fmt: skip
         disp_gene_est[f_idx], disp_gene_iter[f_idx] = ge.disp_gene_est, ge.disp_gene_iter
         disp_fit[f_idx] = trend(base_mean[f_idx])
@@ -705,7 +719,7 @@ def deseq(
             ii = idx[final_nz[sl]]
             if ii.size == 0:
                 continue
-            nf_nz = None if nf is None else np.ascontiguousarray(nf[:, ii])
+            nf_nz = None if nf is None else _gm_block(nf, ii)
             lfc[ii], lse[ii] = contrast_estimates(out["beta"][ii], X, sf, nf_nz, out["dispersion"][ii], C, minmu=minmu)
 
     all_zero_final = all_zero | new_all_zero
@@ -863,8 +877,8 @@ def shrink_normal(
         if not nzb.any():
             continue
         ii = idx[nzb]
-        y_b = np.ascontiguousarray(y_all[:, sl][:, nzb])
-        nf_b = None if nf is None else np.ascontiguousarray(nf[:, sl][:, nzb])
+        y_b = _gm_block(y_all, sl, nzb)
+        nf_b = None if nf is None else _gm_block(nf, sl, nzb)
         f = _fit(y_b, Xs, fit.dispersion[ii], sf, nf_b, minmu, lambda_=lam)
         num, den = contrast_estimates(f.beta, Xs, sf, nf_b, fit.dispersion[ii], C, lambda_nat=lam_nat, minmu=minmu)
         lfc[ii], se[ii] = num, den

@@ -117,7 +117,7 @@ class GeneDispersions:
     """Gene-wise dispersion estimates (DESeq2's ``dispGeneEst`` and friends).
 
     Per-gene arrays have one entry per gene of the input (NaN for all-zero genes); ``mu`` is
-    samples × genes.
+    samples × genes (genes × samples when estimated with ``gene_major``).
     """
 
     disp_gene_est: np.ndarray
@@ -207,6 +207,7 @@ def estimate_gene_dispersions(
     minmu: float = 0.5,
     alpha_init: np.ndarray | float | None = None,
     xim: float | None = None,
+    gene_major: bool = False,
 ) -> GeneDispersions:
     """Gene-wise dispersion estimates (DESeq2's ``estimateDispersionsGeneEst``).
 
@@ -237,12 +238,20 @@ def estimate_gene_dispersions(
         The moments estimate's ``xim`` (DESeq2: ``mean(1 / sizeFactors)``, or with normalisation
         factors ``mean(1 / colMeans(normalizationFactors))`` over the genes that are not all
         zero); default: computed from the arguments. Give it to process genes in blocks.
+    gene_major
+        ``counts``, ``norm_factors`` and the returned ``mu`` are genes × samples (the engines'
+        layout: no transposed copies).
 
     Returns
     -------
     :class:`GeneDispersions`
     """
-    y_all = _gene_major(counts)
+    if gene_major:
+        y_all = np.ascontiguousarray(counts, dtype=np.float64)
+        if norm_factors is not None:
+            norm_factors = np.asarray(norm_factors, dtype=np.float64).T
+    else:
+        y_all = _gene_major(counts)
     g_all, n = y_all.shape
     X = _check_design(design, n)
     p = X.shape[1]
@@ -256,9 +265,10 @@ def estimate_gene_dispersions(
     base_var = norm_all.var(axis=1, ddof=1) if n > 1 else np.zeros(g_all)
     all_zero = y_all.sum(axis=1) == 0
     nz = ~all_zero
-    y = y_all[nz]
-    nf = np.ascontiguousarray(nf_all[nz])
-    norm = norm_all[nz]
+    if nz.all():  # no copies
+        y, nf, norm = y_all, np.ascontiguousarray(nf_all), norm_all
+    else:
+        y, nf, norm = y_all[nz], np.ascontiguousarray(nf_all[nz]), norm_all[nz]
     g = y.shape[0]
     max_disp = max(10.0, float(n))
 
@@ -284,20 +294,23 @@ def estimate_gene_dispersions(
         linear_mu = _model_matrix_groups(X) == p
 
     fitidx = np.ones(g, dtype=bool)
-    mu = np.zeros((g, n))
+    mu = np.empty((g, n))
     disp_iter = np.zeros(g, dtype=np.int64)
     last_lp = initial_lp = None
     for _it in range(niter):
-        idx = np.flatnonzero(fitidx)
+        every = bool(fitidx.all())
+        idx = slice(None) if every else np.flatnonzero(fitidx)
+        y_i, nf_i = (y, nf) if every else (y[idx], nf[idx])
         if linear_mu:
-            fit_mu = linear_model_mu(norm[idx], X) * nf[idx]
+            fit_mu = linear_model_mu(norm[idx], X) * nf_i
         else:
-            fit = fit_nb_glm(y[idx].T, X, alpha_hat[idx], norm_factors=nf[idx].T, minmu=minmu, loglik=False)
-            fit_mu = fit.mu.T
-        fit_mu = np.maximum(fit_mu, minmu)
+            fit_mu = fit_nb_glm(
+                y_i, X, alpha_hat[idx], norm_factors=nf_i, minmu=minmu, loglik=False, gene_major=True
+            ).mu
+        np.maximum(fit_mu, minmu, out=fit_mu)
         mu[idx] = fit_mu
         res = line_search_dispersion(
-            y[idx], fit_mu, X, np.log(alpha_hat[idx]), prior_mean=np.log(alpha_hat[idx]), prior_var=1.0,
+            y_i, fit_mu, X, np.log(alpha_hat[idx]), prior_mean=np.log(alpha_hat[idx]), prior_var=1.0,
             use_prior=False, min_log_alpha=np.log(min_disp / 10), kappa_0=kappa_0, tol=disp_tol,
             maxit=maxit, use_cr=use_cr,
         )  # fmt: skip
@@ -326,15 +339,18 @@ def estimate_gene_dispersions(
         out[nz] = v
         return out
 
-    mu_full = np.full((g_all, n), np.nan)
-    mu_full[nz] = mu
+    if nz.all():
+        mu_full = mu
+    else:
+        mu_full = np.full((g_all, n), np.nan)
+        mu_full[nz] = mu
     return GeneDispersions(
         disp_gene_est=full(disp),
         disp_gene_iter=full(disp_iter, 0, np.int64),
         base_mean=base_mean,
         base_var=base_var,
         all_zero=all_zero,
-        mu=mu_full.T.copy(),
+        mu=mu_full if gene_major else mu_full.T.copy(),
         converged=full(conv, False, bool),
         min_disp=float(min_disp),
         max_disp=max_disp,
@@ -585,18 +601,25 @@ def estimate_map_dispersions(
     disp_tol: float = 1e-6,
     maxit: int = 100,
     use_cr: bool = True,
+    gene_major: bool = False,
 ) -> MapDispersions:
     """MAP dispersions per gene (DESeq2's ``estimateDispersionsMAP``) given the trend values
-    ``disp_fit``, the prior variance and the gene-wise fit's means ``mu`` (samples × genes).
-    Genes with NaN ``disp_gene_est`` (all zero) get NaN."""
-    y_all = _gene_major(counts)
+    ``disp_fit``, the prior variance and the gene-wise fit's means ``mu`` (samples × genes;
+    with ``gene_major`` ``counts`` and ``mu`` are genes × samples). Genes with NaN
+    ``disp_gene_est`` (all zero) get NaN."""
+    y_all = np.ascontiguousarray(counts, dtype=np.float64) if gene_major else _gene_major(counts)
     g_all, n = y_all.shape
     X = np.asarray(design, dtype=np.float64)
     de_all = np.asarray(disp_gene_est, dtype=np.float64)
     df_all = np.asarray(disp_fit, dtype=np.float64)
     nz = ~np.isnan(de_all)
-    y = y_all[nz]
-    mu_g = np.ascontiguousarray(np.asarray(mu, dtype=np.float64).T[nz])
+    mu_all = np.asarray(mu, dtype=np.float64)
+    if not gene_major:
+        mu_all = mu_all.T
+    if nz.all():
+        y, mu_g = y_all, np.ascontiguousarray(mu_all)
+    else:
+        y, mu_g = y_all[nz], np.ascontiguousarray(mu_all[nz])
     de, df = de_all[nz], df_all[nz]
     max_disp = max(10.0, float(n))
     init = np.where(de > 0.1 * df, de, df)

@@ -212,6 +212,7 @@ def fit_nb_glm(
     minmu: float = 0.5,
     intercept_shortcut: bool = True,
     loglik: bool = True,
+    gene_major: bool = False,
 ) -> NBGLMFit:
     """Fit a negative binomial GLM with log link to every gene (DESeq2's ``fitNbinomGLMs``).
 
@@ -246,12 +247,16 @@ def fit_nb_glm(
     loglik
         Compute the log-likelihood and deviance (NaN otherwise; the fit for the gene-wise
         dispersions needs only the means).
+    gene_major
+        ``counts``, ``norm_factors`` and the returned ``mu`` and ``hat_diagonals`` are genes ×
+        samples (the engines' layout: no transposed copies).
 
     Returns
     -------
     :class:`NBGLMFit`
     """
-    y = np.ascontiguousarray(np.asarray(counts, dtype=np.float64).T)
+    y = np.asarray(counts, dtype=np.float64)
+    y = np.ascontiguousarray(y if gene_major else y.T)
     X = np.asarray(design, dtype=np.float64)
     g, n = y.shape
     if X.ndim != 2 or X.shape[0] != n:
@@ -262,7 +267,13 @@ def fit_nb_glm(
         raise ValueError(f"dispersions must have one value per gene ({g}), got shape {alpha.shape}")
     if not (np.all(np.isfinite(alpha)) and np.all(alpha > 0)):
         raise ValueError("dispersions must be finite and positive (leave out all-zero genes, whose dispersion is NaN)")
+    if gene_major and norm_factors is not None:
+        norm_factors = np.asarray(norm_factors, dtype=np.float64).T
     nf = np.ascontiguousarray(norm_factor_matrix(n, g, size_factors, norm_factors))
+
+    def out_layout(a):
+        return a if gene_major else a.T.copy()
+
     lam = np.full(p, 1e-6) if lambda_ is None else np.broadcast_to(np.asarray(lambda_, dtype=np.float64), (p,)).copy()
     lam_nat = lam * LOG2E**2  # lambda / log(2)^2
 
@@ -278,8 +289,8 @@ def fit_nb_glm(
         return NBGLMFit(
             beta=b,
             beta_se=se,
-            mu=mu.T.copy(),
-            hat_diagonals=hat.T.copy(),
+            mu=out_layout(mu),
+            hat_diagonals=out_layout(hat),
             log_like=ll,
             deviance=-2 * ll,
             iterations=np.ones(g, dtype=np.int64),
@@ -302,20 +313,20 @@ def fit_nb_glm(
     else:
         beta0 = _initial_beta(y, nf, X)
     beta = beta0.copy()
-    mu_b = np.empty((g, n))
+    mu = np.empty((g, n))
     iters = np.zeros(g, dtype=np.int64)
     hat = np.empty((g, n))
     var = np.empty((g, p))
     dev = np.empty(g)
+    ll = np.empty(g)
     cell, XC = design_cells(X)
-    irls_kernel_par(
-        y, nf, cell, XC, alpha, lam_nat, beta, float(beta_tol), int(maxit), float(minmu), mu_b, iters, hat, var, dev,
-        n_chunks(g),
-    )  # fmt: skip
-
-    with np.errstate(over="ignore", invalid="ignore"):
-        mu = nf * np.exp(beta @ X.T)
-        ll = nb_loglik(y, mu, alpha) if loglik else np.full(g, np.nan)
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        irls_kernel_par(
+            y, nf, cell, XC, alpha, lam_nat, beta, float(beta_tol), int(maxit), float(minmu), mu, iters, hat, var, dev,
+            ll, n_chunks(g),
+        )  # fmt: skip
+    if not loglik:
+        ll[:] = np.nan
     stable = np.isfinite(beta).all(axis=1)
     var_pos = (var > 0).all(axis=1)
     converged = iters < maxit
@@ -347,8 +358,8 @@ def fit_nb_glm(
     return NBGLMFit(
         beta=beta,
         beta_se=se,
-        mu=mu.T.copy(),
-        hat_diagonals=hat.T.copy(),
+        mu=out_layout(mu),
+        hat_diagonals=out_layout(hat),
         log_like=ll,
         deviance=-2 * ll,
         iterations=iters,
