@@ -155,7 +155,9 @@ def test_glm_standard_errors_hat_and_deviance(pasilla_fit):
     np.testing.assert_allclose(fit.hat_diagonals[:, i].sum(axis=0), 3, rtol=1e-4)  # trace = p
     np.testing.assert_allclose(fit.deviance, -2 * fit.log_like)
     ll = NB.nb_loglik(counts[:, i].T, fit.mu[:, i].T, disp[i])
-    np.testing.assert_allclose(fit.log_like[i], ll, rtol=1e-12)
+    # the fit sums the mean-free part of each log density and the mean-dependent part separately
+    # (R's formula evaluates them together): agreement to rounding, measured 3.6e-12 relative
+    np.testing.assert_allclose(fit.log_like[i], ll, rtol=1e-10)
 
 
 def test_glm_blocks_give_the_same_answer(pasilla_fit):
@@ -390,14 +392,15 @@ def test_dispersion_line_search_finds_the_maximum():
     res = D.line_search_dispersion(y, mu, X, np.log(np.full(g, 0.1)))
     conv = res["iter"] < 100
     grid = np.linspace(-10, 3, 2001)
-    from bulkpy._stats._nbkernels import column_products, design_cells, log_posterior, scratch
+    from bulkpy._stats._nbkernels import column_products, design_cells, log_posterior, scratch, unique_counts
 
     cell, XC = design_cells(X)
     XXC = column_products(XC)
     mats, vecs, uy, uidx = scratch(n, 2)
     for i in np.flatnonzero(conv)[:40]:
+        nu = unique_counts(y[i], uy, uidx)
         best = max(
-            log_posterior(a, y[i], mu[i], cell, XXC, 2, 0.0, 1.0, False, True, mats, vecs, uy, uidx, 0) for a in grid
+            log_posterior(a, y[i], mu[i], cell, XXC, 2, 0.0, 1.0, False, True, mats, vecs, uy, uidx, nu) for a in grid
         )
         assert res["last_lp"][i] >= best - 1e-4
 

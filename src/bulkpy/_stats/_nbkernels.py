@@ -286,6 +286,18 @@ def cell_sums(cell, v, out, n_cells):
 
 
 @njit(cache=True)
+def nb_kconst(y, r, s_r):
+    """The part of log dnbinom(y, mu, size = r) that does not depend on mu,
+    ``lgamma(y + r) - lgamma(r) - lgamma(y + 1) - y log(r)``, so that the log density is this
+    plus ``y log(mu) - (y + r) log(1 + mu / r)``. Written with Stirling's corrections
+    (``s_r = stirlerr(r)``) as ``(y + r - 1/2) log(1 + y/r) - lgamma(y + 1) - y + stirlerr(y + r) - stirlerr(r)``,
+    which has no cancellation for large ``r`` (it is R's saddle-point density at ``mu = y``)."""
+    if y == 0.0:
+        return 0.0
+    return (y + r - 0.5) * math.log1p(y / r) - math.lgamma(y + 1.0) - y + stirlerr(y + r) - s_r
+
+
+@njit(cache=True)
 def _nb_mu_terms(y, m, lm, a, r):
     """``y log(m) - (y + r) log(1 + a m)``: the mean-dependent part of the NB log density, with
     ``lm = log(m)`` given (0 log 0 is 0)."""
@@ -330,6 +342,7 @@ def irls_kernel(y, nf, cell, XC, alpha, lam, beta, tol, maxit, minmu, mu_out, it
     for i in range(g):
         a = alpha[i]
         r = 1.0 / a
+        s_r = stirlerr(r)
         for c in range(n_cells):
             eta = 0.0
             for k in range(p):
@@ -346,7 +359,7 @@ def irls_kernel(y, nf, cell, XC, alpha, lam, beta, tol, maxit, minmu, mu_out, it
                 mu[j] = m
                 lmu[j] = lnf[j] + etac[cell[j]]
             # log density = kconst + y log(mu) - (y + r) log(1 + alpha mu): the mu-free part once
-            kconst[j] = nb_logpmf1(y[i, j], mu[j], a) - _nb_mu_terms(y[i, j], mu[j], lmu[j], a, r)
+            kconst[j] = nb_kconst(y[i, j], r, s_r)
         dev = 0.0
         dev_old = 0.0
         it = 0
@@ -475,37 +488,13 @@ def scratch(n, p):
     """Work arrays of :func:`log_posterior` / :func:`dlog_posterior` for ``n`` samples and ``p``
     coefficients: (p × p matrices, length-n vectors, distinct counts, their index).
 
-    ``vecs`` rows: 0 the Cox-Reid weights, 1 their derivative, 2 the lgamma/digamma cache,
-    3 ``log(1 + mu alpha)``, 4 ``1 / (1 + mu alpha)``, 5 (first entry) the ``log(alpha)`` of the
-    last :func:`log_posterior` call (NaN: none), 6 and 7 per-cell sums. :func:`dlog_posterior` at
-    that same ``log(alpha)`` reuses rows 0, 3, 4 and the Cholesky factor in ``mats[0]``."""
-    vecs = np.empty((8, n))
-    vecs[5, 0] = np.nan
+    ``vecs`` rows: 0 the lgamma/digamma cache, 1 ``log(1 + mu alpha)``, 2 ``1 / (1 + mu alpha)``,
+    3 (first entry) the ``log(alpha)`` of the last :func:`log_posterior` call (NaN: none), 4 and 5
+    per-cell sums of the Cox-Reid weights ``w`` and of ``w^2``. :func:`dlog_posterior` at that same
+    ``log(alpha)`` reuses rows 1, 2, 5 and the Cholesky factor in ``mats[0]``."""
+    vecs = np.empty((6, n))
+    vecs[3, 0] = np.nan
     return np.empty((3, p, p)), vecs, np.empty(n), np.empty(n, dtype=np.int64)
-
-
-@njit(cache=True)
-def _posterior_terms(la, mu, cell, XXC, p, n_cells, use_cr, mats, vecs):
-    """Per sample ``log(1 + mu alpha)``, ``1 / (1 + mu alpha)`` and the Cox-Reid weights
-    ``mu / (1 + mu alpha)`` (= 1 / (1/mu + alpha)); with ``use_cr`` the Cholesky factor of X'WX in
-    ``mats[0]``. Returns False if that matrix is not positive definite."""
-    n = mu.shape[0]
-    alpha = math.exp(la)
-    w = vecs[0]
-    logs = vecs[3]
-    qv = vecs[4]
-    for j in range(n):
-        x = mu[j] * alpha
-        q = 1.0 / (1.0 + x)
-        logs[j] = math.log(1.0 + x)
-        qv[j] = q
-        w[j] = mu[j] * q
-    if use_cr:
-        wc = vecs[6]
-        cell_sums(cell, w, wc, n_cells)
-        gram(XXC, wc, mats[0], p)
-        return cholesky_inplace(mats[0], p)
-    return True
 
 
 @njit(cache=True)
@@ -515,40 +504,56 @@ def log_posterior(la, y, mu, cell, XXC, p, prior_mean, prior_var, use_prior, use
 
     ``XXC`` holds the column products (:func:`column_products`) of the design's distinct rows and
     ``cell`` each sample's row (:func:`design_cells`); ``mats``/``vecs`` are work arrays
-    (:func:`scratch`); with ``nu > 0`` the ``nu`` distinct counts ``uy`` and the index ``uidx`` of
-    :func:`unique_counts` let lgamma be evaluated once per distinct count."""
+    (:func:`scratch`); the ``nu`` distinct counts ``uy`` and the index ``uidx`` of
+    :func:`unique_counts` let lgamma be evaluated once per distinct count. One pass over the
+    samples computes the likelihood terms (summed per sample in sample order, as DESeq2, which
+    keeps rounding, and so the line search's path, close to R's) and the Cox-Reid weights per cell."""
     n = y.shape[0]
     n_cells = XXC.shape[1]
     alpha = math.exp(la)
-    vecs[5, 0] = np.nan
-    if not _posterior_terms(la, mu, cell, XXC, p, n_cells, use_cr, mats, vecs):
-        return -np.inf
+    vecs[3, 0] = np.nan
+    ainv = 1.0 / alpha
+    log_ainv = math.log(ainv)
+    lg_ainv = lgamma_r(ainv)
+    cache = vecs[0]
+    logs = vecs[1]
+    qv = vecs[2]
+    wc = vecs[4]
+    w2c = vecs[5]
+    for q in range(nu):
+        cache[q] = lgamma_r(uy[q] + ainv)
+    for c in range(n_cells):
+        wc[c] = 0.0
+        w2c[c] = 0.0
+    ll = 0.0
+    for j in range(n):
+        m = mu[j]
+        x = m * alpha
+        q = 1.0 / (1.0 + x)
+        lm = math.log(1.0 + x)
+        logs[j] = lm
+        qv[j] = q
+        w = m * q  # = 1 / (1/mu + alpha)
+        c = cell[j]
+        wc[c] += w
+        w2c[c] += w * w
+        yj = y[j]
+        if yj == 0.0:  # lgamma(ainv) - lgamma(ainv) and 0 * log(...) are exactly 0
+            ll += -ainv * lm
+        else:
+            # log(mu + 1/alpha) = log(1 + mu alpha) + log(1/alpha)
+            ll += cache[uidx[j]] - lg_ainv - yj * (lm + log_ainv) - ainv * lm
     cr = 0.0
     if use_cr:
         b = mats[0]
+        gram(XXC, wc, b, p)
+        if not cholesky_inplace(b, p):
+            return -np.inf
         ld = 0.0
         for k in range(p):
             ld += math.log(b[k, k])
         cr = -ld  # -0.5 * log det = -sum log diag(L)
-    ainv = 1.0 / alpha
-    log_ainv = math.log(ainv)
-    lg_ainv = lgamma_r(ainv)
-    cache = vecs[2]
-    logs = vecs[3]
-    if nu > 0:
-        for q in range(nu):
-            cache[q] = lgamma_r(uy[q] + ainv)
-    ll = 0.0
-    for j in range(n):
-        yj = y[j]
-        lm = logs[j]
-        if yj == 0.0:  # lgamma(ainv) - lgamma(ainv) and 0 * log(...) are exactly 0
-            ll += -ainv * lm
-        else:
-            lg = cache[uidx[j]] if nu > 0 else lgamma_r(yj + ainv)
-            # log(mu + 1/alpha) = log(1 + mu alpha) + log(1/alpha)
-            ll += lg - lg_ainv - yj * (lm + log_ainv) - ainv * lm
-    vecs[5, 0] = la
+    vecs[3, 0] = la
     prior = 0.0
     if use_prior:
         prior = -0.5 * (la - prior_mean) ** 2 / prior_var
@@ -559,55 +564,43 @@ def log_posterior(la, y, mu, cell, XXC, p, prior_mean, prior_var, use_prior, use
 def dlog_posterior(la, y, mu, cell, XXC, p, prior_mean, prior_var, use_prior, use_cr, mats, vecs, uy, uidx, nu):
     """Derivative of :func:`log_posterior` with respect to log(alpha) (DESeq2's ``dlog_posterior``).
 
-    The Cox-Reid part is ``-0.5 trace((X'WX)^-1 X' dW X)`` with ``dW = -W^2``, as DESeq2."""
+    The Cox-Reid part is ``-0.5 trace((X'WX)^-1 X' dW X)`` with ``dW = -W^2``, as DESeq2. At the
+    ``log(alpha)`` of the last :func:`log_posterior` call its per-sample terms are reused."""
     n = y.shape[0]
-    n_cells = XXC.shape[1]
     alpha = math.exp(la)
-    if not vecs[5, 0] == la:  # log_posterior was not last evaluated here: compute the terms
-        if not _posterior_terms(la, mu, cell, XXC, p, n_cells, use_cr, mats, vecs):
+    if not vecs[3, 0] == la:  # log_posterior was not last evaluated here: compute the terms
+        if log_posterior(la, y, mu, cell, XXC, p, prior_mean, prior_var, use_prior, use_cr, mats, vecs, uy, uidx, nu) == -np.inf:
             return np.nan
     cr = 0.0
     if use_cr:
         b = mats[0]
         db = mats[1]
         inv = mats[2]
-        w = vecs[0]
-        dw = vecs[1]
-        for j in range(n):
-            dw[j] = -w[j] * w[j]
-        dwc = vecs[7]
-        cell_sums(cell, dw, dwc, n_cells)
-        gram(XXC, dwc, db, p)
+        gram(XXC, vecs[5], db, p)  # X' W^2 X = -X' dW X
         chol_inverse(b, p, inv)
         tr = 0.0
         for k in range(p):
             for m in range(p):
                 tr += inv[k, m] * db[m, k]
-        cr = -0.5 * tr
+        cr = 0.5 * tr
     ainv = 1.0 / alpha
     dg_ainv = digamma(ainv)
-    cache = vecs[2]
-    logs = vecs[3]
-    qv = vecs[4]
-    if nu > 0:
-        for q in range(nu):
-            cache[q] = digamma(uy[q] + ainv)
+    cache = vecs[0]
+    logs = vecs[1]
+    qv = vecs[2]
+    for q in range(nu):
+        cache[q] = digamma(uy[q] + ainv)
     s = 0.0
     for j in range(n):
         ma = mu[j] * alpha
         q = qv[j]
-        dg = cache[uidx[j]] if nu > 0 else digamma(y[j] + ainv)
         # ma / (1 + ma) and y / (mu + 1/alpha) = y alpha / (1 + ma)
-        s += dg_ainv + logs[j] - ma * q - dg + y[j] * alpha * q
+        s += dg_ainv + logs[j] - ma * q - cache[uidx[j]] + y[j] * alpha * q
     ll = ainv * ainv * s
     prior = 0.0
     if use_prior:
         prior = -(la - prior_mean) / prior_var
     return (ll + cr) * alpha + prior
-
-
-#: use the distinct-count cache from this many samples on
-CACHE_MIN_SAMPLES = 16
 
 
 @njit(cache=True)
@@ -627,7 +620,7 @@ def fit_disp_kernel(
         mi = mu[i]
         pm = prior_mean[i]
         a = log_alpha[i]
-        nu = unique_counts(yi, uy, uidx) if n >= CACHE_MIN_SAMPLES else 0
+        nu = unique_counts(yi, uy, uidx)
         lp = log_posterior(a, yi, mi, cell, XXC, p, pm, prior_var, use_prior, use_cr, mats, vecs, uy, uidx, nu)
         dlp = dlog_posterior(
             a, yi, mi, cell, XXC, p, pm, prior_var, use_prior, use_cr, mats, vecs, uy, uidx, nu
@@ -685,7 +678,7 @@ def fit_disp_grid_kernel(y, mu, cell, XC, grid, prior_mean, prior_var, use_prior
     m = grid.shape[0]
     delta = grid[1] - grid[0]
     for i in range(g):
-        nu = unique_counts(y[i], uy, uidx) if n >= CACHE_MIN_SAMPLES else 0
+        nu = unique_counts(y[i], uy, uidx)
         pm = prior_mean[i]
         best = -np.inf
         a_hat = grid[0]
