@@ -841,3 +841,43 @@ def contrast_kernel_par(nf, cell, XC, alpha, lam, beta, minmu, C, num, denom, nc
 def nb_logpmf_flat_par(y, mu, alpha, out):
     for i in prange(y.shape[0]):
         out[i] = nb_logpmf1(y[i], mu[i], alpha[i])
+
+
+# ----------------------------------------------------------------------------------------------
+# elementwise passes over a block, in numba's threads (numpy's run on one core)
+# ----------------------------------------------------------------------------------------------
+@njit(cache=True, parallel=True)
+def log_columns_par(counts, cols, out):
+    """``out[j, k] = log(counts[j, cols[k]])`` for samples × genes ``counts``."""
+    n = counts.shape[0]
+    for j in prange(n):
+        for k in range(cols.shape[0]):
+            out[j, k] = math.log(counts[j, cols[k]])
+
+
+@njit(cache=True, parallel=True)
+def row_medians_minus_par(a, v, out):
+    """``out[j] = median(a[j] - v)`` for every row of ``a``."""
+    for j in prange(a.shape[0]):
+        out[j] = np.median(a[j] - v)
+
+
+@njit(cache=True, parallel=True)
+def log_norm_counts_par(y, nf, out):
+    """``log(y / nf + 0.1)`` (DESeq2's starting values are fitted to it), genes × samples."""
+    for i in prange(y.shape[0]):
+        for j in range(y.shape[1]):
+            out[i, j] = math.log(y[i, j] / nf[i, j] + 0.1)
+
+
+@njit(cache=True, parallel=True)
+def cooks_par(y, mu, hat, alpha, p, out):
+    """DESeq2's Cook's distances ``(y - mu)^2 / (mu + alpha mu^2) / p * h / (1 - h)^2`` with the
+    gene's robust dispersion ``alpha``, genes × samples."""
+    for i in prange(y.shape[0]):
+        a = alpha[i]
+        for j in range(y.shape[1]):
+            m = mu[i, j]
+            h = hat[i, j]
+            r = y[i, j] - m
+            out[i, j] = r * r / (m + a * (m * m)) / p * h / ((1.0 - h) * (1.0 - h))

@@ -44,7 +44,7 @@ import numpy as np
 from scipy import special
 from scipy import stats as sst
 
-from ._nbkernels import contrast_kernel_par, design_cells, n_chunks
+from ._nbkernels import contrast_kernel_par, cooks_par, design_cells, n_chunks
 from .dispersion import (
     DispersionTrend,
     dispersion_prior_variance,
@@ -184,9 +184,10 @@ def cooks_distance(y: np.ndarray, mu: np.ndarray, hat: np.ndarray, norm_counts: 
     """DESeq2's ``calculateCooksDistance``; all arguments genes × samples (gene-major)."""
     p = X.shape[1]
     alpha = robust_moments_dispersion(norm_counts, X)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        v = mu + alpha[:, None] * mu**2
-        return (y - mu) ** 2 / v / p * hat / (1.0 - hat) ** 2
+    out = np.empty(y.shape)
+    f = [np.ascontiguousarray(a, dtype=np.float64) for a in (y, mu, hat)]
+    cooks_par(*f, np.ascontiguousarray(alpha, dtype=np.float64), float(p), out)
+    return out
 
 
 def max_cooks(cooks: np.ndarray, X: np.ndarray) -> np.ndarray:

@@ -38,7 +38,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ._nbkernels import design_cells, irls_kernel_par, n_chunks, nb_logpmf_flat_par
+from ._nbkernels import design_cells, irls_kernel_par, log_norm_counts_par, n_chunks, nb_logpmf_flat_par
 
 LOG2E = 1.0 / np.log(2.0)
 _LARGE = 30.0
@@ -134,7 +134,8 @@ def _solve(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 def _initial_beta(y: np.ndarray, nf: np.ndarray, X: np.ndarray) -> np.ndarray:
     """Least-squares fit of ``log(normalised counts + 0.1)`` (DESeq2's starting values)."""
     q, r = np.linalg.qr(X)
-    ly = np.log(y / nf + 0.1)
+    ly = np.empty(y.shape)
+    log_norm_counts_par(np.ascontiguousarray(y), np.ascontiguousarray(nf), ly)
     return np.linalg.solve(r, q.T @ ly.T).T
 
 

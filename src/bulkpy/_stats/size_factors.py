@@ -19,9 +19,13 @@ def log_geometric_means(counts: np.ndarray, *, method: str = "ratio") -> np.ndar
     n = counts.shape[0]
     if method == "ratio":
         # a zero anywhere makes the mean -inf; only genes without zeros need the logarithm
+        from ._nbkernels import log_columns_par
+
         out = np.full(counts.shape[1], -np.inf)
-        nz = (counts > 0).all(axis=0)
-        out[nz] = np.log(counts[:, nz]).mean(axis=0)
+        cols = np.flatnonzero((counts > 0).all(axis=0))
+        logc = np.empty((n, cols.size))
+        log_columns_par(np.ascontiguousarray(counts), cols, logc)
+        out[cols] = logc.mean(axis=0)
         return out
     with np.errstate(divide="ignore"):
         logc = np.log(counts)
@@ -68,10 +72,16 @@ def deseq2_size_factors(counts: np.ndarray, *, method: str = "ratio", control: n
             "can not be computed; use method='poscounts' (DESeq2's choice for sparse data such as single cells)"
         )
     if method == "ratio":
-        # genes with a finite log geometric mean have no zero: one log of the used genes suffices
-        with np.errstate(divide="ignore"):
-            logc = np.log(counts[:, usable])
-        return np.exp(np.median(logc - lgm[usable], axis=1))
+        # genes with a finite log geometric mean have no zero: the logarithms of the used genes
+        # and the per-sample medians, in numba's threads
+        from ._nbkernels import log_columns_par, row_medians_minus_par
+
+        cols = np.flatnonzero(usable)
+        logc = np.empty((counts.shape[0], cols.size))
+        log_columns_par(np.ascontiguousarray(counts), cols, logc)
+        med = np.empty(counts.shape[0])
+        row_medians_minus_par(logc, np.ascontiguousarray(lgm[usable]), med)
+        return np.exp(med)
     sf = median_of_ratios(counts, lgm, control=control)
     if method == "poscounts":
         sf = sf / np.exp(np.mean(np.log(sf)))
