@@ -396,9 +396,9 @@ def test_dispersion_line_search_finds_the_maximum():
 
     cell, XC = design_cells(X)
     XXC = column_products(XC)
-    mats, vecs, uy, uidx = scratch(n, 2)
+    mats, vecs, uy, uidx, slot = scratch(n, 2)
     for i in np.flatnonzero(conv)[:40]:
-        nu = unique_counts(y[i], uy, uidx)
+        nu = unique_counts(y[i], uy, uidx, slot)
         best = max(
             log_posterior(a, y[i], mu[i], cell, XXC, 2, 0.0, 1.0, False, True, mats, vecs, uy, uidx, nu) for a in grid
         )

@@ -307,7 +307,7 @@ def _nb_mu_terms(y, m, lm, a, r):
 
 
 @njit(cache=True)
-def irls_kernel(y, nf, cell, XC, alpha, lam, beta, tol, maxit, minmu, mu_out, iters, hat, var, dev_out, ll_out):
+def irls_kernel(y, nf, nf_shared, cell, XC, alpha, lam, beta, tol, maxit, minmu, mu_out, iters, hat, var, dev_out, ll_out):
     """DESeq2's ``fitBeta`` for each gene (rows of ``y``/``nf``): updates ``beta`` in place and
     writes the fitted means ``nf exp(X beta)`` (``mu_out``, not bounded), iterations, hat
     diagonals and sandwich variances (at the means bounded below by ``minmu``, as DESeq2), the
@@ -316,7 +316,8 @@ def irls_kernel(y, nf, cell, XC, alpha, lam, beta, tol, maxit, minmu, mu_out, it
     The design is given by its distinct rows ``XC`` and each sample's row ``cell``
     (:func:`design_cells`). Means are kept on the log scale, ``log nf + X beta``, so that an
     iteration takes one logarithm per sample (``log(1 + alpha mu)``); the working response
-    ``log(mu / nf)`` is the linear predictor itself."""
+    ``log(mu / nf)`` is the linear predictor itself. With ``nf_shared`` every row of ``nf`` is the
+    same (size factors) and its logarithms are taken once."""
     g, n = y.shape
     n_cells, p = XC.shape
     A = np.empty((p, p))
@@ -339,6 +340,10 @@ def irls_kernel(y, nf, cell, XC, alpha, lam, beta, tol, maxit, minmu, mu_out, it
     XX = column_products(XC)
     XT = np.ascontiguousarray(XC.T)
     lminmu = math.log(minmu)
+    uy = np.empty(n)
+    uidx = np.empty(n, dtype=np.int64)
+    slot = np.full(max(4 * n, 256), -1, dtype=np.int64)
+    kcache = np.empty(n)
     for i in range(g):
         a = alpha[i]
         r = 1.0 / a
@@ -349,8 +354,13 @@ def irls_kernel(y, nf, cell, XC, alpha, lam, beta, tol, maxit, minmu, mu_out, it
                 eta += XC[c, k] * beta[i, k]
             etac[c] = eta
             ec[c] = math.exp(eta)
+        if i == 0 or not nf_shared:
+            for j in range(n):
+                lnf[j] = math.log(nf[i, j])
+        nu = unique_counts(y[i], uy, uidx, slot)
+        for q in range(nu):
+            kcache[q] = nb_kconst(uy[q], r, s_r)
         for j in range(n):
-            lnf[j] = math.log(nf[i, j])
             m = nf[i, j] * ec[cell[j]]
             if m < minmu:
                 mu[j] = minmu
@@ -359,7 +369,7 @@ def irls_kernel(y, nf, cell, XC, alpha, lam, beta, tol, maxit, minmu, mu_out, it
                 mu[j] = m
                 lmu[j] = lnf[j] + etac[cell[j]]
             # log density = kconst + y log(mu) - (y + r) log(1 + alpha mu): the mu-free part once
-            kconst[j] = nb_kconst(y[i, j], r, s_r)
+            kconst[j] = kcache[uidx[j]] if nu > 0 else nb_kconst(y[i, j], r, s_r)
         dev = 0.0
         dev_old = 0.0
         it = 0
@@ -464,29 +474,40 @@ def irls_kernel(y, nf, cell, XC, alpha, lam, beta, tol, maxit, minmu, mu_out, it
 
 
 @njit(cache=True)
-def unique_counts(y, uy, uidx):
-    """Distinct values of ``y`` (sorted, into ``uy``) and each sample's index among them
-    (``uidx``); returns their number. The log posterior and its derivative evaluate lgamma and
-    digamma once per distinct count (a cache: the values and their sums are unchanged)."""
+def unique_counts(y, uy, uidx, slot):
+    """Distinct values of ``y`` (into ``uy``, in order of appearance) and each sample's index among
+    them (``uidx``); returns their number, or 0 when ``y`` has a value that is not an integer in
+    ``[0, len(slot))``. Functions of ``count + 1/alpha`` (lgamma, digamma, the density's constant)
+    are then evaluated once per distinct count: the values, and their sums in sample order, are
+    the same. ``slot`` (all -1 on entry and on return) maps a count to its index, so this is one
+    pass over the samples, with no sort."""
     n = y.shape[0]
-    order = np.argsort(y)
-    k = -1
-    prev = 0.0
-    for t in range(n):
-        j = order[t]
+    top = slot.shape[0]
+    k = 0
+    for j in range(n):
         v = y[j]
-        if k < 0 or v != prev:
-            k += 1
+        if not (v >= 0.0 and v < top and v == math.floor(v)):
+            for q in range(k):
+                slot[int(uy[q])] = -1
+            return 0
+        iv = int(v)
+        s = slot[iv]
+        if s < 0:
+            s = k
+            slot[iv] = k
             uy[k] = v
-            prev = v
-        uidx[j] = k
-    return k + 1
+            k += 1
+        uidx[j] = s
+    for q in range(k):
+        slot[int(uy[q])] = -1
+    return k
 
 
 @njit(cache=True)
 def scratch(n, p):
     """Work arrays of :func:`log_posterior` / :func:`dlog_posterior` for ``n`` samples and ``p``
-    coefficients: (p × p matrices, length-n vectors, distinct counts, their index).
+    coefficients: (p × p matrices, length-n vectors, distinct counts, their index, the count → index
+    map of :func:`unique_counts`).
 
     ``vecs`` rows: 0 the lgamma/digamma cache, 1 ``log(1 + mu alpha)``, 2 ``1 / (1 + mu alpha)``,
     3 (first entry) the ``log(alpha)`` of the last :func:`log_posterior` call (NaN: none), 4 and 5
@@ -494,7 +515,8 @@ def scratch(n, p):
     ``log(alpha)`` reuses rows 1, 2, 5 and the Cholesky factor in ``mats[0]``."""
     vecs = np.empty((6, n))
     vecs[3, 0] = np.nan
-    return np.empty((3, p, p)), vecs, np.empty(n), np.empty(n, dtype=np.int64)
+    slot = np.full(max(4 * n, 256), -1, dtype=np.int64)
+    return np.empty((3, p, p)), vecs, np.empty(n), np.empty(n, dtype=np.int64), slot
 
 
 @njit(cache=True)
@@ -542,7 +564,8 @@ def log_posterior(la, y, mu, cell, XXC, p, prior_mean, prior_var, use_prior, use
             ll += -ainv * lm
         else:
             # log(mu + 1/alpha) = log(1 + mu alpha) + log(1/alpha)
-            ll += cache[uidx[j]] - lg_ainv - yj * (lm + log_ainv) - ainv * lm
+            lg = cache[uidx[j]] if nu > 0 else lgamma_r(yj + ainv)
+            ll += lg - lg_ainv - yj * (lm + log_ainv) - ainv * lm
     cr = 0.0
     if use_cr:
         b = mats[0]
@@ -595,7 +618,8 @@ def dlog_posterior(la, y, mu, cell, XXC, p, prior_mean, prior_var, use_prior, us
         ma = mu[j] * alpha
         q = qv[j]
         # ma / (1 + ma) and y / (mu + 1/alpha) = y alpha / (1 + ma)
-        s += dg_ainv + logs[j] - ma * q - cache[uidx[j]] + y[j] * alpha * q
+        dg = cache[uidx[j]] if nu > 0 else digamma(y[j] + ainv)
+        s += dg_ainv + logs[j] - ma * q - dg + y[j] * alpha * q
     ll = ainv * ainv * s
     prior = 0.0
     if use_prior:
@@ -613,14 +637,14 @@ def fit_disp_kernel(
     g, n = y.shape
     p = XC.shape[1]
     XXC = column_products(XC)
-    mats, vecs, uy, uidx = scratch(n, p)
+    mats, vecs, uy, uidx, slot = scratch(n, p)
     epsilon = 1.0e-4
     for i in range(g):
         yi = y[i]
         mi = mu[i]
         pm = prior_mean[i]
         a = log_alpha[i]
-        nu = unique_counts(yi, uy, uidx)
+        nu = unique_counts(yi, uy, uidx, slot)
         lp = log_posterior(a, yi, mi, cell, XXC, p, pm, prior_var, use_prior, use_cr, mats, vecs, uy, uidx, nu)
         dlp = dlog_posterior(
             a, yi, mi, cell, XXC, p, pm, prior_var, use_prior, use_cr, mats, vecs, uy, uidx, nu
@@ -674,11 +698,11 @@ def fit_disp_grid_kernel(y, mu, cell, XC, grid, prior_mean, prior_var, use_prior
     g, n = y.shape
     p = XC.shape[1]
     XXC = column_products(XC)
-    mats, vecs, uy, uidx = scratch(n, p)
+    mats, vecs, uy, uidx, slot = scratch(n, p)
     m = grid.shape[0]
     delta = grid[1] - grid[0]
     for i in range(g):
-        nu = unique_counts(y[i], uy, uidx)
+        nu = unique_counts(y[i], uy, uidx, slot)
         pm = prior_mean[i]
         best = -np.inf
         a_hat = grid[0]
@@ -789,14 +813,14 @@ def n_chunks(g: int) -> int:
 
 @njit(cache=True, parallel=True)
 def irls_kernel_par(
-    y, nf, cell, XC, alpha, lam, beta, tol, maxit, minmu, mu_out, iters, hat, var, dev_out, ll_out, nchunks
+    y, nf, nf_shared, cell, XC, alpha, lam, beta, tol, maxit, minmu, mu_out, iters, hat, var, dev_out, ll_out, nchunks
 ):  # fmt: skip
     g = y.shape[0]
     for c in prange(nchunks):
         lo = c * g // nchunks
         hi = (c + 1) * g // nchunks
         irls_kernel(
-            y[lo:hi], nf[lo:hi], cell, XC, alpha[lo:hi], lam, beta[lo:hi], tol, maxit, minmu, mu_out[lo:hi],
+            y[lo:hi], nf[lo:hi], nf_shared, cell, XC, alpha[lo:hi], lam, beta[lo:hi], tol, maxit, minmu, mu_out[lo:hi],
             iters[lo:hi], hat[lo:hi], var[lo:hi], dev_out[lo:hi], ll_out[lo:hi],
         )  # fmt: skip
 

@@ -305,8 +305,9 @@ def estimate_gene_dispersions(
             fit_mu = linear_model_mu(norm[idx], X) * nf_i
         else:
             fit_mu = fit_nb_glm(
-                y_i, X, alpha_hat[idx], norm_factors=nf_i, minmu=minmu, loglik=False, gene_major=True
-            ).mu
+                y_i, X, alpha_hat[idx], size_factors=size_factors if norm_factors is None else None,
+                norm_factors=None if norm_factors is None else nf_i, minmu=minmu, loglik=False, gene_major=True,
+            ).mu  # fmt: skip
         np.maximum(fit_mu, minmu, out=fit_mu)
         mu[idx] = fit_mu
         res = line_search_dispersion(

@@ -323,8 +323,8 @@ def fit_nb_glm(
     cell, XC = design_cells(X)
     with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
         irls_kernel_par(
-            y, nf, cell, XC, alpha, lam_nat, beta, float(beta_tol), int(maxit), float(minmu), mu, iters, hat, var, dev,
-            ll, n_chunks(g),
+            y, nf, norm_factors is None, cell, XC, alpha, lam_nat, beta, float(beta_tol), int(maxit), float(minmu),
+            mu, iters, hat, var, dev, ll, n_chunks(g),
         )  # fmt: skip
     if not loglik:
         ll[:] = np.nan
