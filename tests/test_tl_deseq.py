@@ -623,7 +623,7 @@ def test_bad_contrast_and_options():
     _bad(a, ValueError, r"'c' is not a level of obs column 'condition'; levels are: \['a', 'b'\]", contrast=["condition", "c", "a"])
     _bad(a, ValueError, "with itself", contrast=["condition", "a", "a"])
     _bad(a, KeyError, "not a coefficient", contrast="conditionz")
-    _bad(a, ValueError, "one weight per design coefficient", contrast=[1.0, 2.0, 3.0])
+    _bad(a, ValueError, "one weight per design column", contrast=[1.0, 2.0, 3.0])
     _bad(a, KeyError, "not a column of adata.obs", contrast=["cond", "b", "a"])
     _bad(a, ValueError, "reserved", contrast={"cooks": ["condition", "b", "a"]})
     _bad(a, ValueError, "needs a reduced design", test="LRT")

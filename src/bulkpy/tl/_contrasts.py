@@ -1,5 +1,11 @@
 """Designs and contrasts for the linear-model DE methods (one parser for all of them).
 
+One parser reads the contrast argument of every DE method (``bk.tl.limma``, ``bk.tl.voom``,
+``bk.tl.edger``, ``bk.tl.deseq``): :func:`contrast_items` splits it into (given name, spec) pairs and
+:func:`collect_contrasts` names them (numeric vectors ``contrast``/``contrast1``..., dict keys,
+duplicates refused); each method turns one spec into its contrast vector. The linear-model
+methods use :func:`parse_contrasts`; DESeq2 adds its coefficient names and all-zero rules.
+
 A contrast can be given as
 
 - ``[factor, test_level, reference_level]``: the difference between two levels of an obs column
@@ -60,7 +66,8 @@ def parse_design(adata: AnnData, design, *, what_needs_df: str = "the variance")
     return X, cols
 
 
-def _levels(col: pd.Series) -> list:
+def levels_of(col: pd.Series) -> list:
+    """The levels of an obs column present in the data (categories in order, else sorted)."""
     if isinstance(col.dtype, pd.CategoricalDtype):
         used = set(col.dropna().unique())
         return [c for c in col.cat.categories if c in used]
@@ -75,7 +82,7 @@ def _factor_contrast(adata: AnnData, design, cols: list[str], spec) -> tuple[str
             f"matrix design pass a coefficient name (one of {cols}) or a numeric vector"
         )
     obs = adata.obs
-    levels = _levels(obs[factor])
+    levels = levels_of(obs[factor])
     by_name = {str(v): v for v in levels}
     missing = [str(x) for x in (test, ref) if str(x) not in by_name]
     if missing:
@@ -126,7 +133,8 @@ def _is_factor_spec(adata: AnnData, spec, cols: list[str]) -> bool:
     )
 
 
-def _is_numeric_vector(spec) -> bool:
+def is_numeric_vector(spec) -> bool:
+    """Whether a contrast spec is a vector of numbers (not a name or a factor triple)."""
     if isinstance(spec, np.ndarray):
         return spec.ndim == 1 and spec.dtype.kind in "biuf"
     if isinstance(spec, list | tuple | pd.Series) and len(spec) > 0:
@@ -144,15 +152,8 @@ def _one_contrast(adata: AnnData, design, cols: list[str], spec, default_name: s
         return spec, vec
     if _is_factor_spec(adata, spec, cols):
         return _factor_contrast(adata, design, cols, spec)
-    if _is_numeric_vector(spec):
-        vec = np.asarray(spec, dtype=np.float64)
-        if vec.shape != (p,):
-            raise ValueError(f"a numeric contrast needs one weight per design column ({p}: {cols}), got {vec.size}")
-        if not np.all(np.isfinite(vec)):
-            raise ValueError("a numeric contrast must have finite weights")
-        if not np.any(vec != 0):
-            raise ValueError("a numeric contrast of all zeros tests nothing")
-        return default_name, vec
+    if is_numeric_vector(spec):
+        return default_name, numeric_contrast(spec, cols)
     if isinstance(spec, list | tuple) and len(spec) == 3 and all(isinstance(s, str) for s in spec):
         bad = [s for s in spec if s not in cols]
         raise KeyError(
@@ -166,52 +167,96 @@ def _one_contrast(adata: AnnData, design, cols: list[str], spec, default_name: s
     )
 
 
+def numeric_contrast(spec, names: list[str]) -> np.ndarray:
+    """A numeric contrast checked against the design's coefficient ``names``."""
+    vec = np.asarray(spec, dtype=np.float64)
+    if vec.shape != (len(names),):
+        raise ValueError(f"a numeric contrast needs one weight per design column ({len(names)}: {names}), got {vec.size}")
+    if not np.all(np.isfinite(vec)):
+        raise ValueError("a numeric contrast must have finite weights")
+    if not np.any(vec != 0):
+        raise ValueError("a numeric contrast of all zeros tests nothing")
+    return vec
+
+
+def _looks_like_triple(spec, names) -> bool:
+    """Three strings that are not all coefficient names: meant as [factor, test, reference]."""
+    return (
+        isinstance(spec, list | tuple)
+        and len(spec) == 3
+        and all(isinstance(s, str) for s in spec)
+        and not all(s in names for s in spec)
+    )
+
+
+def contrast_items(contrast, names) -> list[tuple[str | None, object]]:
+    """Split the contrast argument into (name given by a dict key or None, spec) pairs: a dict, a
+    single spec (a name, a numeric vector, three strings that are not all coefficient ``names``)
+    or a list of specs."""
+    if isinstance(contrast, Mapping):
+        if not contrast:
+            raise ValueError("contrast is an empty dict")
+        return [(str(k), v) for k, v in contrast.items()]
+    if isinstance(contrast, str) or is_numeric_vector(contrast) or _looks_like_triple(contrast, names):
+        # (a malformed [factor, test, reference] is one spec too: its parser says what is wrong)
+        return [(None, contrast)]
+    if isinstance(contrast, list | tuple):
+        if len(contrast) == 0:
+            raise ValueError("contrast is an empty list")
+        return [(None, c) for c in contrast]
+    raise TypeError(
+        f"could not read contrast {contrast!r}: give [factor, test_level, reference_level], a coefficient name, "
+        "a numeric vector, a list of these, or a dict {name: contrast}"
+    )
+
+
+def collect_contrasts(items, one, *, reserved=()) -> list[tuple[str, object]]:
+    """``(name, one(spec, default_name)[1])`` per item: ``one`` returns (its own name, payload);
+    numeric vectors default to ``contrast`` (``contrast1``, ``contrast2``, ... when there are
+    several), a dict key overrides the name, and names must be valid, unique and not ``reserved``."""
+    n_numeric = sum(1 for _, s in items if is_numeric_vector(s))
+    k_numeric = 0
+    out: list[tuple[str, object]] = []
+    for given, spec in items:
+        default = "contrast"
+        if is_numeric_vector(spec) and n_numeric > 1:
+            k_numeric += 1
+            default = f"contrast{k_numeric}"
+        name, payload = one(spec, default)
+        name = given if given is not None else name
+        check_key(name, "contrast name")
+        if name in reserved:
+            raise ValueError(f"contrast name {name!r} is reserved; name the contrasts with a dict {{name: contrast}}")
+        if any(o == name for o, _ in out):
+            raise ValueError(f"contrast name {name!r} is used twice; name the contrasts with a dict {{name: contrast}}")
+        out.append((name, payload))
+    return out
+
+
 def parse_contrasts(adata: AnnData, design, cols: list[str], contrast) -> tuple[list[str], np.ndarray, dict]:
     """Names, the coefficients × contrasts matrix and an h5ad-safe record of the specs."""
     if contrast is None:
         raise TypeError(
             f"contrast is required: e.g. ['condition', 'treated', 'untreated'] or a coefficient name (one of {cols})"
         )
-    items: list[tuple[str | None, object]]
-    if isinstance(contrast, Mapping):
-        if not contrast:
-            raise ValueError("contrast is an empty dict")
-        items = [(str(k), v) for k, v in contrast.items()]
-    elif isinstance(contrast, str) or _is_factor_spec(adata, contrast, cols) or _is_numeric_vector(contrast):
-        items = [(None, contrast)]
-    elif (
-        isinstance(contrast, list | tuple)
-        and len(contrast) == 3
-        and all(isinstance(s, str) for s in contrast)
-        and not all(s in cols for s in contrast)
-    ):
-        items = [(None, contrast)]  # a malformed [factor, test, reference]: _one_contrast says what is wrong
-    elif isinstance(contrast, list | tuple):
-        if len(contrast) == 0:
-            raise ValueError("contrast is an empty list")
-        items = [(None, c) for c in contrast]
-    else:
-        raise TypeError(
-            f"could not read contrast {contrast!r}: give [factor, test_level, reference_level], a coefficient name, "
-            "a numeric vector, a list of these, or a dict {name: contrast}"
-        )
-    names, vecs, specs = [], [], {}
-    n_numeric = sum(1 for _, s in items if _is_numeric_vector(s))
-    k_numeric = 0
-    for given, spec in items:
-        default = "contrast"
-        if _is_numeric_vector(spec) and n_numeric > 1:
-            k_numeric += 1
-            default = f"contrast{k_numeric}"
-        name, vec = _one_contrast(adata, design, cols, spec, default)
-        name = given if given is not None else name
-        check_key(name, "contrast name")
-        if name in names:
-            raise ValueError(f"contrast name {name!r} is used twice; name the contrasts with a dict {{name: contrast}}")
-        names.append(name)
-        vecs.append(vec)
-        specs[name] = spec if isinstance(spec, str) else [str(s) for s in np.atleast_1d(np.asarray(spec, dtype=object))]
-    return names, np.column_stack(vecs), specs
+    items = contrast_items(contrast, cols)
+    pairs = collect_contrasts(items, lambda spec, default: _one_contrast(adata, design, cols, spec, default))
+    names = [n for n, _ in pairs]
+    specs = {
+        n: spec if isinstance(spec, str) else [str(s) for s in np.atleast_1d(np.asarray(spec, dtype=object))]
+        for n, (_, spec) in zip(names, items, strict=True)
+    }
+    return names, np.column_stack([v for _, v in pairs]), specs
 
 
-__all__ = ["DOC_CONTRAST", "DOC_DESIGN", "parse_contrasts", "parse_design"]
+__all__ = [
+    "DOC_CONTRAST",
+    "DOC_DESIGN",
+    "collect_contrasts",
+    "contrast_items",
+    "is_numeric_vector",
+    "levels_of",
+    "numeric_contrast",
+    "parse_contrasts",
+    "parse_design",
+]

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import ast
 import logging
-from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -19,6 +18,7 @@ from .._stats.dispersion import FIT_TYPES
 from .._stats.size_factors import deseq2_size_factors, deseq2_size_factors_iterate
 from .._utils import finish, start
 from .._validate import check_adata, check_counts, dense, get_matrix
+from ._contrasts import collect_contrasts, contrast_items, is_numeric_vector, levels_of, numeric_contrast
 
 logger = logging.getLogger(__name__)
 
@@ -185,13 +185,6 @@ def _build_design(adata: AnnData, design, what: str = "design") -> _Design:
     return _Design(X, columns, names, formula, spec, terms, variables)
 
 
-def _levels(col: pd.Series) -> list:
-    if isinstance(col.dtype, pd.CategoricalDtype):
-        used = set(col.dropna().unique())
-        return [c for c in col.cat.categories if c in used]
-    return sorted(col.dropna().unique().tolist(), key=str)
-
-
 # --------------------------------------------------------------------------------------------
 # contrasts
 # --------------------------------------------------------------------------------------------
@@ -216,7 +209,7 @@ def _factor_contrast(adata: AnnData, d: _Design, spec) -> _Contrast:
             f"design pass a coefficient name (one of {d.names}) or a numeric vector"
         )
     col = adata.obs[factor]
-    levels = [str(v) for v in _levels(col)]
+    levels = [str(v) for v in levels_of(col)]
     missing = [x for x in (test, ref) if x not in levels]
     if missing:
         raise ValueError(
@@ -249,14 +242,6 @@ def _factor_contrast(adata: AnnData, d: _Design, spec) -> _Contrast:
     return _Contrast(f"{factor}_{test}_vs_{ref}".replace("/", "_"), vec, "factor", samples, [factor, test, ref], (ti, test, ref))
 
 
-def _is_numeric_vector(spec) -> bool:
-    if isinstance(spec, np.ndarray):
-        return spec.ndim == 1 and spec.dtype.kind in "biuf"
-    if isinstance(spec, list | tuple | pd.Series) and len(spec) > 0:
-        return all(isinstance(v, int | float | np.integer | np.floating) and not isinstance(v, bool) for v in spec)
-    return False
-
-
 def _is_factor_spec(adata: AnnData, spec) -> bool:
     return (
         isinstance(spec, list | tuple)
@@ -280,14 +265,8 @@ def _one_contrast(adata: AnnData, d: _Design, spec, default_name: str) -> _Contr
         return _Contrast(d.names[j], vec, "coef", None, spec, coef=j)
     if _is_factor_spec(adata, spec):
         return _factor_contrast(adata, d, spec)
-    if _is_numeric_vector(spec):
-        vec = np.asarray(spec, dtype=np.float64)
-        if vec.shape != (p,):
-            raise ValueError(f"a numeric contrast needs one weight per design coefficient ({p}: {d.names}), got {vec.size}")
-        if not np.all(np.isfinite(vec)):
-            raise ValueError("a numeric contrast must have finite weights")
-        if not np.any(vec != 0):
-            raise ValueError("a numeric contrast of all zeros tests nothing")
+    if is_numeric_vector(spec):
+        vec = numeric_contrast(spec, d.names)
         samples = None
         if np.any(vec > 0) and np.any(vec < 0):  # DESeq2's contrastAllZeroNumeric
             samples = (d.X @ (vec != 0).astype(np.float64)) != 0
@@ -310,7 +289,7 @@ def _default_contrast(adata: AnnData, d: _Design, test: str):
     if test == "Wald" and d.formula is not None and not has_intercept and not any(t["kind"] == "interaction" for t in d.terms):
         last = d.terms[-1]
         if last["kind"] == "factor" and last["var"] is not None:
-            lv = _levels(adata.obs[last["var"]])
+            lv = levels_of(adata.obs[last["var"]])
             return [last["var"], str(lv[-1]), str(lv[0])]
     return d.names[-1]
 
@@ -318,40 +297,15 @@ def _default_contrast(adata: AnnData, d: _Design, test: str):
 def _contrasts(adata: AnnData, d: _Design, contrast, test: str) -> list[_Contrast]:
     if contrast is None:
         contrast = _default_contrast(adata, d, test)
-    if isinstance(contrast, Mapping):
-        if not contrast:
-            raise ValueError("contrast is an empty dict")
-        items = [(str(k), v) for k, v in contrast.items()]
-    elif isinstance(contrast, str) or _is_numeric_vector(contrast) or (
-        isinstance(contrast, list | tuple) and len(contrast) == 3 and all(isinstance(s, str) for s in contrast)
-        and not all(s in d.names or s in d.columns for s in contrast)
-    ):  # fmt: skip
-        items = [(None, contrast)]
-    elif isinstance(contrast, list | tuple):
-        if len(contrast) == 0:
-            raise ValueError("contrast is an empty list")
-        items = [(None, c) for c in contrast]
-    else:
-        raise TypeError(
-            f"could not read contrast {contrast!r}: give [factor, test_level, reference_level], a coefficient name, "
-            "a numeric vector, a list of these, or a dict {name: contrast}"
-        )
-    n_numeric = sum(1 for _, s in items if _is_numeric_vector(s))
-    out: list[_Contrast] = []
-    k = 0
-    for given, spec in items:
-        default = "contrast"
-        if _is_numeric_vector(spec) and n_numeric > 1:
-            k += 1
-            default = f"contrast{k}"
+    items = contrast_items(contrast, d.names + d.columns)
+
+    def one(spec, default):
         c = _one_contrast(adata, d, spec, default)
-        if given is not None:
-            c.name = given
-        check_key(c.name, "contrast name")
-        if c.name in _RESERVED:
-            raise ValueError(f"contrast name {c.name!r} is reserved; name the contrasts with a dict {{name: contrast}}")
-        if any(o.name == c.name for o in out):
-            raise ValueError(f"contrast name {c.name!r} is used twice; name the contrasts with a dict {{name: contrast}}")
+        return c.name, c
+
+    out = []
+    for name, c in collect_contrasts(items, one, reserved=_RESERVED):
+        c.name = name
         out.append(c)
     return out
 
@@ -710,7 +664,7 @@ def deseq(
     if d.formula is not None and len(d.variables) == 1:
         col = adata.obs[d.variables[0]]
         if not pd.api.types.is_numeric_dtype(col) or pd.api.types.is_bool_dtype(col):
-            two_level = len(_levels(col)) == 2
+            two_level = len(levels_of(col)) == 2
 
     C = np.column_stack([c.vector for c in contrasts])
     fit = _de.deseq(
