@@ -3,6 +3,7 @@
     python benchmarks/bench_deseq.py                       # pasilla, airway, geuvadis85, sim100, sim1000, sim10000
     python benchmarks/bench_deseq.py --datasets pasilla sim100 --pydeseq2-timeout 600
     python benchmarks/bench_deseq.py --skip-pydeseq2
+    python benchmarks/bench_deseq.py --datasets sim100 sim1000 --run-r   # also time R's DESeq2 here
 
 Each run is a fresh subprocess (``--worker``) so that its wall time and peak memory (``ru_maxrss``
 of that process; PyDESeq2's joblib workers are separate processes and not included) are its own.
@@ -18,8 +19,11 @@ geuvadis85 (85 × 10,101, ``~ sex``; needs ``../shared/data``), and simulated co
 20,000 genes × N samples (negative binomial, log-normal means, dispersions ``0.05 + 2 / mean``
 with noise, 4 batches, two conditions, 10% of genes changed; ``~ batch + condition``; numpy seed 0).
 R's DESeq2 1.38 times (``timings_r.csv.gz`` in ``../shared/data/<dataset>/r_reference``,
-``DESeq(dds)`` on a 2-core machine of this kind) are printed where they exist. PyDESeq2 runs are
-stopped after ``--pydeseq2-timeout`` seconds (printed as such). Not a test: numbers are printed.
+``DESeq(dds)`` on a 2-core machine of this kind) are printed where they exist; with ``--run-r``
+(needs ``Rscript`` with DESeq2, e.g. Debian's ``r-bioc-deseq2``) ``DESeq()`` + ``results()`` are
+timed here on the same counts (up to ``--r-max-samples`` samples; reading the table is not
+timed). PyDESeq2 runs are stopped after ``--pydeseq2-timeout`` seconds (printed as such). Not a
+test: numbers are printed.
 """
 
 from __future__ import annotations
@@ -141,6 +145,42 @@ def worker(tool: str, name: str, out: str) -> None:
     Path(out).write_text(json.dumps(res))
 
 
+R_SCRIPT = r"""
+suppressMessages(library(DESeq2))
+a <- commandArgs(TRUE)
+cts <- as.matrix(read.delim(a[1], row.names = 1, check.names = FALSE))
+cd <- read.csv(a[2], row.names = 1, stringsAsFactors = TRUE)
+cd[[a[4]]] <- relevel(cd[[a[4]]], ref = a[6])
+dds <- DESeqDataSetFromMatrix(cts, cd[colnames(cts), , drop = FALSE], as.formula(a[3]))
+t <- system.time({
+  dds <- DESeq(dds, quiet = TRUE)
+  res <- results(dds, contrast = c(a[4], a[5], a[6]))
+})[["elapsed"]]
+write.csv(data.frame(padj = res$padj, lfc = res$log2FoldChange, row.names = rownames(res)), a[7])
+cat(t, file = a[8])
+"""
+
+
+def run_r(name: str) -> dict | None:
+    """Time R's DESeq2 on the dataset here (``--run-r``); None without Rscript."""
+    import shutil
+    import tempfile
+
+    if shutil.which("Rscript") is None:
+        return None
+    adata, design, (factor, level, ref) = load(name)
+    with tempfile.TemporaryDirectory() as d:
+        d = Path(d)
+        counts = pd.DataFrame(np.asarray(adata.layers["counts"]).T.astype(int), index=adata.var_names, columns=adata.obs_names)
+        counts.to_csv(d / "counts.tsv", sep="\t")
+        adata.obs.to_csv(d / "coldata.csv")
+        (d / "run.R").write_text(R_SCRIPT)
+        args = [str(d / "counts.tsv"), str(d / "coldata.csv"), design, factor, level, ref, str(d / "res.csv"), str(d / "t.txt")]
+        subprocess.run(["Rscript", str(d / "run.R"), *args], check=True)
+        res = pd.read_csv(d / "res.csv", index_col=0).reindex(adata.var_names)
+        return {"seconds": float((d / "t.txt").read_text()), "padj": res["padj"].tolist(), "lfc": res["lfc"].tolist()}
+
+
 def r_seconds(name: str) -> float | None:
     p = SHARED / name / "r_reference" / "timings_r.csv.gz"
     if not p.exists():
@@ -175,6 +215,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--datasets", nargs="+", default=["pasilla", "airway", "geuvadis85", "sim100", "sim1000", "sim10000"])
     ap.add_argument("--skip-pydeseq2", action="store_true")
+    ap.add_argument("--run-r", action="store_true", help="time R's DESeq2 here on the same counts (needs Rscript)")
+    ap.add_argument("--r-max-samples", type=int, default=1000, help="with --run-r, not above this many samples")
     ap.add_argument("--pydeseq2-timeout", type=float, default=3600.0)
     ap.add_argument("--pydeseq2-max-samples", type=int, default=1000, help="do not run PyDESeq2 above this many samples")
     ap.add_argument("--worker", nargs=3, help=argparse.SUPPRESS)
@@ -203,6 +245,13 @@ def main() -> None:
             p = spawn("pydeseq2", name, args.pydeseq2_timeout)
             note = f"stopped after {p['timeout']:.0f} s" if p and "timeout" in p else ""
         r = r_seconds(name)
+        r_run = None
+        if args.run_r and n_samples <= args.r_max_samples:
+            r_run = run_r(name)
+            if r_run is None:
+                print("--run-r: Rscript not found; R timings only from ../shared")
+            else:
+                r = r_run["seconds"]
         row = {
             "dataset": name,
             "samples x genes": f"{b['shape'][0]} x {b['shape'][1]}",
@@ -213,6 +262,7 @@ def main() -> None:
             "DESeq2 (R) s": r if r is not None else np.nan,
         }
         row["PyDESeq2 / bulkpy"] = row["PyDESeq2 s"] / row["bulkpy s"]
+        row["R / bulkpy"] = row["DESeq2 (R) s"] / row["bulkpy s"]
         rows.append(row)
         msg = f"{name} ({row['samples x genes']}): bulkpy {b['seconds']:.2f} s, {b['peak_mb']:.0f} MB"
         if p and "seconds" in p:
@@ -220,7 +270,7 @@ def main() -> None:
         elif note:
             msg += f"; PyDESeq2 {note}"
         if r is not None:
-            msg += f"; R DESeq2 {r:.1f} s"
+            msg += f"; R DESeq2 {r:.1f} s" + (" (timed here" + f"; {agreement(b, r_run)})" if r_run else "")
         print(msg, flush=True)
     load2 = os.getloadavg()
     print()
