@@ -327,7 +327,6 @@ def irls_kernel(y, nf, nf_shared, cell, XC, alpha, lam, beta, tol, maxit, minmu,
     lmu = np.empty(n)
     lnf = np.empty(n)
     w = np.empty(n)
-    wz = np.empty(n)
     inv = np.empty((p, p))
     xtwx = np.empty((p, p))
     tmp = np.empty((p, p))
@@ -375,13 +374,16 @@ def irls_kernel(y, nf, nf_shared, cell, XC, alpha, lam, beta, tol, maxit, minmu,
         it = 0
         for t in range(maxit):
             it += 1
-            for j in range(n):
+            for c in range(n_cells):
+                wc[c] = 0.0
+                wzc[c] = 0.0
+            for j in range(n):  # weights and weighted working responses, summed per cell
                 m = mu[j]
-                w[j] = m / (1.0 + a * m)
+                wj = m / (1.0 + a * m)
                 # working response log(mu / nf) + (y - mu) / mu
-                wz[j] = w[j] * (lmu[j] - lnf[j] + (y[i, j] - m) / m)
-            cell_sums(cell, w, wc, n_cells)
-            cell_sums(cell, wz, wzc, n_cells)
+                c = cell[j]
+                wc[c] += wj
+                wzc[c] += wj * (lmu[j] - lnf[j] + (y[i, j] - m) / m)
             for k in range(p):
                 rhs[k] = wdot(XT[k], wzc)
             gram(XX, wc, A, p)
@@ -436,9 +438,11 @@ def irls_kernel(y, nf, nf_shared, cell, XC, alpha, lam, beta, tol, maxit, minmu,
                 ll += _nb_mu_terms(yj, m, math.log(m), a, r) - _nb_mu_terms(yj, mu[j], lmu[j], a, r)
         ll_out[i] = ll
         # covariance and hat diagonals with the weights of the last (bounded) mu
+        for c in range(n_cells):
+            wc[c] = 0.0
         for j in range(n):
             w[j] = mu[j] / (1.0 + a * mu[j])
-        cell_sums(cell, w, wc, n_cells)
+            wc[cell[j]] += w[j]
         gram(XX, wc, xtwx, p)
         for k in range(p):
             for m in range(p):
@@ -905,3 +909,14 @@ def cooks_par(y, mu, hat, alpha, p, out):
             h = hat[i, j]
             r = y[i, j] - m
             out[i, j] = r * r / (m + a * (m * m)) / p * h / ((1.0 - h) * (1.0 - h))
+
+
+@njit(cache=True, parallel=True)
+def rough_terms_par(norm, fitted, out):
+    """DESeq2's ``roughDispEstimate`` terms ``((y - mu)^2 - mu) / mu^2`` with ``mu = max(fitted, 1)``,
+    genes × samples (summed per gene by the caller)."""
+    for i in prange(norm.shape[0]):
+        for j in range(norm.shape[1]):
+            m = max(fitted[i, j], 1.0)
+            d = norm[i, j] - m
+            out[i, j] = (d * d - m) / (m * m)

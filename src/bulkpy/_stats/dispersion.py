@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 from scipy.special import polygamma
 
-from ._nbkernels import design_cells, fit_disp_grid_kernel_par, fit_disp_kernel_par, n_chunks
+from ._nbkernels import design_cells, fit_disp_grid_kernel_par, fit_disp_kernel_par, n_chunks, rough_terms_par
 from .locfit import LocalQuadraticFit
 from .nbinom import fit_nb_glm, norm_factor_matrix
 
@@ -68,8 +68,10 @@ def linear_model_mu(y: np.ndarray, X: np.ndarray) -> np.ndarray:
 def rough_dispersion(norm_counts: np.ndarray, X: np.ndarray) -> np.ndarray:
     """DESeq2's ``roughDispEstimate`` for genes × samples normalised counts."""
     m, p = X.shape
-    mu = np.maximum(linear_model_mu(norm_counts, X), 1.0)
-    est = (((norm_counts - mu) ** 2 - mu) / mu**2).sum(axis=1) / (m - p)
+    norm_counts = np.ascontiguousarray(norm_counts, dtype=np.float64)
+    terms = linear_model_mu(norm_counts, X)
+    rough_terms_par(norm_counts, np.ascontiguousarray(terms), terms)  # in place, in numba's threads
+    est = terms.sum(axis=1) / (m - p)
     return np.maximum(est, 0.0)
 
 
