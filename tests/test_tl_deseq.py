@@ -490,6 +490,21 @@ def test_engine_blocks_give_the_same_results():
         np.testing.assert_allclose(getattr(a, f), getattr(b, f), rtol=1e-6, atol=1e-12, err_msg=f)
 
 
+def test_progress_bar_counts_blocks_and_changes_nothing(capsys):
+    adata = _synthetic(n_per=8, n_genes=300, seed=3)
+    stages = []
+    c = adata.layers["counts"]
+    X = np.column_stack([np.ones(16), np.repeat([0.0, 1.0], 8)])
+    D.deseq(c, X, size_factors=np.ones(16), block_genes=100, on_block=stages.append)
+    assert stages == ["gene-wise dispersions"] * 3 + ["MAP dispersions and fit"] * 3 + ["refit of replaced outliers"]
+    assert D.n_blocks(300, 16, 100) == 3
+    quiet = bk.tl.deseq(adata, design="~ condition", progress=False, copy=True)
+    assert capsys.readouterr().err == ""
+    shown = bk.tl.deseq(adata, design="~ condition", progress=True, copy=True)
+    assert "DESeq2" in capsys.readouterr().err  # tqdm writes to stderr outside Jupyter
+    pd.testing.assert_frame_equal(bk.get.de_df(quiet, "deseq"), bk.get.de_df(shown, "deseq"))
+
+
 def test_default_contrast_and_multiple_contrasts():
     adata = _synthetic(n_per=3, levels=("a", "b", "c"))
     bk.tl.deseq(adata, design="~ condition", key_added="d")
@@ -641,6 +656,7 @@ def test_bad_contrast_and_options():
     _bad(a, ValueError, "'/'", key_added="a/b")
     _bad(a, KeyError, "neither a method", size_factors="nope")
     _bad(a, ValueError, "finite positive", size_factors=np.zeros(a.n_obs))
+    _bad(a, TypeError, "progress must be", progress="yes")
     a.obs["g2"] = pd.Categorical(np.tile(["u", "v"], 4))
     _bad(a, ValueError, "interactions", design="~ condition * g2", shrink="normal", contrast=["condition", "b", "a"])
     _bad(a, ValueError, "interactions", design="~ condition * g2", contrast=["condition", "b", "a"])

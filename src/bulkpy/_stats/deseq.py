@@ -397,6 +397,12 @@ class DESeqFit:
     cooks_cutoff: float = float("nan")
 
 
+def n_blocks(g: int, n: int, block_genes: int | None = None) -> int:
+    """Number of gene blocks :func:`deseq` works in."""
+    size = block_genes or max(1, BLOCK_ELEMENTS // max(n, 1))
+    return -(-g // size)
+
+
 def _blocks(g: int, n: int, block_genes: int | None):
     size = block_genes or max(1, BLOCK_ELEMENTS // max(n, 1))
     for start in range(0, g, size):
@@ -521,6 +527,7 @@ def deseq(
     maxit: int = 100,
     outlier_sd: float = 2.0,
     block_genes: int | None = None,
+    on_block=None,
 ) -> DESeqFit:
     """DESeq2's ``DESeq()`` (Wald or likelihood ratio test) followed by the contrasts' estimates.
 
@@ -550,6 +557,10 @@ def deseq(
         As in DESeq2.
     block_genes
         Genes per block (default: about 8 million matrix elements per block).
+    on_block
+        Called with the name of the stage after each block of genes (for a progress bar):
+        ``n_blocks(g, n, block_genes)`` blocks of gene-wise dispersions, as many of MAP
+        dispersions and fits, then one call for the refit of genes with replaced outliers.
 
     Returns
     -------
@@ -597,6 +608,8 @@ def deseq(
         base_mean[sl], base_var[sl] = ge.base_mean, ge.base_var
         disp_gene_est[sl], disp_gene_iter[sl] = ge.disp_gene_est, ge.disp_gene_iter
         mus.append(ge.mu)
+        if on_block is not None:
+            on_block("gene-wise dispersions")
 
     # --- pass 2: trend and prior (all genes) ------------------------------------------------
     trend = fit_dispersion_trend(base_mean, disp_gene_est, fit_type=fit_type, min_disp=min_disp)
@@ -639,6 +652,8 @@ def deseq(
         nzb = nz[sl]
         ii = idx[nzb]
         mu_gm, mus[b] = mus[b], None
+        if b and on_block is not None:  # the previous block is done
+            on_block("MAP dispersions and fit")
         if ii.size == 0:
             continue
         y_ge = _gm_block(y_all, sl, nzb)
@@ -690,6 +705,9 @@ def deseq(
             if nf_r is not None:
                 refit_nf.append(nf_r[keep])
 
+    if on_block is not None:
+        on_block("MAP dispersions and fit")  # the last block
+
     # --- refitWithoutOutliers: all replaced genes together (as DESeq2's subset object) -----
     any_refit = bool(refit_idx)
     if any_refit:
@@ -709,6 +727,9 @@ def deseq(
         )
         for key in out:
             out[key][f_idx] = getattr(st2, key)
+
+    if on_block is not None:
+        on_block("refit of replaced outliers")
 
     # --- contrasts at the final coefficients (per block) ------------------------------------
     final_nz = nz & ~new_all_zero

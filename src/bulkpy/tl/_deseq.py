@@ -12,6 +12,7 @@ from anndata import AnnData
 
 from .._design import check_full_rank, describe_design, design_matrix
 from .._docs import doc_adata, doc_copy, doc_params
+from .._progress import check_progress, progress_bar
 from .._slots import check_key, write_de
 from .._stats import deseq as _de
 from .._stats.dispersion import FIT_TYPES
@@ -505,6 +506,7 @@ def deseq(
     cooks_cutoff: float | bool | None = None,
     min_replicates_for_replace: float = 7,
     shrink: str | None = None,
+    progress: bool | None = None,
     key_added: str = "deseq",
     copy: bool = False,
 ) -> AnnData | None:
@@ -575,6 +577,9 @@ def deseq(
         extra columns ``log2FoldChange_shrunk`` and ``lfcSE_shrunk``. ``log2FoldChange`` stays the
         maximum likelihood estimate that the tests use. Numeric contrasts and designs with
         interactions are not supported (as DESeq2).
+    progress
+        Show a progress bar (tqdm; a widget in Jupyter) over the blocks of genes; ``None`` shows
+        it for inputs of 10 million counts or more. Interrupting leaves ``adata`` unchanged.
     key_added
         Key of the result: tables in ``varm[f"{{key_added}}_{{contrast}}"]``, per-gene values in
         ``var`` prefixed ``f"{{key_added}}_"``, parameters in ``uns[key_added]``.
@@ -621,6 +626,7 @@ def deseq(
     check_key(key_added, "key_added")
     copy = _check_bool(copy, "copy")
     independent_filtering = _check_bool(independent_filtering, "independent_filtering")
+    progress = check_progress(progress)
     alpha, lfc_threshold, min_rep = _check_options(
         test, reduced, fit_type, alpha, lfc_threshold, alt_hypothesis, cooks_cutoff, min_replicates_for_replace, shrink
     )
@@ -667,10 +673,17 @@ def deseq(
             two_level = len(levels_of(col)) == 2
 
     C = np.column_stack([c.vector for c in contrasts])
-    fit = _de.deseq(
-        counts, d.X, size_factors=sf, norm_factors=nf, contrasts=C, contrast_samples=[c.samples for c in contrasts],
-        test=test, reduced=Xr, fit_type=fit_type, min_replicates_for_replace=min_rep,
-    )  # fmt: skip
+    n_blk = _de.n_blocks(counts.shape[1], counts.shape[0])
+    with progress_bar(2 * n_blk + 1, "DESeq2", progress, counts.size) as bar:
+
+        def on_block(stage: str) -> None:
+            bar.set_description(f"DESeq2: {stage}")
+            bar.update(1)
+
+        fit = _de.deseq(
+            counts, d.X, size_factors=sf, norm_factors=nf, contrasts=C, contrast_samples=[c.samples for c in contrasts],
+            test=test, reduced=Xr, fit_type=fit_type, min_replicates_for_replace=min_rep, on_block=on_block,
+        )  # fmt: skip
     cutoff = None if cooks_cutoff is None else (bool(cooks_cutoff) if isinstance(cooks_cutoff, bool | np.bool_) else float(cooks_cutoff))
     tables, filt_thr, filt_theta, filtering = {}, {}, {}, {}
     for j, c in enumerate(contrasts):
