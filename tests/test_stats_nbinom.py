@@ -405,6 +405,51 @@ def test_dispersion_line_search_finds_the_maximum():
         assert res["last_lp"][i] >= best - 1e-4
 
 
+def test_distinct_count_cache_changes_nothing():
+    # lgamma/digamma and the density's constant are taken once per distinct count when counts are
+    # integers below the table size, per sample otherwise: the same values, summed in the same order
+    from bulkpy._stats._nbkernels import (
+        column_products,
+        design_cells,
+        dlog_posterior,
+        log_posterior,
+        nb_kconst,
+        scratch,
+        stirlerr,
+        unique_counts,
+    )  # fmt: skip
+
+    rng = np.random.default_rng(4)
+    n = 40
+    X = np.column_stack([np.ones(n), np.repeat([0.0, 1.0], n // 2)])
+    cell, XC = design_cells(X)
+    XXC = column_products(XC)
+    mats, vecs, uy, uidx, slot = scratch(n, 2)
+    for mean in [0.5, 20.0, 60.0, 400.0]:
+        y = rng.negative_binomial(5, 5 / (5 + mean), n).astype(float)
+        mu = np.full(n, mean + 0.3)
+        nu = unique_counts(y, uy, uidx, slot)
+        assert (slot == -1).all()
+        if y.max() < slot.size:
+            assert nu == np.unique(y).size
+            np.testing.assert_array_equal(uy[uidx], y)
+        else:  # counts beyond the table: evaluated per sample
+            assert nu == 0
+        for la in [-6.0, -1.5, 0.7]:
+            args = (la, y, mu, cell, XXC, 2, -1.0, 1.0, True, True, mats, vecs, uy, uidx)
+            assert log_posterior(*args, nu) == log_posterior(*args, 0)
+            assert dlog_posterior(*args, nu) == dlog_posterior(*args, 0)
+    # non-integer or too large counts: no table (per-sample evaluation)
+    assert unique_counts(np.array([1.0, 2.5]), uy, uidx, slot) == 0 and (slot == -1).all()
+    assert unique_counts(np.array([3.0, slot.size + 1.0]), uy, uidx, slot) == 0 and (slot == -1).all()
+    # the density's constant: lgamma(y + r) - lgamma(r) - lgamma(y + 1) - y log(r), without cancellation
+    for r in [0.05, 1.0, 30.0, 1e8]:
+        for y in [1.0, 7.0, 1234.0]:
+            ref = math.lgamma(y + r) - math.lgamma(r) - math.lgamma(y + 1) - y * math.log(r)
+            assert nb_kconst(y, r, stirlerr(r)) == pytest.approx(ref, rel=1e-9, abs=1e-7 * max(1.0, r / 1e7))
+    assert nb_kconst(0.0, 3.0, stirlerr(3.0)) == 0.0
+
+
 def test_parametric_fit_failure_falls_back_to_local_with_a_warning():
     rng = np.random.default_rng(2)
     means = np.exp(rng.uniform(0, 8, 3000))
