@@ -307,6 +307,30 @@ def _nb_mu_terms(y, m, lm, a, r):
 
 
 @njit(cache=True)
+def _cell_predictors(XC, b, etac, ec):
+    """Linear predictor ``XC b`` of each design cell and its exponential."""
+    for c in range(XC.shape[0]):
+        eta = 0.0
+        for k in range(XC.shape[1]):
+            eta += XC[c, k] * b[k]
+        etac[c] = eta
+        ec[c] = math.exp(eta)
+
+
+@njit(cache=True)
+def _bounded_means(nf_row, cell, ec, etac, lnf, minmu, lminmu, mu, lmu):
+    """Per sample ``mu = max(nf exp(eta), minmu)`` and its log, ``log nf + eta`` when not bounded."""
+    for j in range(nf_row.shape[0]):
+        m = nf_row[j] * ec[cell[j]]
+        if m < minmu:
+            mu[j] = minmu
+            lmu[j] = lminmu
+        else:
+            mu[j] = m
+            lmu[j] = lnf[j] + etac[cell[j]]
+
+
+@njit(cache=True)
 def irls_kernel(y, nf, nf_shared, cell, XC, alpha, lam, beta, tol, maxit, minmu, mu_out, iters, hat, var, dev_out, ll_out):
     """DESeq2's ``fitBeta`` for each gene (rows of ``y``/``nf``): updates ``beta`` in place and
     writes the fitted means ``nf exp(X beta)`` (``mu_out``, not bounded), iterations, hat
@@ -347,26 +371,15 @@ def irls_kernel(y, nf, nf_shared, cell, XC, alpha, lam, beta, tol, maxit, minmu,
         a = alpha[i]
         r = 1.0 / a
         s_r = stirlerr(r)
-        for c in range(n_cells):
-            eta = 0.0
-            for k in range(p):
-                eta += XC[c, k] * beta[i, k]
-            etac[c] = eta
-            ec[c] = math.exp(eta)
+        _cell_predictors(XC, beta[i], etac, ec)
         if i == 0 or not nf_shared:
             for j in range(n):
                 lnf[j] = math.log(nf[i, j])
         nu = unique_counts(y[i], uy, uidx, slot)
         for q in range(nu):
             kcache[q] = nb_kconst(uy[q], r, s_r)
+        _bounded_means(nf[i], cell, ec, etac, lnf, minmu, lminmu, mu, lmu)
         for j in range(n):
-            m = nf[i, j] * ec[cell[j]]
-            if m < minmu:
-                mu[j] = minmu
-                lmu[j] = lminmu
-            else:
-                mu[j] = m
-                lmu[j] = lnf[j] + etac[cell[j]]
             # log density = kconst + y log(mu) - (y + r) log(1 + alpha mu): the mu-free part once
             kconst[j] = kcache[uidx[j]] if nu > 0 else nb_kconst(y[i, j], r, s_r)
         dev = 0.0
@@ -403,21 +416,10 @@ def irls_kernel(y, nf, nf_shared, cell, XC, alpha, lam, beta, tol, maxit, minmu,
             if large:
                 it = maxit
                 break
-            for c in range(n_cells):
-                eta = 0.0
-                for k in range(p):
-                    eta += XC[c, k] * bnew[k]
-                etac[c] = eta
-                ec[c] = math.exp(eta)
+            _cell_predictors(XC, bnew, etac, ec)
+            _bounded_means(nf[i], cell, ec, etac, lnf, minmu, lminmu, mu, lmu)
             dev = 0.0
             for j in range(n):
-                m = nf[i, j] * ec[cell[j]]
-                if m < minmu:
-                    mu[j] = minmu
-                    lmu[j] = lminmu
-                else:
-                    mu[j] = m
-                    lmu[j] = lnf[j] + etac[cell[j]]
                 dev += -2.0 * (kconst[j] + _nb_mu_terms(y[i, j], mu[j], lmu[j], a, r))
             conv = abs(dev - dev_old) / (abs(dev) + 0.1)
             if math.isnan(conv):
