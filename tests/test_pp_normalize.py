@@ -15,6 +15,8 @@ import pandas as pd
 import pytest
 from conftest import FIXTURES, read_ref, ref_path, roundtrip
 from helpers import assert_adata_equal, rel_diff
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import bulkpy as bk
 
@@ -449,3 +451,28 @@ def test_sparse_and_integer_counts_give_the_same_results(pasilla):
         np.testing.assert_array_equal(ad.obs["norm_factors"], pasilla.obs["norm_factors"])
         np.testing.assert_array_equal(ad.obs["size_factors"], pasilla.obs["size_factors"])
         np.testing.assert_array_equal(ad.layers["log_tmm_cpm"], pasilla.layers["log_tmm_cpm"])
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    vals=st.lists(st.integers(-4, 4), min_size=0, max_size=40),
+    trim=st.sampled_from([0.0, 0.05, 0.3, 0.45]),
+    drop=st.integers(0, 5),
+)
+def test_tmm_rank_window_equals_average_ranks(vals, trim, drop):
+    # TMM keeps genes whose average rank (ties averaged) lies in [lo, hi]; the kernel decides it
+    # with two selections instead of a sort
+    from scipy.stats import rankdata
+
+    from bulkpy._stats.normalization import _rank_window
+
+    v = np.asarray(vals, dtype=np.float64) / 2.0
+    idx = np.arange(v.size)[drop:]  # the first `drop` values are not among the ranked ones
+    lo = np.floor(idx.size * trim) + 1
+    hi = idx.size + 1 - lo
+    out = np.zeros(v.size, dtype=bool)
+    _rank_window(v, idx, float(lo), float(hi), out)
+    r = rankdata(v[idx]) if idx.size else np.array([])
+    expected = np.zeros(v.size, dtype=bool)
+    expected[idx] = (r >= lo) & (r <= hi)
+    np.testing.assert_array_equal(out, expected)
