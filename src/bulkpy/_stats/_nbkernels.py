@@ -341,7 +341,7 @@ def irls_kernel(y, nf, nf_shared, cell, XC, alpha, lam, beta, tol, maxit, minmu,
     (:func:`design_cells`). Means are kept on the log scale, ``log nf + X beta``, so that an
     iteration takes one logarithm per sample (``log(1 + alpha mu)``); the working response
     ``log(mu / nf)`` is the linear predictor itself. With ``nf_shared`` every row of ``nf`` is the
-    same (size factors) and its logarithms are taken once."""
+    same (size factors): it is then given as one row, and its logarithms are taken once."""
     g, n = y.shape
     n_cells, p = XC.shape
     A = np.empty((p, p))
@@ -372,13 +372,14 @@ def irls_kernel(y, nf, nf_shared, cell, XC, alpha, lam, beta, tol, maxit, minmu,
         r = 1.0 / a
         s_r = stirlerr(r)
         _cell_predictors(XC, beta[i], etac, ec)
+        nfi = nf[0] if nf_shared else nf[i]
         if i == 0 or not nf_shared:
             for j in range(n):
-                lnf[j] = math.log(nf[i, j])
+                lnf[j] = math.log(nfi[j])
         nu = unique_counts(y[i], uy, uidx, slot)
         for q in range(nu):
             kcache[q] = nb_kconst(uy[q], r, s_r)
-        _bounded_means(nf[i], cell, ec, etac, lnf, minmu, lminmu, mu, lmu)
+        _bounded_means(nfi, cell, ec, etac, lnf, minmu, lminmu, mu, lmu)
         for j in range(n):
             # log density = kconst + y log(mu) - (y + r) log(1 + alpha mu): the mu-free part once
             kconst[j] = kcache[uidx[j]] if nu > 0 else nb_kconst(y[i, j], r, s_r)
@@ -417,7 +418,7 @@ def irls_kernel(y, nf, nf_shared, cell, XC, alpha, lam, beta, tol, maxit, minmu,
                 it = maxit
                 break
             _cell_predictors(XC, bnew, etac, ec)
-            _bounded_means(nf[i], cell, ec, etac, lnf, minmu, lminmu, mu, lmu)
+            _bounded_means(nfi, cell, ec, etac, lnf, minmu, lminmu, mu, lmu)
             dev = 0.0
             for j in range(n):
                 dev += -2.0 * (kconst[j] + _nb_mu_terms(y[i, j], mu[j], lmu[j], a, r))
@@ -433,7 +434,7 @@ def irls_kernel(y, nf, nf_shared, cell, XC, alpha, lam, beta, tol, maxit, minmu,
         # log-likelihood at the unbounded means: the deviance's terms, except where mu was bounded
         ll = -0.5 * dev
         for j in range(n):
-            m = nf[i, j] * ec[cell[j]]
+            m = nfi[j] * ec[cell[j]]
             mu_out[i, j] = m
             if m < minmu:
                 yj = y[i, j]
@@ -826,7 +827,7 @@ def irls_kernel_par(
         lo = c * g // nchunks
         hi = (c + 1) * g // nchunks
         irls_kernel(
-            y[lo:hi], nf[lo:hi], nf_shared, cell, XC, alpha[lo:hi], lam, beta[lo:hi], tol, maxit, minmu, mu_out[lo:hi],
+            y[lo:hi], nf if nf_shared else nf[lo:hi], nf_shared, cell, XC, alpha[lo:hi], lam, beta[lo:hi], tol, maxit, minmu, mu_out[lo:hi],
             iters[lo:hi], hat[lo:hi], var[lo:hi], dev_out[lo:hi], ll_out[lo:hi],
         )  # fmt: skip
 
@@ -893,11 +894,17 @@ def row_medians_minus_par(a, v, out):
 
 
 @njit(cache=True, parallel=True)
-def log_norm_counts_par(y, nf, out):
-    """``log(y / nf + 0.1)`` (DESeq2's starting values are fitted to it), genes × samples."""
+def log_norm_counts_par(y, nf, nf_shared, out):
+    """``log(y / nf + 0.1)`` (DESeq2's starting values are fitted to it), genes × samples; with
+    ``nf_shared`` ``nf`` is a single row for all genes."""
     for i in prange(y.shape[0]):
-        for j in range(y.shape[1]):
-            out[i, j] = math.log(y[i, j] / nf[i, j] + 0.1)
+        _log_norm_row(y[i], nf[0] if nf_shared else nf[i], out[i])
+
+
+@njit(cache=True)
+def _log_norm_row(y, nf, out):
+    for j in range(y.shape[0]):
+        out[j] = math.log(y[j] / nf[j] + 0.1)
 
 
 @njit(cache=True, parallel=True)

@@ -267,10 +267,10 @@ def estimate_gene_dispersions(
     base_var = norm_all.var(axis=1, ddof=1) if n > 1 else np.zeros(g_all)
     all_zero = y_all.sum(axis=1) == 0
     nz = ~all_zero
-    if nz.all():  # no copies
-        y, nf, norm = y_all, np.ascontiguousarray(nf_all), norm_all
+    if nz.all():  # no copies (nf may be a broadcast view of the size factors)
+        y, nf, norm = y_all, nf_all, norm_all
     else:
-        y, nf, norm = y_all[nz], np.ascontiguousarray(nf_all[nz]), norm_all[nz]
+        y, nf, norm = y_all[nz], nf_all[nz], norm_all[nz]
     g = y.shape[0]
     max_disp = max(10.0, float(n))
 

@@ -131,11 +131,12 @@ def _solve(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.linalg.solve(a, b[..., None])[..., 0]
 
 
-def _initial_beta(y: np.ndarray, nf: np.ndarray, X: np.ndarray) -> np.ndarray:
-    """Least-squares fit of ``log(normalised counts + 0.1)`` (DESeq2's starting values)."""
+def _initial_beta(y: np.ndarray, nf: np.ndarray, X: np.ndarray, *, shared: bool = False) -> np.ndarray:
+    """Least-squares fit of ``log(normalised counts + 0.1)`` (DESeq2's starting values); with
+    ``shared`` ``nf`` is one row of factors for every gene."""
     q, r = np.linalg.qr(X)
     ly = np.empty(y.shape)
-    log_norm_counts_par(np.ascontiguousarray(y), np.ascontiguousarray(nf), ly)
+    log_norm_counts_par(np.ascontiguousarray(y), np.ascontiguousarray(nf), shared, ly)
     return np.linalg.solve(r, q.T @ ly.T).T
 
 
@@ -270,7 +271,11 @@ def fit_nb_glm(
         raise ValueError("dispersions must be finite and positive (leave out all-zero genes, whose dispersion is NaN)")
     if gene_major and norm_factors is not None:
         norm_factors = np.asarray(norm_factors, dtype=np.float64).T
-    nf = np.ascontiguousarray(norm_factor_matrix(n, g, size_factors, norm_factors))
+    nf_shared = norm_factors is None  # the same factors for every gene: kept as one row (1 × n)
+    if nf_shared:
+        nf = np.ascontiguousarray(norm_factor_matrix(n, 1, size_factors, None))
+    else:
+        nf = np.ascontiguousarray(norm_factor_matrix(n, g, size_factors, norm_factors))
 
     def out_layout(a):
         return a if gene_major else a.T.copy()
@@ -312,7 +317,7 @@ def fit_nb_glm(
         else:
             beta0[:] = 1.0
     else:
-        beta0 = _initial_beta(y, nf, X)
+        beta0 = _initial_beta(y, nf, X, shared=nf_shared)
     beta = beta0.copy()
     mu = np.empty((g, n))
     iters = np.zeros(g, dtype=np.int64)
@@ -323,7 +328,7 @@ def fit_nb_glm(
     cell, XC = design_cells(X)
     with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
         irls_kernel_par(
-            y, nf, norm_factors is None, cell, XC, alpha, lam_nat, beta, float(beta_tol), int(maxit), float(minmu),
+            y, nf, nf_shared, cell, XC, alpha, lam_nat, beta, float(beta_tol), int(maxit), float(minmu),
             mu, iters, hat, var, dev, ll, n_chunks(g),
         )  # fmt: skip
     if not loglik:
@@ -341,10 +346,11 @@ def fit_nb_glm(
         start = beta[idx].copy()
         bad = ~(np.isfinite(start).all(axis=1) & (np.abs(start * LOG2E) < _LARGE).all(axis=1))
         start[bad] = beta0[idx][bad]
-        b_opt, conv_opt = _newton_fallback(y[idx], nf[idx], X, alpha[idx], lam_nat, start)
+        nf_idx = np.broadcast_to(nf, (idx.size, n)) if nf_shared else nf[idx]
+        b_opt, conv_opt = _newton_fallback(y[idx], nf_idx, X, alpha[idx], lam_nat, start)
         beta[idx] = b_opt
         converged[idx] = converged[idx] | conv_opt
-        mu_row = nf[idx] * np.exp(b_opt @ X.T)
+        mu_row = nf_idx * np.exp(b_opt @ X.T)
         mu[idx] = mu_row
         mu_c = np.maximum(mu_row, minmu)
         w_o = 1.0 / (1.0 / mu_c + alpha[idx, None])
