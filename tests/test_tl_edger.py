@@ -339,3 +339,23 @@ def test_edger_bad_counts(small):
     ad.obs["group"] = ad.obs["condition"].astype(str)
     with pytest.raises(ValueError, match=r"group\[T\.untreated\].*condition\[T\.untreated\]|condition\[T\.untreated\].*group"):
         bk.tl.edger(ad, design="~ condition + group", contrast="condition[T.untreated]")
+
+
+def test_apl_lgamma_tables_change_nothing():
+    # integer counts: lgamma(y + 1/phi) and lgamma(y + 1) come from tables built once per call
+    from bulkpy._stats import _edger_kernels as K
+
+    rng = np.random.default_rng(7)
+    y = rng.negative_binomial(3, 0.05, (300, 12)).astype(np.float64)
+    X = np.column_stack([np.ones(12), np.repeat([0.0, 1.0], 6)])
+    mu = np.maximum(y, 0.0) * 0.9 + 1.0
+    for phi in [0.01, 0.3, 2.0]:
+        mark = np.zeros(int(y.max()) + 1, dtype=bool)
+        assert K.count_marks(y, float(mark.size), mark)
+        t_yr, t_y1 = np.zeros(mark.size), np.zeros(mark.size)
+        K.lgamma_tables(mark, 1.0 / phi, t_yr, t_y1)
+        a, b = np.empty(300), np.empty(300)
+        K.apl_kernel(y, mu, phi, X, True, t_yr, t_y1, a)
+        K.apl_kernel_serial(y, mu, phi, X, False, t_yr[:1], t_y1[:1], b)
+        np.testing.assert_array_equal(a, b)
+    assert not K.count_marks(y + 0.5, float(mark.size), np.zeros(mark.size, dtype=bool))

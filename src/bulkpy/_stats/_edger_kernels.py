@@ -303,8 +303,35 @@ def deviance_kernel_serial(y, mu, disp, out):
         out[g] = _deviance_gene(y, mu, g, disp[g])
 
 
+@njit(cache=True, parallel=True)
+def count_marks(y, top, mark):
+    """Mark ``mark[k]`` for every count ``k`` in ``y``; False (marks unusable) if a value is not
+    an integer in ``[0, top)``."""
+    G = y.shape[0]
+    nb = (G + _BLOCK - 1) // _BLOCK
+    bad = np.zeros(nb, dtype=np.bool_)
+    for blk in prange(nb):
+        for g in range(blk * _BLOCK, min(G, (blk + 1) * _BLOCK)):
+            for j in range(y.shape[1]):
+                v = y[g, j]
+                if v >= 0.0 and v < top and v == math.floor(v):
+                    mark[int(v)] = True
+                else:
+                    bad[blk] = True
+    return not bad.any()
+
+
+@njit(cache=True, parallel=True)
+def lgamma_tables(mark, r, t_yr, t_y1):
+    """``lgamma(k + r)`` and ``lgamma(k + 1)`` at the marked counts ``k``."""
+    for k in prange(mark.shape[0]):
+        if mark[k]:
+            t_yr[k] = math.lgamma(k + r)
+            t_y1[k] = math.lgamma(k + 1.0)
+
+
 @njit(cache=True)
-def apl_kernel_serial(y, mu, disp, X, out):
+def apl_kernel_serial(y, mu, disp, X, use_tables, t_yr, t_y1, out):
     """:func:`apl_kernel` on one thread."""
     G, n = y.shape
     p = X.shape[1]
@@ -313,7 +340,7 @@ def apl_kernel_serial(y, mu, disp, X, out):
     w = np.empty(n)
     u = np.empty(p)
     for g in range(G):
-        out[g] = _apl_one(y, mu, g, disp, r, r_log_r, lg_r, X, a, w, u)
+        out[g] = _apl_one(y, mu, g, disp, r, r_log_r, lg_r, X, a, w, u, use_tables, t_yr, t_y1)
 
 
 @njit(cache=True)
@@ -325,11 +352,13 @@ def _r_terms(disp):
 
 
 @njit(cache=True, parallel=True)
-def apl_kernel(y, mu, disp, X, out):
+def apl_kernel(y, mu, disp, X, use_tables, t_yr, t_y1, out):
     """edgeR's ``compute_apl`` for one dispersion ``disp`` (a number) and every gene: the NB
     log-likelihood at the fitted means (terms with a zero mean skipped) minus half the log
     determinant of ``X'WX``, from the pivots of its LDL' factorisation eliminating from the last
-    column (pivots below 1e-10 or not finite count as 1e-10)."""
+    column (pivots below 1e-10 or not finite count as 1e-10). With ``use_tables`` the counts are
+    integers and ``lgamma(y + 1/disp)``, ``lgamma(y + 1)`` are read from ``t_yr``/``t_y1``
+    (:func:`lgamma_tables`: the same values, evaluated once per distinct count)."""
     G, n = y.shape
     p = X.shape[1]
     r, r_log_r, lg_r = _r_terms(disp)
@@ -339,11 +368,11 @@ def apl_kernel(y, mu, disp, X, out):
         w = np.empty(n)
         u = np.empty(p)
         for g in range(blk * _BLOCK, min(G, (blk + 1) * _BLOCK)):
-            out[g] = _apl_one(y, mu, g, disp, r, r_log_r, lg_r, X, a, w, u)
+            out[g] = _apl_one(y, mu, g, disp, r, r_log_r, lg_r, X, a, w, u, use_tables, t_yr, t_y1)
 
 
 @njit(cache=True)
-def _apl_one(y, mu, g, disp, r, r_log_r, lg_r, X, a, w, u):
+def _apl_one(y, mu, g, disp, r, r_log_r, lg_r, X, a, w, u, use_tables, t_yr, t_y1):
     """One gene of ``compute_apl`` (``r = 1 / disp`` and its terms precomputed)."""
     n, p = X.shape
     ll = 0.0
@@ -355,7 +384,13 @@ def _apl_one(y, mu, g, disp, r, r_log_r, lg_r, X, a, w, u):
             continue
         if disp > 0:
             logmur = math.log(m + r)
-            ll += yy * math.log(m) - yy * logmur + r_log_r - r * logmur + math.lgamma(yy + r) - math.lgamma(yy + 1.0) - lg_r
+            if use_tables:
+                lg_yr = t_yr[int(yy)]
+                lg_y1 = t_y1[int(yy)]
+            else:
+                lg_yr = math.lgamma(yy + r)
+                lg_y1 = math.lgamma(yy + 1.0)
+            ll += yy * math.log(m) - yy * logmur + r_log_r - r * logmur + lg_yr - lg_y1 - lg_r
         else:
             ll += yy * math.log(m) - m - math.lgamma(yy + 1.0)
     if p == 1:

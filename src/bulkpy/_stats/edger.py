@@ -220,12 +220,27 @@ def fit_one_group(y, offset, disp) -> np.ndarray:
 def apl(y, mu, disp: float, X) -> np.ndarray:
     """Cox-Reid adjusted profile log-likelihood at the fitted means ``mu`` for one dispersion
     (edgeR's ``compute_apl``; compiled form of ``adjusted_profile_lik`` in :mod:`bulkpy._stats.combat_nb`)."""
-    from ._edger_kernels import apl_kernel, apl_kernel_serial
+    from ._edger_kernels import apl_kernel, apl_kernel_serial, count_marks, lgamma_tables
 
     y = np.ascontiguousarray(y, dtype=np.float64)
     out = np.empty(y.shape[0])
-    (apl_kernel if _parallel(y) else apl_kernel_serial)(y, np.ascontiguousarray(mu, dtype=np.float64), float(disp), np.ascontiguousarray(X, dtype=np.float64), out)
+    # integer counts: lgamma once per distinct count (most of this step's cost on large cohorts)
+    top = float(min(_APL_TABLE_MAX, y.size + 1)) if y.size else 1.0
+    mark = np.zeros(int(top), dtype=np.bool_)
+    use = disp > 0 and y.size > 0 and bool(count_marks(y, top, mark))
+    t_yr = np.zeros(mark.size if use else 1)
+    t_y1 = np.zeros(mark.size if use else 1)
+    if use:
+        lgamma_tables(mark, 1.0 / float(disp), t_yr, t_y1)
+    (apl_kernel if _parallel(y) else apl_kernel_serial)(
+        y, np.ascontiguousarray(mu, dtype=np.float64), float(disp), np.ascontiguousarray(X, dtype=np.float64), use,
+        t_yr, t_y1, out,
+    )  # fmt: skip
     return out
+
+
+#: largest count + 1 for which :func:`apl` tabulates lgamma (larger counts: evaluated per sample)
+_APL_TABLE_MAX = 1 << 22
 
 
 def fit_levenberg(y, X, offset, disp, *, start=None, maxit: int = 250, tol: float = 1e-6):
