@@ -305,6 +305,7 @@ def test_edger_engine_pieces():
         ({"design": "~ type + condition", "contrast": "type[T.single_read]", "test": "exact"}, ValueError, "test="),
         ({"design": "~ type + condition", "contrast": "type[T.single_read]", "norm": "tmm"}, ValueError, "norm="),
         ({"design": "~ type + condition", "contrast": "type[T.single_read]", "robust": "yes"}, TypeError, "robust"),
+        ({"design": "~ type + condition", "contrast": "type[T.single_read]", "progress": 1}, TypeError, "progress"),
         ({"design": "~ type + condition", "contrast": "type[T.single_read]", "layer": "nope"}, KeyError, "layer"),
         ({"design": "~ type + condition", "contrast": "type[T.single_read]", "key_added": "a/b"}, ValueError, "'/'"),
         ({"design": "~ sample", "contrast": "sample[T.b]"}, ValueError, "no residual degrees of freedom"),
@@ -359,3 +360,19 @@ def test_apl_lgamma_tables_change_nothing():
         K.apl_kernel_serial(y, mu, phi, X, False, t_yr[:1], t_y1[:1], b)
         np.testing.assert_array_equal(a, b)
     assert not K.count_marks(y + 0.5, float(mark.size), np.zeros(mark.size, dtype=bool))
+
+
+def test_edger_progress_bar_changes_nothing(small, capsys):
+    ad = small[:, :300].copy()
+    kw = {"design": "~ type + condition", "contrast": ["condition", "treated", "untreated"]}
+    quiet = bk.tl.edger(ad, progress=False, copy=True, **kw)
+    assert capsys.readouterr().err == ""
+    shown = bk.tl.edger(ad, progress=True, copy=True, **kw)
+    assert "edgeR: dispersion grid" in capsys.readouterr().err
+    pd.testing.assert_frame_equal(bk.get.de_df(quiet, "edger"), bk.get.de_df(shown, "edger"))
+    # the engine reports every gene x grid-point fit (genes with a total count of 5 or more)
+    counts = np.asarray(ad.layers["counts"], dtype=np.float64)
+    X = np.column_stack([np.ones(ad.n_obs), (ad.obs["condition"] == "treated").to_numpy(float)])
+    done = []
+    E.estimate_disp(counts, X, counts.sum(axis=1), on_progress=done.append)
+    assert sum(done) == int((counts.sum(axis=0) >= 5).sum()) * 21

@@ -25,7 +25,7 @@ def check_progress(progress) -> bool | None:
 
 
 @contextmanager
-def progress_bar(total: int, desc: str, progress: bool | None, elements: int):
+def progress_bar(total: int, desc: str, progress: bool | None, elements: int, *, unit: str = "block"):
     """A tqdm bar of ``total`` steps (``update``/``set_description``), or a silent stand-in.
 
     ``progress=None`` shows it when the input has at least :data:`AUTO_ELEMENTS` elements."""
@@ -35,7 +35,7 @@ def progress_bar(total: int, desc: str, progress: bool | None, elements: int):
         return
     from tqdm.auto import tqdm
 
-    bar = tqdm(total=total, desc=desc, unit="block", leave=False)
+    bar = tqdm(total=total, desc=desc, unit=unit, unit_scale=unit != "block", leave=False)
     try:
         yield bar
     finally:

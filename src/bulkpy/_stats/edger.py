@@ -429,9 +429,10 @@ class Dispersions:
     used: np.ndarray
 
 
-def _apl_grid(y, X, off, grid, *, zero_disp: float = 0.05) -> np.ndarray:
+def _apl_grid(y, X, off, grid, *, zero_disp: float = 0.05, on_progress=None) -> np.ndarray:
     """Cox-Reid APL of every gene (rows of ``y``) at each dispersion of ``grid``, with edgeR's
-    handling of observations fitted as zero. Genes of a zero pattern without residual df keep 0."""
+    handling of observations fitted as zero. Genes of a zero pattern without residual df keep 0.
+    ``on_progress(k)`` is called as ``k`` more of the ``genes × grid`` fits are done."""
     G, n = y.shape
     L = grid.size
     l0 = np.zeros((G, L))
@@ -441,14 +442,14 @@ def _apl_grid(y, X, off, grid, *, zero_disp: float = 0.05) -> np.ndarray:
     zerofit = (y < _ZERO) & (mu < _ZERO)
     for pattern, rows in _pattern_groups(zerofit):
         nz = ~pattern
-        if not nz.any():
-            continue
-        if nz.all():
-            Xr = X
-        else:
-            Xr = X[nz][:, kept_columns(X[nz])]
-            if Xr.shape[0] == Xr.shape[1]:
+        if not nz.all():
+            Xr = X[nz][:, kept_columns(X[nz])] if nz.any() else None
+            if Xr is None or Xr.shape[0] == Xr.shape[1]:
+                if on_progress is not None:
+                    on_progress(rows.size * L)
                 continue
+        else:
+            Xr = X
         yy = y[rows] if nz.all() else np.ascontiguousarray(y[np.ix_(rows, np.flatnonzero(nz))])
         oo = off[nz]
         beta = None
@@ -456,6 +457,8 @@ def _apl_grid(y, X, off, grid, *, zero_disp: float = 0.05) -> np.ndarray:
             coef, mu_i, _, _ = _fit(yy, Xr, np.full(rows.size, grid[i]), oo, start=beta)
             l0[rows, i] = apl(yy, mu_i, grid[i], Xr)
             beta = coef
+            if on_progress is not None:
+                on_progress(rows.size)
     return l0
 
 
@@ -471,11 +474,14 @@ def estimate_disp(
     grid_length: int = 21,
     grid_range=(-10.0, 10.0),
     span: float | None = None,
+    on_progress=None,
 ) -> Dispersions:
     """edgeR's ``estimateDisp`` with a design (``trend.method = "locfit"``, ``tagwise = TRUE``).
 
     ``counts`` is samples × genes, ``design`` samples × coefficients (full rank), ``lib_size`` the
     effective library sizes (``lib.size * norm.factors``). See the module docstring for the steps.
+    ``on_progress(k)``: called as ``k`` more of the (genes with a total count of at least
+    ``min_row_sum``) × ``grid_length`` likelihood fits are done, for a progress bar.
     """
     y = np.ascontiguousarray(np.asarray(counts, dtype=np.float64).T)
     X = np.asarray(design, dtype=np.float64)
@@ -491,7 +497,7 @@ def estimate_disp(
     off = log_lib
     pts = np.linspace(grid_range[0], grid_range[1], grid_length)
     grid = 0.1 * 2.0**pts
-    l0 = _apl_grid(ys, X, off, grid)
+    l0 = _apl_grid(ys, X, off, grid, on_progress=on_progress)
     overall = nb.maximize_interpolant(pts, l0.sum(axis=0)[None, :])[0]
     common = float(0.1 * 2.0**overall)
 

@@ -8,6 +8,7 @@ from anndata import AnnData
 
 from .._design import describe_design
 from .._docs import doc_adata, doc_copy, doc_params
+from .._progress import check_progress, progress_bar
 from .._slots import check_key, write_de
 from .._stats import edger as _edger
 from .._stats import normalization as _norm
@@ -64,6 +65,7 @@ def edger(
     layer: str | None = "counts",
     norm: str = "TMM",
     robust: bool = False,
+    progress: bool | None = None,
     key_added: str = "edger",
     copy: bool = False,
 ) -> AnnData | None:
@@ -99,6 +101,10 @@ def edger(
     robust
         Robust empirical Bayes (``robust=TRUE`` of ``estimateDisp`` and ``glmQLFit``): genes with
         outlying dispersions are shrunk less.
+    progress
+        Show a progress bar (tqdm; a widget in Jupyter) over the dispersion grid of
+        ``estimateDisp``, the long step; ``None`` shows it for inputs of 10 million counts or more.
+        Interrupting leaves ``adata`` unchanged.
     key_added
         Key of the result: tables in ``varm[f"{{key_added}}_{{contrast}}"]``, parameters in
         ``uns[key_added]``, per-gene model columns in ``var`` and library sizes in ``obs``
@@ -141,6 +147,7 @@ def edger(
     check_choice(test, _TESTS, "test")
     check_choice(norm, _NORM_METHODS, "norm")
     robust = check_bool(robust, "robust")
+    progress = check_progress(progress)
     counts = _counts(adata, layer)
     X, cols = parse_design(adata, design, what_needs_df="the dispersions")
     if X.shape[1] < 2:
@@ -154,7 +161,9 @@ def edger(
     nf, _ = _norm.calc_norm_factors(counts, lib_size=lib, method=norm)
     eff = lib * nf
     log_lib = np.log(eff)
-    disp = _edger.estimate_disp(counts, X, eff, robust=robust)
+    n_fits = int((counts.sum(axis=0) >= 5).sum()) * 21  # estimate_disp's defaults: min_row_sum 5, 21 points
+    with progress_bar(n_fits, "edgeR: dispersion grid", progress, counts.size, unit="fit") as bar:
+        disp = _edger.estimate_disp(counts, X, eff, robust=robust, on_progress=bar.update)
     yg = np.ascontiguousarray(counts.T)
     g = counts.shape[1]
     var_cols = {
