@@ -12,6 +12,7 @@ import os
 from pathlib import Path
 
 import matplotlib
+import matplotlib.style  # the baselines are drawn under matplotlib.style.context("default")
 import numpy as np
 import pytest
 from helpers import assert_adata_equal

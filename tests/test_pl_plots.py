@@ -17,6 +17,7 @@ import os
 from pathlib import Path
 
 import matplotlib
+import matplotlib.style  # the baselines are drawn under matplotlib.style.context("default")
 import numpy as np
 import pandas as pd
 import pytest

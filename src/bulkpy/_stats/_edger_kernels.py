@@ -16,6 +16,8 @@ import math
 import numpy as np
 from numba import njit, prange
 
+from ._nbkernels import chol_solve, cholesky_inplace
+
 _LOW = 1e-10  # edgeR's low_value
 _LOG_LOW = math.log(_LOW)
 _MILDLY_LOW = 1e-8
@@ -55,40 +57,6 @@ def _fill_mu(X, beta, off, n, p, mu):
         for k in range(p):
             eta += X[j, k] * beta[k]
         mu[j] = math.exp(eta)
-
-
-@njit(cache=True)
-def _chol(a, p):
-    """In-place Cholesky ``a = L L'`` (lower triangle); False if a pivot is not positive (LAPACK
-    ``dpotrf`` fails there, NaN included)."""
-    for j in range(p):
-        s = a[j, j]
-        for k in range(j):
-            s -= a[j, k] * a[j, k]
-        if not (s > 0.0):
-            return False
-        ljj = math.sqrt(s)
-        a[j, j] = ljj
-        for i in range(j + 1, p):
-            t = a[i, j]
-            for k in range(j):
-                t -= a[i, k] * a[j, k]
-            a[i, j] = t / ljj
-    return True
-
-
-@njit(cache=True)
-def _chol_solve(L, b, p, out):
-    for i in range(p):
-        t = b[i]
-        for k in range(i):
-            t -= L[i, k] * out[k]
-        out[i] = t / L[i, i]
-    for i in range(p - 1, -1, -1):
-        t = out[i]
-        for k in range(i + 1, p):
-            t -= L[k, i] * out[k]
-        out[i] = t / L[i, i]
 
 
 @njit(cache=True)
@@ -148,12 +116,12 @@ def _levenberg_one(y, g, X, off, phi, b, maxit, tol, mu, mu_new, beta_new, dl, d
                     for c in range(p):
                         a[r, c] = xwx[r, c]
                     a[r, r] += lam
-                if _chol(a, p):
+                if cholesky_inplace(a, p):  # False where LAPACK's dpotrf fails, NaN included
                     break
                 lam *= 10.0
                 if lam <= 0.0:
                     lam = _RIDICULOUSLY_LOW
-            _chol_solve(a, dl, p, dbeta)
+            chol_solve(a, dl, p, dbeta)
             for k in range(p):
                 beta_new[k] = b[k] + dbeta[k]
             _fill_mu(X, beta_new, off, n, p, mu_new)

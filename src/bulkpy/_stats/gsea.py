@@ -39,6 +39,8 @@ import numpy as np
 from numba import njit
 from scipy import special
 
+from .linear import p_adjust_bh
+
 # --------------------------------------------------------------------------------------------
 # random numbers: splitmix64 (Steele, Lea & Flood 2014), one stream per task
 
@@ -590,24 +592,6 @@ def multilevel_error(p, sample_size):
     one = special.polygamma(1, (sample_size + 1) / 2) - special.polygamma(1, sample_size + 1)
     with np.errstate(divide="ignore", invalid="ignore"):
         return np.sqrt(np.floor(-np.log2(p) + 1) * one) / math.log(2)
-
-
-def p_adjust_bh(p: np.ndarray) -> np.ndarray:
-    """Benjamini-Hochberg adjusted p-values (R's ``p.adjust(p, "BH")``); NaN stays NaN and is not
-    counted among the tests."""
-    p = np.asarray(p, dtype=np.float64)
-    out = np.full(p.shape, np.nan)
-    ok = ~np.isnan(p)
-    q = p[ok]
-    m = q.size
-    if m == 0:
-        return out
-    order = np.argsort(q, kind="stable")[::-1]
-    adj = np.minimum.accumulate(q[order] * m / np.arange(m, 0, -1))
-    res = np.empty(m)
-    res[order] = np.minimum(adj, 1.0)
-    out[ok] = res
-    return out
 
 
 # --------------------------------------------------------------------------------------------

@@ -55,6 +55,12 @@ def _counts(adata: AnnData, layer) -> np.ndarray:
     return counts
 
 
+def _table(r, index, **extra) -> pd.DataFrame:
+    """One contrast's result table: the DE schema's columns, then the test's own."""
+    cols = {"log2FoldChange": r.log2_fold_change, "stat": r.statistic, "pvalue": r.pvalue, "padj": r.padj}
+    return pd.DataFrame({**cols, "logCPM": r.log_cpm, **extra}, index=index)
+
+
 @doc_params(adata=doc_adata, design=DOC_DESIGN, contrast=DOC_CONTRAST, copy=doc_copy)
 def edger(
     adata: AnnData,
@@ -176,18 +182,7 @@ def edger(
         ql = _edger.glm_ql_fit(yg, X, disp.trended, log_lib, disp.ave_log_cpm, robust=robust)
         for j, name in enumerate(names):
             r = _edger.glm_ql_ftest(ql, yg, X, log_lib, C[:, j], disp.ave_log_cpm)
-            tables[name] = pd.DataFrame(
-                {
-                    "log2FoldChange": r.log2_fold_change,
-                    "stat": r.statistic,
-                    "pvalue": r.pvalue,
-                    "padj": r.padj,
-                    "logCPM": r.log_cpm,
-                    "F": r.statistic,
-                    "df_total": r.df_total,
-                },
-                index=adata.var_names,
-            )
+            tables[name] = _table(r, adata.var_names, F=r.statistic, df_total=r.df_total)
         var_cols.update(
             ql_dispersion=ql.s2,
             ql_dispersion_prior=np.broadcast_to(np.asarray(ql.var_prior, dtype=np.float64), (g,)),
@@ -205,17 +200,7 @@ def edger(
         fit = _edger.glm_fit_genes(yg, X, disp.tagwise, log_lib, prior_count=0.125)
         for j, name in enumerate(names):
             r = _edger.glm_lrt(fit, yg, X, log_lib, C[:, j], disp.ave_log_cpm)
-            tables[name] = pd.DataFrame(
-                {
-                    "log2FoldChange": r.log2_fold_change,
-                    "stat": r.statistic,
-                    "pvalue": r.pvalue,
-                    "padj": r.padj,
-                    "logCPM": r.log_cpm,
-                    "LR": r.statistic,
-                },
-                index=adata.var_names,
-            )
+            tables[name] = _table(r, adata.var_names, LR=r.statistic)
         ql_params = {}
 
     adata = start(adata, copy)
