@@ -24,34 +24,14 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 import warnings
-from importlib.metadata import PackageNotFoundError, version
-from pathlib import Path
 
 import anndata as ad
 import numpy as np
 import pandas as pd
+from _common import SHARED, best, ver
 
 import bulkpy as bk
-
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
-
-
-def best(fn, repeat: int):
-    out, times = None, []
-    for _ in range(repeat):
-        t = time.perf_counter()
-        out = fn()
-        times.append(time.perf_counter() - t)
-    return min(times), out
-
-
-def ver(name: str) -> str:
-    try:
-        return version(name)
-    except PackageNotFoundError:
-        return "not installed"
 
 
 def load_bladderbatch() -> ad.AnnData:

@@ -36,26 +36,18 @@ import subprocess
 import sys
 import time
 import warnings
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from _common import SHARED, ver
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 DESIGNS = {
     "pasilla": ("~ type + condition", ["condition", "treated", "untreated"]),
     "airway": ("~ cell + dex", ["dex", "trt", "untrt"]),
     "geuvadis85": ("~ sex", ["sex", "Male", "Female"]),
 }
 SIM = ("~ batch + condition", ["condition", "B", "A"])
-
-
-def ver(name: str) -> str:
-    try:
-        return version(name)
-    except PackageNotFoundError:
-        return "not installed"
 
 
 def simulate(n_samples: int, n_genes: int = 20_000, seed: int = 0):

@@ -29,25 +29,18 @@ from __future__ import annotations
 import argparse
 import time
 import warnings
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 import anndata as ad
 import numpy as np
 import pandas as pd
+from _common import ver
 
 import bulkpy as bk
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data" / "fgsea_example"
 FIXTURE = ROOT / "tests" / "fixtures" / "fgsea_example"
-
-
-def ver(name: str) -> str:
-    try:
-        return version(name)
-    except PackageNotFoundError:
-        return "not installed"
 
 
 def timed(fn):

@@ -20,34 +20,16 @@ package. Not a test: run by hand, numbers are printed.
 from __future__ import annotations
 
 import argparse
-import time
 import warnings
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from _common import best, ver
 
 import bulkpy as bk
 
 REF = Path(__file__).resolve().parents[2] / "shared" / "data" / "airway" / "r_reference"
-
-
-def best(fn, repeat: int) -> tuple[float, object]:
-    out = None
-    times = []
-    for _ in range(repeat):
-        t = time.perf_counter()
-        out = fn()
-        times.append(time.perf_counter() - t)
-    return min(times), out
-
-
-def ver(name: str) -> str:
-    try:
-        return version(name)
-    except PackageNotFoundError:
-        return "not installed"
 
 
 def ref(name: str, col: str, index) -> np.ndarray | None:

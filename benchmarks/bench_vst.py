@@ -18,22 +18,15 @@ from __future__ import annotations
 import argparse
 import time
 import warnings
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from _common import ver
 
 import bulkpy as bk
 
 REF = Path(__file__).resolve().parents[2] / "shared" / "data" / "airway" / "r_reference"
-
-
-def ver(name: str) -> str:
-    try:
-        return version(name)
-    except PackageNotFoundError:
-        return "not installed"
 
 
 def r_vst(adata) -> np.ndarray | None:
