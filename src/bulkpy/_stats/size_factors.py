@@ -8,6 +8,20 @@ from __future__ import annotations
 import numpy as np
 
 
+def _ratio_logs(counts: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Log geometric means for ``"ratio"`` (``-inf`` where a gene has a zero), the genes without
+    zeros and the logarithms of their counts (samples × those genes), in numba's threads: only
+    genes without zeros need the logarithm."""
+    from ._nbkernels import log_columns_par
+
+    out = np.full(counts.shape[1], -np.inf)
+    cols = np.flatnonzero((counts > 0).all(axis=0))
+    logc = np.empty((counts.shape[0], cols.size))
+    log_columns_par(np.ascontiguousarray(counts), cols, logc)
+    out[cols] = logc.mean(axis=0)
+    return out, cols, logc
+
+
 def log_geometric_means(counts: np.ndarray, *, method: str = "ratio") -> np.ndarray:
     """Per-gene log geometric mean across samples.
 
@@ -18,15 +32,7 @@ def log_geometric_means(counts: np.ndarray, *, method: str = "ratio") -> np.ndar
     counts = np.asarray(counts, dtype=np.float64)
     n = counts.shape[0]
     if method == "ratio":
-        # a zero anywhere makes the mean -inf; only genes without zeros need the logarithm
-        from ._nbkernels import log_columns_par
-
-        out = np.full(counts.shape[1], -np.inf)
-        cols = np.flatnonzero((counts > 0).all(axis=0))
-        logc = np.empty((n, cols.size))
-        log_columns_par(np.ascontiguousarray(counts), cols, logc)
-        out[cols] = logc.mean(axis=0)
-        return out
+        return _ratio_logs(counts)[0]
     with np.errstate(divide="ignore"):
         logc = np.log(counts)
     if method == "poscounts":
@@ -62,7 +68,10 @@ def deseq2_size_factors(counts: np.ndarray, *, method: str = "ratio", control: n
     supplied; ratio factors are not.
     """
     counts = np.asarray(counts, dtype=np.float64)
-    lgm = log_geometric_means(counts, method=method)
+    if method == "ratio":
+        lgm, cols, logc = _ratio_logs(counts)
+    else:
+        lgm = log_geometric_means(counts, method=method)
     usable = np.isfinite(lgm) if control is None else np.isfinite(lgm) & np.asarray(control, dtype=bool)
     if not usable.any():
         if method == "poscounts":
@@ -72,15 +81,15 @@ def deseq2_size_factors(counts: np.ndarray, *, method: str = "ratio", control: n
             "can not be computed; use method='poscounts' (DESeq2's choice for sparse data such as single cells)"
         )
     if method == "ratio":
-        # genes with a finite log geometric mean have no zero: the logarithms of the used genes
-        # and the per-sample medians, in numba's threads
-        from ._nbkernels import log_columns_par, row_medians_minus_par
+        # the genes with a finite log geometric mean have no zero and their logarithms are taken:
+        # per-sample medians of the log ratios, in numba's threads
+        from ._nbkernels import row_medians_minus_par
 
-        cols = np.flatnonzero(usable)
-        logc = np.empty((counts.shape[0], cols.size))
-        log_columns_par(np.ascontiguousarray(counts), cols, logc)
+        if control is not None:
+            keep = usable[cols]
+            logc, cols = np.ascontiguousarray(logc[:, keep]), cols[keep]
         med = np.empty(counts.shape[0])
-        row_medians_minus_par(logc, np.ascontiguousarray(lgm[usable]), med)
+        row_medians_minus_par(logc, np.ascontiguousarray(lgm[cols]), med)
         return np.exp(med)
     sf = median_of_ratios(counts, lgm, control=control)
     if method == "poscounts":
