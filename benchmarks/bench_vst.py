@@ -63,8 +63,8 @@ def main() -> None:
     t_bk = min(times)
     print(f"bulkpy   bk.pp.vst (blind, parametric): {t_bk:8.2f} s   {agreement(a.layers['vst'], ref)}")
 
-    from bulkpy._stats.dispersion import estimate_dispersions
-    from bulkpy._stats.size_factors import deseq2_size_factors
+    from bulkpy._stats.deseq2.dispersion import estimate_dispersions
+    from bulkpy._stats.deseq2.size_factors import deseq2_size_factors
 
     X = np.column_stack(
         [np.ones(adata.n_obs)]

@@ -23,7 +23,7 @@ from helpers import assert_adata_equal
 
 import bulkpy as bk
 from bulkpy._stats import combat as _cb
-from bulkpy._stats import combat_nb as _nb
+from bulkpy._stats.edger import nb as _nb
 
 # --------------------------------------------------------------------------------------------
 # data

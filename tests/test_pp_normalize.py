@@ -73,7 +73,7 @@ def test_size_factors_iterate_match_deseq2(pasilla):
 def test_size_factors_control_genes(pasilla):
     genes = list(pasilla.var_names[:3000])
     bk.pp.size_factors(pasilla, control_genes=genes, key_added="sf_ctrl")
-    from bulkpy._stats.size_factors import deseq2_size_factors
+    from bulkpy._stats.deseq2.size_factors import deseq2_size_factors
 
     mask = np.zeros(pasilla.n_vars, dtype=bool)
     mask[:3000] = True
@@ -116,7 +116,7 @@ def test_use_lengths_false_ignores_lengths():
     ad = _salmon_adata()
     bk.pp.size_factors(ad, use_lengths=False)
     assert "norm_factors" not in ad.layers
-    from bulkpy._stats.size_factors import deseq2_size_factors
+    from bulkpy._stats.deseq2.size_factors import deseq2_size_factors
 
     np.testing.assert_array_equal(ad.obs["size_factors"], deseq2_size_factors(ad.layers["counts"]))
     # factors made with lengths are removed when the same key is recomputed without them

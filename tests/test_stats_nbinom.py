@@ -18,9 +18,9 @@ import pytest
 from conftest import read_ref, ref_path
 from scipy import stats
 
-from bulkpy._stats import dispersion as D
-from bulkpy._stats import nbinom as NB
-from bulkpy._stats import priorvar_sim as PS
+from bulkpy._stats.deseq2 import dispersion as D
+from bulkpy._stats.deseq2 import nbinom as NB
+from bulkpy._stats.deseq2 import priorvar_sim as PS
 
 LOG2E = 1 / np.log(2)
 
@@ -392,7 +392,13 @@ def test_dispersion_line_search_finds_the_maximum():
     res = D.line_search_dispersion(y, mu, X, np.log(np.full(g, 0.1)))
     conv = res["iter"] < 100
     grid = np.linspace(-10, 3, 2001)
-    from bulkpy._stats._nbkernels import column_products, design_cells, log_posterior, scratch, unique_counts
+    from bulkpy._stats.deseq2._kernels import (
+        column_products,
+        design_cells,
+        log_posterior,
+        scratch,
+        unique_counts,
+    )
 
     cell, XC = design_cells(X)
     XXC = column_products(XC)
@@ -408,7 +414,7 @@ def test_dispersion_line_search_finds_the_maximum():
 def test_distinct_count_cache_changes_nothing():
     # lgamma/digamma and the density's constant are taken once per distinct count when counts are
     # integers below the table size, per sample otherwise: the same values, summed in the same order
-    from bulkpy._stats._nbkernels import (
+    from bulkpy._stats.deseq2._kernels import (
         column_products,
         design_cells,
         dlog_posterior,

@@ -24,7 +24,7 @@ from helpers import assert_adata_equal
 from scipy import sparse, stats
 
 import bulkpy as bk
-from bulkpy._stats import deseq as D
+from bulkpy._stats.deseq2 import deseq as D
 
 DESIGNS = {"pasilla": "~ type + condition", "airway": "~ cell + dex", "geuvadis85": "~ sex"}
 CONTRASTS = {

@@ -1,4 +1,4 @@
-"""bk.tl.gsea and the multilevel GSEA engine (bulkpy._stats.gsea) against fgsea 1.31.6.
+"""bk.tl.gsea and the multilevel GSEA engine (bulkpy._stats.enrichment.gsea) against fgsea 1.31.6.
 
 References: ``../shared/data/fgsea_example`` (fgsea's own example; a copy of its inputs and of
 ``r_reference/fgsea_multilevel.csv.gz`` is committed in ``tests/fixtures/fgsea_example``, see
@@ -21,7 +21,7 @@ from helpers import assert_adata_equal
 
 import bulkpy as bk
 from bulkpy._slots import write_de
-from bulkpy._stats import gsea as engine
+from bulkpy._stats.enrichment import gsea as engine
 
 
 def _fgsea_input(name: str):

@@ -1,4 +1,4 @@
-"""bk.tl.limma / bk.tl.voom and the limma engine (bulkpy._stats.linear) against limma 3.54.1.
+"""bk.tl.limma / bk.tl.voom and the limma engine (bulkpy._stats.limma) against limma 3.54.1.
 
 References: ``../shared/data/<dataset>/r_reference`` (made by ``refscripts/make_refs.R`` and
 ``make_extra_refs.R``); for pasilla a trimmed copy is committed in ``tests/fixtures/pasilla``
@@ -15,7 +15,8 @@ from conftest import read_ref, roundtrip, shared_path
 from helpers import assert_adata_equal, rel_diff
 
 import bulkpy as bk
-from bulkpy._stats import linear as lin
+from bulkpy._stats import limma as lin
+from bulkpy._stats.limma.lowess import _interp_rule2 as interp_rule2
 from bulkpy._stats.normalization import cpm
 
 DESIGNS = {
@@ -646,5 +647,5 @@ def test_lookup_interpolation_equals_np_interp():
         fp = rng.normal(size=xp.size)
         v = np.concatenate([rng.normal(0, 2, 20000), xp, xp[:-1] + np.diff(xp) / 3, [-np.inf, np.inf]])
         np.testing.assert_allclose(
-            lin._interp_rule2(v, xp, fp, chunk=777), np.interp(v, xp, fp), rtol=0, atol=1e-14
+            interp_rule2(v, xp, fp, chunk=777), np.interp(v, xp, fp), rtol=0, atol=1e-14
         )

@@ -120,7 +120,7 @@ def test_local_vst_map_extends_smoothly_beyond_training_range(pasilla):
 
 
 def test_moderated_f_is_limma_moderated_t_squared(geuv300):
-    from bulkpy._stats import linear
+    from bulkpy._stats import limma as linear
 
     Z = LogCPM().fit_transform(_counts(geuv300))
     g = (geuv300.obs["sex"] == "Male").to_numpy().astype(int)

@@ -1,4 +1,4 @@
-"""bk.tl.ora and the over-representation engine (bulkpy._stats.ora).
+"""bk.tl.ora and the over-representation engine (bulkpy._stats.enrichment.ora).
 
 Real data: the bundled airway counts, a paired t-test of dexamethasone vs untreated (4 cell
 lines) as the differential expression result, Reactome (bundled) mapped through the symbols of
@@ -17,7 +17,7 @@ from scipy import stats
 
 import bulkpy as bk
 from bulkpy._slots import write_de
-from bulkpy._stats.ora import ora as ora_engine
+from bulkpy._stats.enrichment.ora import ora as ora_engine
 
 
 @pytest.fixture(scope="module")

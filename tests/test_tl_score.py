@@ -1,4 +1,4 @@
-"""bk.tl.score: GSVA and ssGSEA (bulkpy._stats.gsva) against R's GSVA 1.46, and the decoupler methods.
+"""bk.tl.score: GSVA and ssGSEA (bulkpy._stats.enrichment.gsva) against R's GSVA 1.46, and the decoupler methods.
 
 References: ``../shared/data/geuvadis85/r_reference/{gsva,ssgsea}_hallmark.csv.gz`` made by
 ``refscripts/make_gsea_refs.R`` from ``logcpm_by_symbol.csv.gz`` (edgeR TMM log-CPM, 85 samples,
@@ -21,7 +21,7 @@ from helpers import assert_adata_equal
 from scipy import special, stats
 
 import bulkpy as bk
-from bulkpy._stats import gsva as engine
+from bulkpy._stats.enrichment import gsva as engine
 
 
 @pytest.fixture(scope="module")

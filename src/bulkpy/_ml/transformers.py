@@ -28,9 +28,9 @@ from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.utils.validation import check_is_fitted
 
 from .._stats import ml as _ml
+from .._stats.deseq2.size_factors import log_geometric_means, median_of_ratios
 from .._stats.filter import filter_by_expr
 from .._stats.normalization import choose_ref_column
-from .._stats.size_factors import log_geometric_means, median_of_ratios
 
 
 def _validate(est, X, *, reset: bool) -> np.ndarray:
@@ -277,7 +277,7 @@ class VST(_SizeFactorMixin, TransformerMixin, BaseEstimator):
         self.fit_type = fit_type
 
     def fit(self, X, y=None):
-        from .._stats.dispersion import FIT_TYPES, estimate_gene_dispersions, fit_dispersion_trend
+        from .._stats.deseq2.dispersion import FIT_TYPES, estimate_gene_dispersions, fit_dispersion_trend
 
         if self.fit_type not in FIT_TYPES:
             raise ValueError(f"fit_type={self.fit_type!r} is not supported; choose one of {list(FIT_TYPES)}")
@@ -295,7 +295,7 @@ class VST(_SizeFactorMixin, TransformerMixin, BaseEstimator):
         return self
 
     def transform(self, X):
-        from .._stats.vst import vst_mean, vst_parametric
+        from .._stats.deseq2.vst import vst_mean, vst_parametric
 
         check_is_fitted(self, "trend_")
         X = _validate(self, X, reset=False)

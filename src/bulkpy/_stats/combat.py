@@ -20,7 +20,7 @@ Missing values (NaN) are handled as sva does: each gene is fitted on its observe
 pooled variance becomes the (n - 1)-denominator variance of the residuals, and NaN stays NaN.
 
 :func:`combat_seq` is sva's ``ComBat_seq`` for counts (negative binomial model); the edgeR
-dispersion and GLM machinery it needs lives in :mod:`bulkpy._stats.combat_nb`.
+dispersion and GLM machinery it needs lives in :mod:`bulkpy._stats.edger.nb`.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy import special
 
-from . import combat_nb as nb
+from .edger import nb
 
 #: sva's convergence criterion for the parametric iteration (``it.sol(conv = .0001)``)
 CONV = 1e-4

@@ -7,7 +7,7 @@ Arrays are samples × genes, like ``AnnData.X``; nothing here knows about AnnDat
   profile (the training fold's reference sample), so that a new sample is normalised without
   looking at the other new samples;
 * :func:`moderated_f` — limma's moderated F statistic of a one-way layout (for two groups the
-  square of the moderated t), from :func:`bulkpy._stats.linear.squeeze_var`;
+  square of the moderated t), from :func:`bulkpy._stats.limma.squeeze_var.squeeze_var`;
 * :func:`correlation_distance`, :func:`cut_average_linkage` — hierarchical clustering of samples;
 * :func:`consensus_matrices`, :func:`consensus_cdf_area`, :func:`pac` — consensus clustering and
   the criteria to choose the number of clusters.
@@ -64,7 +64,7 @@ def moderated_f(x: np.ndarray, codes: np.ndarray) -> np.ndarray:
     codes
         Integer group codes (>= 0), one per sample; at least two groups and more samples than groups.
     """
-    from .linear import squeeze_var
+    from .limma.squeeze_var import squeeze_var
 
     x = np.asarray(x, dtype=np.float64)
     codes = np.asarray(codes)
@@ -254,10 +254,10 @@ def local_vst_map(train_norm_counts: np.ndarray, trend, size_factors: np.ndarray
     The integral of ``1 / sqrt(alpha(q) q^2 + xim q)`` is tabulated on 999 points spaced evenly in
     ``asinh`` up to the largest training normalised count and interpolated by R's ``fmm`` spline;
     the scaling to ``log2`` uses the 95% and 99.9% quantiles of the training gene means. On the
-    training data this is exactly :func:`bulkpy._stats.vst.vst_local`. Returns the pieces used by
+    training data this is exactly :func:`bulkpy._stats.deseq2.vst.vst_local`. Returns the pieces used by
     :func:`apply_local_vst_map`.
     """
-    from .vst import fmm_eval, fmm_spline
+    from .deseq2.vst import fmm_eval, fmm_spline
 
     nc = np.asarray(train_norm_counts, dtype=np.float64)
     xg = np.sinh(np.linspace(np.arcsinh(0.0), np.arcsinh(nc.max()), 1000))[1:]
@@ -277,7 +277,7 @@ def apply_local_vst_map(norm_counts: np.ndarray, vmap: dict) -> np.ndarray:
     """Apply :func:`local_vst_map` to normalised counts. Beyond the last training knot the map
     continues along its tangent in ``asinh`` scale (the integral grows like ``log q`` there)
     rather than along the end cubic of the spline."""
-    from .vst import fmm_eval
+    from .deseq2.vst import fmm_eval
 
     knots, values, coefs = vmap["knots"], vmap["values"], vmap["coefs"]
     u = np.arcsinh(np.asarray(norm_counts, dtype=np.float64))

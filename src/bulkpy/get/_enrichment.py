@@ -138,7 +138,7 @@ def gsea_running_score(adata, key: str, term: str, *, contrast: str | None = Non
     >>> int(rs["hit"].sum())
     40
     """
-    from .._stats.gsea import rank_order
+    from .._stats.enrichment.gsea import rank_order
     from ..tl._enrichment import _labels
 
     entry, method, contrasts = _entry(adata, key)

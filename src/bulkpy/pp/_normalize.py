@@ -12,7 +12,7 @@ from anndata import AnnData
 from .._docs import doc_adata, doc_copy, doc_params
 from .._slots import COUNTS, check_key, write_params
 from .._stats import normalization as _norm
-from .._stats import size_factors as _sf
+from .._stats.deseq2 import size_factors as _sf
 from .._utils import finish, start
 from .._validate import check_adata, check_bool, check_choice, dense, get_matrix, layer_name, looks_logged
 

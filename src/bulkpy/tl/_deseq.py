@@ -14,9 +14,9 @@ from .._design import check_full_rank, describe_design, design_matrix
 from .._docs import doc_adata, doc_copy, doc_params
 from .._progress import check_progress, progress_bar
 from .._slots import check_key, write_de
-from .._stats import deseq as _de
-from .._stats.dispersion import FIT_TYPES
-from .._stats.size_factors import deseq2_size_factors, deseq2_size_factors_iterate
+from .._stats.deseq2 import deseq as _de
+from .._stats.deseq2.dispersion import FIT_TYPES
+from .._stats.deseq2.size_factors import deseq2_size_factors, deseq2_size_factors_iterate
 from .._utils import finish, start
 from .._validate import check_adata, check_counts, dense, get_matrix
 from ._contrasts import collect_contrasts, contrast_items, is_numeric_vector, levels_of, numeric_contrast

@@ -10,8 +10,8 @@ from .._design import describe_design
 from .._docs import doc_adata, doc_copy, doc_params
 from .._progress import check_progress, progress_bar
 from .._slots import check_key, write_de
-from .._stats import edger as _edger
 from .._stats import normalization as _norm
+from .._stats.edger import glm as _edger
 from .._utils import finish, start
 from .._validate import (
     check_adata,

@@ -302,7 +302,7 @@ def ora(
         "gene_symbols": gene_symbols,
         "n_gene_sets": int(net["source"].nunique()),
     }
-    from .._stats.ora import ora as _ora
+    from .._stats.enrichment.ora import ora as _ora
 
     if not isinstance(data, AnnData):
         for name, val in (
@@ -451,7 +451,7 @@ def gsea(
     p-value by fgsea's adaptive multilevel splitting Monte-Carlo (Korotkevich et al. 2016,
     ``fgseaMultilevel`` of fgsea 1.31), which estimates arbitrarily small p-values with a known
     error (``log2err``), Benjamini-Hochberg adjusted over the sets of a contrast. See
-    :mod:`bulkpy._stats.gsea` for the algorithm. Genes with a missing statistic (not tested)
+    :mod:`bulkpy._stats.enrichment.gsea` for the algorithm. Genes with a missing statistic (not tested)
     are left out of the ranking; tied statistics keep the order of ``var_names``.
 
     ES and leading edges equal fgsea's; p-values and NES are Monte-Carlo estimates with their
@@ -530,7 +530,7 @@ def gsea(
     if not isinstance(copy, bool):
         raise TypeError(f"copy must be True or False, got {copy!r}")
     net = as_gene_sets(gene_sets)
-    from .._stats.gsea import gsea as _gsea
+    from .._stats.enrichment.gsea import gsea as _gsea
 
     opts = {"n_perm_simple": n_perm_simple, "sample_size": sample_size, "eps": eps, "seed": seed}
     params = {
@@ -796,7 +796,7 @@ def score(
                 raise ValueError(
                     "kcdf='poisson' needs integer counts (pass the counts layer), found non-integer values"
                 )
-            from .._stats.gsva import constant_genes
+            from .._stats.enrichment.gsva import constant_genes
 
             keep = ~constant_genes(x)
             if keep.sum() < 2:
@@ -804,7 +804,7 @@ def score(
         member, names, _ = sets_for_genes(
             net, genes[keep], var=adata.var, gene_symbols=gene_symbols, min_size=min_size, max_size=max_size,
         )  # fmt: skip
-        from .._stats import gsva as _gsva
+        from .._stats.enrichment import gsva as _gsva
 
         xk = x[:, keep]
         if method == "gsva":

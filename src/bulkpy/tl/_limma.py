@@ -11,7 +11,7 @@ from anndata import AnnData
 from .._design import describe_design
 from .._docs import doc_adata, doc_copy, doc_params
 from .._slots import check_key, write_de
-from .._stats import linear as _lin
+from .._stats import limma as _lin
 from .._utils import finish, start
 from .._validate import check_adata, check_bool, check_counts, dense, get_matrix
 from ._contrasts import DOC_CONTRAST as _doc_contrast

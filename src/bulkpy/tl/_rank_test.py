@@ -12,7 +12,7 @@ from anndata import AnnData
 from .._docs import doc_adata, doc_copy, doc_params
 from .._slots import check_key, write_de
 from .._stats import rank as _rank
-from .._stats.linear import p_adjust_bh
+from .._stats.multitest import p_adjust_bh
 from .._utils import finish, start
 from .._validate import check_adata, check_choice, dense, get_matrix, layer_name, looks_logged, obs_column
 

@@ -39,7 +39,7 @@ import numpy as np
 from numba import njit
 from scipy import special
 
-from .linear import p_adjust_bh
+from ..multitest import p_adjust_bh
 
 # --------------------------------------------------------------------------------------------
 # random numbers: splitmix64 (Steele, Lea & Flood 2014), one stream per task

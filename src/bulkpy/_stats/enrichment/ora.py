@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 from scipy import sparse, stats
 
-from .linear import p_adjust_bh
+from ..multitest import p_adjust_bh
 
 
 def ora(member: sparse.csr_matrix, selected: np.ndarray) -> dict[str, np.ndarray]:

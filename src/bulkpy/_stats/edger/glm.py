@@ -5,11 +5,11 @@ The public functions take counts as **samples × genes** (like ``AnnData.X``); i
 quantity is gene-major (genes × samples, as edgeR stores it) so that each per-gene fit is a row.
 Loops run over grid points, groups of samples, zero patterns and iterations, never over genes.
 The GLM fits (``mglmOneGroup``/``mglmOneWay``/``mglmLevenberg``), deviances and the Cox-Reid
-adjusted profile likelihood are the algorithms of :mod:`bulkpy._stats.combat_nb` (written for
-ComBat-seq) compiled per gene in :mod:`bulkpy._stats._edger_kernels`, with warm starts and a
+adjusted profile likelihood are the algorithms of :mod:`bulkpy._stats.nb` (written for
+ComBat-seq) compiled per gene in :mod:`bulkpy._stats.edger._kernels`, with warm starts and a
 parallel path for large blocks (at least :data:`PARALLEL_MIN_SIZE` counts); ``maximizeInterpolant``
-and the design grouping are combat_nb's; the empirical Bayes moderation is limma's ``squeezeVar``
-from :mod:`bulkpy._stats.linear`.
+and the design grouping are nb's; the empirical Bayes moderation is limma's ``squeezeVar``
+from :mod:`bulkpy._stats.limma`.
 
 Results depend on the parametrisation of the design at the level of edgeR's convergence
 tolerance (the Levenberg damping ``lambda * I`` is not invariant to it): edgeR itself moves the
@@ -49,8 +49,9 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import stats
 
-from . import combat_nb as nb
-from .linear import p_adjust_bh, squeeze_var
+from ..limma.squeeze_var import squeeze_var
+from ..multitest import p_adjust_bh
+from . import nb
 
 #: edgeR version whose behaviour this module follows.
 EDGER_VERSION = "3.40.2"
@@ -98,7 +99,7 @@ def _parallel(y) -> bool:
 def kept_columns(X: np.ndarray, tol: float = _QR_TOL) -> np.ndarray:
     """Columns R's ``qr(X)$pivot[1:rank]`` keeps (LINPACK's limited pivoting: a column whose norm,
     after projecting out the kept ones, falls below ``tol`` times its own norm is moved out)."""
-    from .._design import _greedy_rank
+    from ..._design import _greedy_rank
 
     kept, _, _ = _greedy_rank(np.asarray(X, dtype=np.float64), tol)
     return np.asarray(kept, dtype=np.intp)
@@ -169,7 +170,7 @@ def _fit(y, X, disp, offset, *, start=None):
 
 def deviance(y, mu, disp) -> np.ndarray:
     """Residual NB deviance per gene (edgeR's ``nbinomDeviance``), compiled; ``disp`` per gene."""
-    from ._edger_kernels import deviance_kernel, deviance_kernel_serial
+    from ._kernels import deviance_kernel, deviance_kernel_serial
 
     y = np.ascontiguousarray(y, dtype=np.float64)
     out = np.empty(y.shape[0])
@@ -181,8 +182,8 @@ def fit_one_way(y, X, offset, disp, *, start=None):
     """edgeR's ``mglmOneWay``: ``mglmOneGroup`` (Newton-Raphson for one log-mean, tolerance
     1e-10, 50 iterations) per group of identical design rows, starting from ``start @ row`` when
     given; log-means floored at -1e8, fitted values ``exp(offset + log-mean)``, coefficients by
-    solving the distinct design rows (compiled form of :func:`bulkpy._stats.combat_nb.fit_one_way`)."""
-    from ._edger_kernels import one_way_kernel, one_way_kernel_serial
+    solving the distinct design rows (compiled form of :func:`bulkpy._stats.nb.fit_one_way`)."""
+    from ._kernels import one_way_kernel, one_way_kernel_serial
 
     y = np.ascontiguousarray(y, dtype=np.float64)
     X = np.asarray(X, dtype=np.float64)
@@ -219,8 +220,8 @@ def fit_one_group(y, offset, disp) -> np.ndarray:
 
 def apl(y, mu, disp: float, X) -> np.ndarray:
     """Cox-Reid adjusted profile log-likelihood at the fitted means ``mu`` for one dispersion
-    (edgeR's ``compute_apl``; compiled form of ``adjusted_profile_lik`` in :mod:`bulkpy._stats.combat_nb`)."""
-    from ._edger_kernels import apl_kernel, apl_kernel_serial, count_marks, lgamma_tables
+    (edgeR's ``compute_apl``; compiled form of ``adjusted_profile_lik`` in :mod:`bulkpy._stats.nb`)."""
+    from ._kernels import apl_kernel, apl_kernel_serial, count_marks, lgamma_tables
 
     y = np.ascontiguousarray(y, dtype=np.float64)
     out = np.empty(y.shape[0])
@@ -245,9 +246,9 @@ _APL_TABLE_MAX = 1 << 22
 
 def fit_levenberg(y, X, offset, disp, *, start=None, maxit: int = 250, tol: float = 1e-6):
     """edgeR's ``mglmLevenberg`` (``maxit = 250`` as ``glmFit`` calls it) in compiled code; the
-    same algorithm as :func:`bulkpy._stats.combat_nb.fit_levenberg`. ``offset`` per sample,
+    same algorithm as :func:`bulkpy._stats.nb.fit_levenberg`. ``offset`` per sample,
     ``disp`` per gene. Returns ``(coefficients, fitted, deviance)``."""
-    from ._edger_kernels import levenberg_kernel, levenberg_kernel_serial
+    from ._kernels import levenberg_kernel, levenberg_kernel_serial
 
     y = np.ascontiguousarray(y, dtype=np.float64)
     X = np.ascontiguousarray(X, dtype=np.float64)
@@ -267,7 +268,7 @@ def fit_levenberg(y, X, offset, disp, *, start=None, maxit: int = 250, tol: floa
 
 def _levenberg_start(y, X, off, disp):
     """edgeR's "null" start: the least-squares solution of ``X beta = log(weighted mean of
-    count / library size)`` for every sample (``combat_nb.levenberg_start`` with vectors)."""
+    count / library size)`` for every sample (``nb.levenberg_start`` with vectors)."""
     N = np.exp(off)[None, :]
     w = N / (1 + disp[:, None] * N)
     with np.errstate(divide="ignore"):

@@ -16,7 +16,7 @@ import math
 import numpy as np
 from numba import njit, prange
 
-from ._nbkernels import chol_solve, cholesky_inplace
+from .._linalg import chol_solve, cholesky_inplace
 
 _LOW = 1e-10  # edgeR's low_value
 _LOG_LOW = math.log(_LOW)

@@ -1,8 +1,8 @@
 """DESeq2's ``DESeq()``, ``results()`` and ``lfcShrink(type = "normal")`` on arrays (DESeq2 1.38).
 
 Arrays at the interface are samples × genes (like ``AnnData.X``); internally the per-gene work is
-gene-major and runs in the compiled kernels of :mod:`bulkpy._stats._nbkernels` through
-:mod:`bulkpy._stats.nbinom` (the negative binomial GLM) and :mod:`bulkpy._stats.dispersion`
+gene-major and runs in the compiled kernels of :mod:`bulkpy._stats.deseq2._kernels` through
+:mod:`bulkpy._stats.deseq2.nbinom` (the negative binomial GLM) and :mod:`bulkpy._stats.deseq2.dispersion`
 (dispersions), which this module drives. What it adds, following the DESeq2 1.38 sources:
 
 * the Wald test (``nbinomWaldTest``: sandwich standard errors, two-sided normal p-values) and the
@@ -44,7 +44,9 @@ import numpy as np
 from scipy import special
 from scipy import stats as sst
 
-from ._nbkernels import contrast_kernel_par, cooks_par, design_cells, n_chunks
+from ..limma.lowess import lowess
+from ..multitest import p_adjust_bh
+from ._kernels import contrast_kernel_par, cooks_par, design_cells, n_chunks
 from .dispersion import (
     DispersionTrend,
     dispersion_prior_variance,
@@ -53,7 +55,6 @@ from .dispersion import (
     fit_dispersion_trend,
     log_dispersion_residual_variance,
 )
-from .linear import lowess, p_adjust_bh
 from .nbinom import LOG2E, fit_nb_glm
 
 ALT_HYPOTHESES = ("greaterAbs", "lessAbs", "greater", "less")

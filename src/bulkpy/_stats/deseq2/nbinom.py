@@ -2,7 +2,7 @@
 
 Public arrays are samples × genes, like ``AnnData.X``; internally the engine works gene-major
 (genes × samples) so that every per-gene quantity is a contiguous row, and the per-gene
-iterations run inside compiled kernels (:mod:`bulkpy._stats._nbkernels`, numba), not in Python.
+iterations run inside compiled kernels (:mod:`bulkpy._stats.deseq2._kernels`, numba), not in Python.
 Every function works on any block of genes (nothing couples genes), so it can be mapped over
 chunks of a large matrix.
 
@@ -38,7 +38,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ._nbkernels import design_cells, irls_kernel_par, log_norm_counts_par, n_chunks, nb_logpmf_flat_par
+from ._kernels import design_cells, irls_kernel_par, log_norm_counts_par, n_chunks, nb_logpmf_flat_par
 
 LOG2E = 1.0 / np.log(2.0)
 _LARGE = 30.0

@@ -11,7 +11,7 @@ Arrays are samples × genes (``AnnData.X``) at the interface. The steps follow D
 2. :func:`fit_dispersion_trend` (``estimateDispersionsFit``): ``parametric``
    (``asymptDisp + extraPois / mean`` by an iteratively reweighted Gamma-family GLM with outlier
    removal; on failure a warning and the ``local`` fit, as DESeq2), ``local`` (locfit's local
-   quadratic on log scale, see :mod:`bulkpy._stats.locfit`) or ``mean`` (trimmed mean);
+   quadratic on log scale, see :mod:`bulkpy._stats.deseq2.locfit`) or ``mean`` (trimmed mean);
 3. :func:`dispersion_prior_variance` (``estimateDispersionsPriorVar``);
 4. :func:`estimate_map_dispersions` (``estimateDispersionsMAP``): maximum a posteriori
    dispersions under a log-normal prior centred on the trend, gene-wise estimates kept for
@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 from scipy.special import polygamma
 
-from ._nbkernels import design_cells, fit_disp_grid_kernel_par, fit_disp_kernel_par, n_chunks, rough_terms_par
+from ._kernels import design_cells, fit_disp_grid_kernel_par, fit_disp_kernel_par, n_chunks, rough_terms_par
 from .locfit import LocalQuadraticFit
 from .nbinom import fit_nb_glm, norm_factor_matrix
 
@@ -376,7 +376,7 @@ class DispersionTrend:
         ``{"asymptDisp", "extraPois"}`` (parametric), ``{"mean"}`` (mean) or the local fit's
         settings (local).
     local_fit
-        The :class:`~bulkpy._stats.locfit.LocalQuadraticFit` on log scale (local only).
+        The :class:`~bulkpy._stats.deseq2.locfit.LocalQuadraticFit` on log scale (local only).
     """
 
     fit_type: str
@@ -556,7 +556,7 @@ def dispersion_prior_variance(
 
     ``max(varLogDispEsts - trigamma((m - p) / 2), 0.25)``. With 1 to 3 residual degrees of
     freedom DESeq2 matches the distribution of log residuals by simulation instead; that branch
-    is :func:`bulkpy._stats.priorvar_sim.simulated_prior_variance`, which reproduces R's random
+    is :func:`bulkpy._stats.deseq2.priorvar_sim.simulated_prior_variance`, which reproduces R's random
     stream (``set.seed(2)``) so the result is the same number as DESeq2's."""
     m, p = int(n_samples), int(n_coefs)
     de = np.asarray(disp_gene_est, dtype=np.float64)

@@ -12,7 +12,7 @@ def _ratio_logs(counts: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]
     """Log geometric means for ``"ratio"`` (``-inf`` where a gene has a zero), the genes without
     zeros and the logarithms of their counts (samples × those genes), in numba's threads: only
     genes without zeros need the logarithm."""
-    from ._nbkernels import log_columns_par
+    from ._kernels import log_columns_par
 
     out = np.full(counts.shape[1], -np.inf)
     cols = np.flatnonzero((counts > 0).all(axis=0))
@@ -83,7 +83,7 @@ def deseq2_size_factors(counts: np.ndarray, *, method: str = "ratio", control: n
     if method == "ratio":
         # the genes with a finite log geometric mean have no zero and their logarithms are taken:
         # per-sample medians of the log ratios, in numba's threads
-        from ._nbkernels import row_medians_minus_par
+        from ._kernels import row_medians_minus_par
 
         if control is not None:
             keep = usable[cols]
@@ -147,7 +147,7 @@ def deseq2_norm_factors(
 #
 # It alternates DESeq2's dispersion estimation for the intercept-only design (``fitType="mean"``)
 # with maximising the (trimmed) likelihood over the size factors. The dispersions come from the
-# shared dispersion engine (:mod:`bulkpy._stats.dispersion`), exactly as ``estimateDispersions``.
+# shared dispersion engine (:mod:`bulkpy._stats.deseq2.dispersion`), exactly as ``estimateDispersions``.
 # --------------------------------------------------------------------------------------------
 
 

@@ -1,0 +1,212 @@
+"""limma's ``eBayes`` and ``treat`` (limma 3.54 semantics): moderated t statistics, p-values and
+the B statistic; TREAT tests against a fold-change threshold.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import stats as sst
+
+from .lmfit import LinearFit
+from .squeeze_var import squeeze_var
+
+# --------------------------------------------------------------------------------------------
+# eBayes / treat
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class EBayesResult:
+    """Moderated statistics from :func:`ebayes` or :func:`treat`; ``(k, genes)`` arrays unless noted.
+
+    Attributes
+    ----------
+    t
+        moderated t statistics (TREAT t for :func:`treat`).
+    p_value
+        two-sided p-values.
+    lods
+        B statistics (log-odds of differential expression); ``None`` for :func:`treat`.
+    s2_prior
+        prior variance, scalar or ``(genes,)`` with a trend.
+    df_prior
+        prior degrees of freedom, scalar or ``(genes,)`` when robust.
+    s2_post
+        ``(genes,)`` posterior variances.
+    df_total
+        ``(genes,)`` total degrees of freedom.
+    var_prior
+        ``(k,)`` prior variance of the non-zero coefficients (the B statistic's), ``None`` for treat.
+    lfc
+        the TREAT threshold (0 for :func:`ebayes`).
+    """
+
+    t: np.ndarray
+    p_value: np.ndarray
+    lods: np.ndarray | None
+    s2_prior: np.ndarray | float
+    df_prior: np.ndarray | float
+    s2_post: np.ndarray
+    df_total: np.ndarray
+    var_prior: np.ndarray | None
+    lfc: float = 0.0
+
+
+def _check_fit_for_eb(fit: LinearFit):
+    df = np.asarray(fit.df_residual, dtype=np.float64)
+    if df.size == 0 or np.max(df) == 0:
+        raise ValueError("No residual degrees of freedom in linear model fits")
+    if not np.any(np.isfinite(fit.sigma)):
+        raise ValueError("No finite residual standard deviations")
+    return df
+
+
+def _covariate_for(fit: LinearFit, trend):
+    if isinstance(trend, bool | np.bool_):
+        return np.asarray(fit.amean, dtype=np.float64) if trend else None
+    cov = np.asarray(trend, dtype=np.float64).ravel()
+    if cov.size != fit.sigma.size:
+        raise ValueError("If trend is numeric then it should have length equal to the number of genes")
+    return cov
+
+
+def _t_logsf(t, df):
+    return sst.t.logsf(t, df)
+
+
+def _tmixture_vector(tstat, su, df, proportion, v0_lim):
+    ok = ~np.isnan(tstat)
+    tstat, su, df = tstat[ok], su[ok], df[ok]
+    ngenes = tstat.size
+    ntarget = int(np.ceil(proportion / 2 * ngenes))
+    if ntarget < 1:
+        return np.nan
+    p = max(ntarget / ngenes, proportion)
+    tstat = np.abs(tstat)
+    maxdf = np.max(df)
+    i = df < maxdf
+    if i.any():
+        tail = _t_logsf(tstat[i], df[i])
+        tstat = tstat.copy()
+        tstat[i] = sst.t.isf(np.exp(tail), maxdf)
+    o = np.argsort(-tstat, kind="stable")[:ntarget]
+    tstat = tstat[o]
+    v1 = su[o] ** 2
+    r = np.arange(1, ntarget + 1)
+    p0 = 2 * sst.t.sf(tstat, maxdf)
+    ptarget = ((r - 0.5) / ngenes - (1 - p) * p0) / p
+    v0 = np.zeros(ntarget)
+    pos = ptarget > p0
+    if pos.any():
+        qtarget = sst.t.isf(ptarget[pos] / 2, maxdf)
+        v0[pos] = v1[pos] * ((tstat[pos] / qtarget) ** 2 - 1)
+    if v0_lim is not None:
+        v0 = np.minimum(np.maximum(v0, v0_lim[0]), v0_lim[1])
+    return float(np.mean(v0))
+
+
+def ebayes(
+    fit: LinearFit,
+    *,
+    proportion: float = 0.01,
+    stdev_coef_lim=(0.1, 4.0),
+    trend=False,
+    robust: bool = False,
+    winsor_tail_p=(0.05, 0.1),
+) -> EBayesResult:
+    """Empirical Bayes moderated t statistics (limma ``eBayes``).
+
+    ``trend=True`` uses the fit's ``amean`` as covariate of the prior variance; a numeric vector
+    gives the covariate directly.
+    """
+    df_res = _check_fit_for_eb(fit)
+    cov = _covariate_for(fit, trend)
+    s2_post, s2_prior, df_prior = squeeze_var(
+        fit.sigma**2, df_res, covariate=cov, robust=robust, winsor_tail_p=winsor_tail_p
+    )
+    coef = fit.coefficients
+    su = fit.stdev_unscaled
+    with np.errstate(invalid="ignore", divide="ignore"):
+        t = coef / su / np.sqrt(s2_post)[None, :]
+    df_total = df_res + np.asarray(df_prior, dtype=np.float64)
+    df_pooled = float(np.nansum(df_res))
+    df_total = np.minimum(df_total, df_pooled)
+    df_total = np.broadcast_to(df_total, df_res.shape).astype(np.float64)
+    p_value = 2 * sst.t.sf(np.abs(t), df_total[None, :])
+
+    # B statistic
+    lim = np.asarray(stdev_coef_lim, dtype=np.float64) ** 2 / np.median(np.atleast_1d(s2_prior))
+    k = coef.shape[0]
+    var_prior = np.array([_tmixture_vector(t[j], su[j], df_total, proportion, lim) for j in range(k)])
+    if np.any(np.isnan(var_prior)):
+        var_prior[np.isnan(var_prior)] = 1 / np.median(np.atleast_1d(s2_prior))
+        warnings.warn("Estimation of var.prior failed - set to default value", UserWarning, stacklevel=2)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        r = (su**2 + var_prior[:, None]) / su**2
+        t2 = t**2
+        dfp = np.broadcast_to(np.asarray(df_prior, dtype=np.float64), df_res.shape)
+        inf_df = dfp > 1e6
+        kernel = (1 + df_total) / 2 * np.log((t2 + df_total) / (t2 / r + df_total))
+        if inf_df.any():
+            kernel_inf = t2 * (1 - 1 / r) / 2
+            kernel = np.where(inf_df[None, :], kernel_inf, kernel)
+        lods = np.log(proportion / (1 - proportion)) - np.log(r) / 2 + kernel
+    return EBayesResult(
+        t=t,
+        p_value=p_value,
+        lods=lods,
+        s2_prior=s2_prior,
+        df_prior=df_prior,
+        s2_post=s2_post,
+        df_total=df_total,
+        var_prior=var_prior,
+        lfc=0.0,
+    )
+
+
+def treat(
+    fit: LinearFit,
+    *,
+    lfc: float = np.log2(1.2),
+    trend=False,
+    robust: bool = False,
+    winsor_tail_p=(0.05, 0.1),
+) -> EBayesResult:
+    """Moderated t tests relative to a log2 fold-change threshold ``lfc`` (limma ``treat``)."""
+    df_res = _check_fit_for_eb(fit)
+    cov = _covariate_for(fit, trend)
+    s2_post, s2_prior, df_prior = squeeze_var(
+        fit.sigma**2, df_res, covariate=cov, robust=robust, winsor_tail_p=winsor_tail_p
+    )
+    df_total = df_res + np.asarray(df_prior, dtype=np.float64)
+    df_total = np.minimum(df_total, float(np.nansum(df_res)))
+    df_total = np.broadcast_to(df_total, df_res.shape).astype(np.float64)
+    lfc = abs(float(lfc))
+    coef = fit.coefficients
+    acoef = np.abs(coef)
+    se = fit.stdev_unscaled * np.sqrt(s2_post)[None, :]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        t_right = (acoef - lfc) / se
+        t_left = (acoef + lfc) / se
+    p_value = sst.t.sf(t_right, df_total[None, :]) + sst.t.sf(t_left, df_total[None, :])
+    t_right = np.maximum(t_right, 0)
+    t = np.zeros(coef.shape)
+    up = coef > lfc
+    down = coef < -lfc
+    t[up] = t_right[up]
+    t[down] = -t_right[down]
+    t[np.isnan(coef) | np.isnan(se)] = np.nan
+    return EBayesResult(
+        t=t,
+        p_value=p_value,
+        lods=None,
+        s2_prior=s2_prior,
+        df_prior=df_prior,
+        s2_post=s2_post,
+        df_total=df_total,
+        var_prior=None,
+        lfc=lfc,
+    )

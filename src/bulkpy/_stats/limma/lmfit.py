@@ -1,0 +1,357 @@
+"""limma's ``lmFit`` and ``contrasts.fit`` (limma 3.54 semantics), vectorised over genes.
+
+Arrays are samples × genes, like ``AnnData.X``. Per-gene results are 1-D arrays over genes and
+per-coefficient results are ``(coefficients, genes)`` arrays, so the gene axis is always last.
+
+:func:`lm_fit`
+    ordinary or weighted least squares for every gene at once; missing values (NaN) per gene
+    as limma does (each gene fit on its observed samples, ``df_residual`` varies by gene).
+:func:`contrasts_fit`
+    a contrast matrix applied to the coefficients and their unscaled covariance, using the
+    correlation of the coefficients for non-orthogonal designs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+import numpy as np
+
+#: R's ``qr()`` tolerance for rank detection (LINPACK ``dqrdc2``).
+RANK_TOL = 1e-7
+
+
+# --------------------------------------------------------------------------------------------
+# small helpers
+# --------------------------------------------------------------------------------------------
+
+
+def _row_nanmean(y: np.ndarray) -> np.ndarray:
+    """Mean over samples of the non-NaN values (R's ``rowMeans(na.rm=TRUE)``), NaN when none."""
+    ok = ~np.isnan(y)
+    n = ok.sum(axis=0)
+    s = np.where(ok, y, 0.0).sum(axis=0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(n > 0, s / np.maximum(n, 1), np.nan)
+
+
+def _estimable_columns(X: np.ndarray, tol: float = RANK_TOL) -> np.ndarray:
+    """Indices of the columns R's limited-pivoting QR keeps: walking the columns in order, a
+    column is dropped when its norm after removing the earlier kept columns is below ``tol``
+    times its original norm."""
+    n, p = X.shape
+    kept: list[int] = []
+    Q = np.zeros((n, 0))
+    for j in range(p):
+        v = X[:, j].astype(np.float64)
+        norm0 = np.linalg.norm(v)
+        if norm0 == 0:
+            continue
+        r = v
+        for _ in range(2):
+            r = r - Q @ (Q.T @ r)
+        nr = np.linalg.norm(r)
+        if nr > tol * norm0:
+            Q = np.column_stack([Q, r / nr])
+            kept.append(j)
+    return np.asarray(kept, dtype=np.intp)
+
+
+# --------------------------------------------------------------------------------------------
+# lmFit
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class LinearFit:
+    """Result of :func:`lm_fit` (and :func:`contrasts_fit`).
+
+    Attributes
+    ----------
+    coefficients
+        ``(k, genes)`` estimated coefficients (or contrasts); NaN where not estimable.
+    stdev_unscaled
+        ``(k, genes)`` standard errors divided by ``sigma``.
+    sigma
+        ``(genes,)`` residual standard deviations; NaN where ``df_residual`` is 0.
+    df_residual
+        ``(genes,)`` residual degrees of freedom (observed samples minus rank).
+    amean
+        ``(genes,)`` mean of the non-missing log-expression values per gene.
+    cov_coefficients
+        ``(k, k)`` unscaled covariance of the coefficients from the (unweighted) design.
+    design
+        ``(samples, p)`` design matrix.
+    contrasts
+        ``(p, k)`` contrast matrix when made by :func:`contrasts_fit`, else ``None``.
+    """
+
+    coefficients: np.ndarray
+    stdev_unscaled: np.ndarray
+    sigma: np.ndarray
+    df_residual: np.ndarray
+    amean: np.ndarray
+    cov_coefficients: np.ndarray
+    design: np.ndarray
+    contrasts: np.ndarray | None = None
+
+
+def _check_design(design, n: int) -> np.ndarray:
+    X = np.asarray(design, dtype=np.float64)
+    if X.ndim == 1:
+        X = X[:, None]
+    if X.ndim != 2 or X.shape[0] != n:
+        raise ValueError(f"design must be a samples x coefficients matrix with {n} rows, got shape {X.shape}")
+    if not np.all(np.isfinite(X)):
+        raise ValueError("design has missing or non-finite values")
+    if X.shape[1] == 0:
+        raise ValueError("design has no columns")
+    return X
+
+
+def _weights_matrix(weights, shape) -> np.ndarray:
+    W = np.asarray(weights, dtype=np.float64)
+    n, g = shape
+    if W.shape == (n,):
+        W = np.broadcast_to(W[:, None], shape)
+    elif W.shape == (n, 1):
+        W = np.broadcast_to(W, shape)
+    elif W.shape == (1, g):
+        W = np.broadcast_to(W, shape)
+    if W.shape != shape:
+        raise ValueError(
+            f"weights must have the shape of the data (samples x genes = {shape}) or one value per sample ({n},); "
+            f"got shape {np.shape(weights)}"
+        )
+    return W
+
+
+def _ols_block(y: np.ndarray, X: np.ndarray):
+    """Unweighted least squares of every column of ``y`` on ``X`` (full column rank) via QR."""
+    Q, R = np.linalg.qr(X)
+    beta = np.linalg.solve(R, Q.T @ y)
+    resid = y - X @ beta
+    rss = np.einsum("ij,ij->j", resid, resid)
+    Rinv = np.linalg.inv(R)
+    unscaled_var = np.einsum("ij,ij->i", Rinv, Rinv)  # diag((R'R)^-1)
+    return beta, rss, np.broadcast_to(unscaled_var[:, None], beta.shape)
+
+
+def _batched_cholesky(A: np.ndarray) -> np.ndarray:
+    """Lower Cholesky factors of a stack of symmetric positive definite matrices ``(g, p, p)``,
+    vectorised over the stack (a loop over the ``p`` columns only)."""
+    g, p, _ = A.shape
+    L = np.zeros_like(A)
+    for j in range(p):
+        Lj = L[:, j, :j]
+        d = A[:, j, j] - (Lj * Lj).sum(axis=1)
+        with np.errstate(invalid="ignore"):
+            L[:, j, j] = np.sqrt(d)
+        if j + 1 < p:
+            off = np.matmul(L[:, j + 1 :, :j], Lj[:, :, None])[:, :, 0]
+            L[:, j + 1 :, j] = (A[:, j + 1 :, j] - off) / L[:, j, j][:, None]
+    return L
+
+
+def _batched_lower_inverse(L: np.ndarray) -> np.ndarray:
+    """Inverses of a stack of lower triangular matrices by forward substitution."""
+    g, p, _ = L.shape
+    Linv = np.zeros_like(L)
+    for i in range(p):
+        # row i of L^-1: (e_i - L[i, :i] @ Linv[:i, :]) / L[i, i]
+        row = -np.matmul(L[:, i : i + 1, :i], Linv[:, :i, :])[:, 0, :]
+        row[:, i] += 1.0
+        Linv[:, i, :] = row / L[:, i, i][:, None]
+    return Linv
+
+
+def _wls_block(y: np.ndarray, w: np.ndarray, X: np.ndarray):
+    """Weighted least squares of every column of ``y`` on ``X`` with per-observation weights
+    ``w`` (same shape as ``y``) by batched normal equations on the column-equilibrated design,
+    solved by Cholesky with one step of iterative refinement."""
+    n, g = y.shape
+    p = X.shape[1]
+    scale = np.sqrt(np.einsum("ij,ij->j", X, X))
+    scale[scale == 0] = 1.0
+    Xs = X / scale
+    pairs = (Xs[:, :, None] * Xs[:, None, :]).reshape(n, p * p)
+    XtWX = (w.T @ pairs).reshape(g, p, p)
+    XtWX = 0.5 * (XtWX + XtWX.transpose(0, 2, 1))
+    Linv = _batched_lower_inverse(_batched_cholesky(XtWX))
+    # (X'WX)^-1 = Linv' Linv
+    inv = np.matmul(Linv.transpose(0, 2, 1), Linv)
+    beta = np.matmul(inv, ((w * y).T @ Xs)[:, :, None])[:, :, 0]
+    resid = y - Xs @ beta.T
+    # one step of iterative refinement recovers the accuracy lost to forming X'WX
+    beta = beta + np.matmul(inv, ((w * resid).T @ Xs)[:, :, None])[:, :, 0]
+    resid = y - Xs @ beta.T
+    rss = np.einsum("ij,ij->j", w * resid, resid)
+    unscaled_var = np.diagonal(inv, axis1=1, axis2=2)  # diag((X'WX)^-1)
+    return (beta / scale).T, rss, (unscaled_var / scale**2).T
+
+
+def lm_fit(y, design, *, weights=None, chunk_elements: int = 4_000_000) -> LinearFit:
+    """Fit ``y[:, g] ~ design`` for every gene ``g`` (limma ``lmFit`` with ``method="ls"``).
+
+    Parameters
+    ----------
+    y
+        Log-expression, samples × genes. NaN marks a missing value: each gene is fitted on its
+        observed samples (genes with the same pattern of missing values are fitted together).
+    design
+        Design matrix, samples × coefficients, of full column rank.
+    weights
+        Optional observation weights (samples × genes, or one per sample). Weights <= 0 or
+        non-finite mark the observation as missing, as in limma.
+    chunk_elements
+        Genes are processed in blocks of about this many samples × genes elements.
+
+    Returns
+    -------
+    :class:`LinearFit`.
+    """
+    y = np.asarray(y, dtype=np.float64)
+    if y.ndim != 2:
+        raise ValueError(f"y must be a 2-d samples x genes array, got shape {y.shape}")
+    n, g = y.shape
+    X = _check_design(design, n)
+    p = X.shape[1]
+    est_full = _estimable_columns(X)
+    if est_full.size < p:
+        raise ValueError("design is not of full column rank")
+
+    amean = _row_nanmean(y)
+    missing = ~np.isfinite(y)
+    W = None
+    if weights is not None:
+        W = _weights_matrix(weights, y.shape)
+        missing = missing | ~(W > 0) | ~np.isfinite(W)
+
+    coef = np.full((p, g), np.nan)
+    su = np.full((p, g), np.nan)
+    rss = np.full(g, np.nan)
+    df = np.zeros(g)
+
+    if not missing.any() and W is None:
+        beta, r, uv = _ols_block(y, X)
+        coef[:] = beta
+        su[:] = np.sqrt(uv)
+        rss[:] = r
+        df[:] = n - p
+    else:
+        # group genes by their pattern of missing values: the estimable columns and the residual
+        # df depend only on the pattern
+        if missing.any():
+            packed = np.packbits(missing, axis=0)
+            patterns, inverse = np.unique(packed.T, axis=0, return_inverse=True)
+            inverse = np.asarray(inverse).ravel()
+        else:
+            patterns = np.zeros((1, 1), dtype=np.uint8)
+            inverse = np.zeros(g, dtype=np.intp)
+        order = np.argsort(inverse, kind="stable")
+        bounds = np.searchsorted(inverse[order], np.arange(patterns.shape[0] + 1))
+        step = max(1, int(chunk_elements // max(n, 1)))
+        for k in range(patterns.shape[0]):
+            genes = order[bounds[k] : bounds[k + 1]]
+            if genes.size == 0:
+                continue
+            obs = ~missing[:, genes[0]]
+            nobs = int(obs.sum())
+            if nobs == 0:
+                continue
+            Xo = X[obs]
+            est = _estimable_columns(Xo)
+            if est.size == 0:
+                df[genes] = nobs
+                yo = y[np.ix_(obs, genes)]
+                wo = 1.0 if W is None else W[np.ix_(obs, genes)]
+                rss[genes] = np.sum(wo * yo * yo, axis=0)
+                continue
+            Xe = Xo[:, est]
+            df[genes] = nobs - est.size
+            for start in range(0, genes.size, step):
+                gg = genes[start : start + step]
+                yo = y[np.ix_(obs, gg)]
+                if W is None:
+                    beta, r, uv = _ols_block(yo, Xe)
+                else:
+                    beta, r, uv = _wls_block(yo, W[np.ix_(obs, gg)], Xe)
+                coef[np.ix_(est, gg)] = beta
+                su[np.ix_(est, gg)] = np.sqrt(uv)
+                rss[gg] = r
+    with np.errstate(invalid="ignore", divide="ignore"):
+        sigma = np.where(df > 0, np.sqrt(np.maximum(rss, 0) / np.maximum(df, 1)), np.nan)
+    cov = np.linalg.inv(X.T @ X)
+    return LinearFit(
+        coefficients=coef,
+        stdev_unscaled=su,
+        sigma=sigma,
+        df_residual=df,
+        amean=amean,
+        cov_coefficients=cov,
+        design=X,
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# contrasts.fit
+# --------------------------------------------------------------------------------------------
+
+
+def _cov2cor(cov: np.ndarray) -> np.ndarray:
+    d = np.sqrt(np.diag(cov))
+    return cov / np.outer(d, d)
+
+
+def contrasts_fit(fit: LinearFit, contrasts) -> LinearFit:
+    """Re-express a fit in terms of contrasts of its coefficients (limma ``contrasts.fit``).
+
+    ``contrasts`` is ``(p, k)`` (or a length-``p`` vector). Standard errors use the correlation
+    of the coefficients from the design when it is not orthogonal; with observation weights this
+    is limma's approximation.
+    """
+    C = np.asarray(contrasts, dtype=np.float64)
+    if C.ndim == 1:
+        C = C[:, None]
+    p = fit.coefficients.shape[0]
+    if C.ndim != 2 or C.shape[0] != p:
+        raise ValueError(f"the contrast matrix must have {p} rows (one per coefficient), got shape {C.shape}")
+    if not np.all(np.isfinite(C)):
+        raise ValueError("contrasts must be finite numbers")
+    k = C.shape[1]
+    g = fit.coefficients.shape[1]
+    cov = fit.cov_coefficients
+    cor = _cov2cor(cov)
+    used = np.abs(C).sum(axis=1) != 0
+    Cu = C[used]
+    coef = fit.coefficients[used]
+    su = fit.stdev_unscaled[used]
+    cor_u = cor[np.ix_(used, used)]
+    cov_new = C.T @ cov @ C
+    if Cu.shape[0] == 0:
+        return replace(
+            fit,
+            coefficients=np.zeros((k, g)),
+            stdev_unscaled=np.zeros((k, g)),
+            cov_coefficients=cov_new,
+            contrasts=C,
+        )
+    na = np.isnan(coef)
+    if na.any():
+        coef = np.where(na, 0.0, coef)
+        su = np.where(na, 1e30, su)
+    new_coef = Cu.T @ coef
+    low = cor_u[np.tril_indices(cor_u.shape[0], -1)]
+    orthog = cor_u.shape[0] < 2 or bool(np.all(np.abs(low) < 1e-14))
+    if orthog:
+        new_su = np.sqrt((Cu**2).T @ su**2)
+    else:
+        new_su = np.empty((k, g))
+        for j in range(k):  # loop over contrasts, vectorised over genes
+            A = su * Cu[:, j][:, None]
+            new_su[j] = np.sqrt(np.maximum(np.einsum("lg,lm,mg->g", A, cor_u, A), 0))
+    if na.any():
+        bad = new_su > 1e20
+        new_coef[bad] = np.nan
+        new_su[bad] = np.nan
+    return replace(fit, coefficients=new_coef, stdev_unscaled=new_su, cov_coefficients=cov_new, contrasts=C)

@@ -1,0 +1,103 @@
+"""limma's ``voom`` (limma 3.54 semantics): log-CPM, the lowess mean-variance trend and the
+observation weights."""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+
+from .lmfit import LinearFit, _check_design, lm_fit
+from .lowess import _interp_rule2, lowess
+
+
+@dataclass
+class VoomResult:
+    """Result of :func:`voom`.
+
+    Attributes
+    ----------
+    E
+        samples × genes log2-CPM.
+    weights
+        samples × genes precision weights.
+    lib_size
+        ``(samples,)`` library sizes used (already multiplied by normalisation factors).
+    sx, sy
+        per-gene ``log2(count size + 0.5)`` and ``sqrt(sigma)`` the trend was fitted to
+        (NaN for all-zero genes, which are left out).
+    trend_x, trend_y
+        the lowess trend (sorted ``sx`` and its fitted values).
+    fit
+        the unweighted :class:`LinearFit` of ``E``.
+    """
+
+    E: np.ndarray
+    weights: np.ndarray
+    lib_size: np.ndarray
+    sx: np.ndarray
+    sy: np.ndarray
+    trend_x: np.ndarray
+    trend_y: np.ndarray
+    fit: LinearFit
+
+
+def voom(counts, design, *, lib_size=None, span: float = 0.5) -> VoomResult:
+    """limma's ``voom`` on a samples × genes count matrix.
+
+    ``lib_size`` (per sample) defaults to the column totals; for a normalised DGEList pass
+    ``lib.size * norm.factors``. ``E = log2((counts + 0.5) / (lib_size + 1) * 1e6)``; the lowess
+    trend (``f = span``) of ``sqrt(sigma)`` against the mean log count gives the weights
+    ``trend(fitted log count) ** -4``, interpolated linearly and held constant beyond the ends.
+    """
+    counts = np.asarray(counts, dtype=np.float64)
+    if counts.ndim != 2:
+        raise ValueError(f"counts must be a 2-d samples x genes array, got shape {counts.shape}")
+    n, g = counts.shape
+    if g < 2:
+        raise ValueError("Need at least two genes to fit a mean-variance trend")
+    if np.isnan(counts).any():
+        raise ValueError("NA counts not allowed")
+    if np.min(counts) < 0:
+        raise ValueError("Negative counts not allowed")
+    X = _check_design(design, n)
+    lib = counts.sum(axis=1) if lib_size is None else np.asarray(lib_size, dtype=np.float64).ravel()
+    if lib.shape != (n,):
+        raise ValueError(f"lib_size must have one value per sample ({n}), got shape {lib.shape}")
+    loglib = np.log2(lib + 1)
+    E = np.log2(counts + 0.5) - loglib[:, None] + np.log2(1e6)
+    fit = lm_fit(E, X)
+    n_with_reps = int(np.sum(fit.df_residual > 0))
+    if n_with_reps < 2:
+        if n_with_reps == 0:
+            warnings.warn(
+                "The experimental design has no replication. Setting weights to 1.", UserWarning, stacklevel=2
+            )
+        else:
+            warnings.warn(
+                "Only one gene with any replication. Setting weights to 1.", UserWarning, stacklevel=2
+            )
+        nanv = np.full(g, np.nan)
+        return VoomResult(E, np.ones_like(E), lib, nanv, nanv.copy(), np.zeros(0), np.zeros(0), fit)
+    sx = fit.amean + np.mean(loglib) - np.log2(1e6)
+    sy = np.sqrt(fit.sigma)
+    allzero = counts.sum(axis=0) == 0
+    use = ~allzero
+    lx, ly = lowess(sx[use], sy[use], f=span)
+    # approxfun(l, rule = 2, ties = list("ordered", mean))
+    xu, start = np.unique(lx, return_index=True)
+    if xu.size < lx.size:
+        counts_u = np.diff(np.append(start, lx.size))
+        ly_u = np.add.reduceat(ly, start) / counts_u
+    else:
+        ly_u = ly
+    fitted_values = X @ fit.coefficients
+    fitted_logcount = fitted_values + loglib[:, None] - np.log2(1e6)
+    trend = _interp_rule2(fitted_logcount, xu, ly_u)
+    weights = 1.0 / trend**4
+    sx_out = np.where(use, sx, np.nan)
+    sy_out = np.where(use, sy, np.nan)
+    return VoomResult(
+        E=E, weights=weights, lib_size=lib, sx=sx_out, sy=sy_out, trend_x=lx, trend_y=ly, fit=fit
+    )
