@@ -21,6 +21,8 @@ set x gene membership matrix for vectorised engines.
 
 from __future__ import annotations
 
+import gzip
+import io
 import os
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -182,9 +184,7 @@ def as_gene_sets(obj) -> pd.DataFrame:
     elif isinstance(obj, Mapping):
         net = _from_mapping(obj)
     elif isinstance(obj, str | os.PathLike):
-        from .io._gmt import read_gmt
-
-        net = _from_mapping(read_gmt(obj))
+        net = _from_mapping(parse_gmt(obj))
     else:
         raise TypeError(
             "gene sets must be a dict of set name -> list of genes, a GMT file path, or a DataFrame with "
@@ -250,7 +250,9 @@ def filter_gene_sets(net, *, genes=None, min_size: int = 1, max_size: int | None
     return net.loc[net["source"].isin(sizes.index[keep])].reset_index(drop=True)
 
 
-def to_var_names(net, var: pd.DataFrame, gene_symbols: str | None = None, *, multi: str = "first") -> pd.DataFrame:
+def to_var_names(
+    net, var: pd.DataFrame, gene_symbols: str | None = None, *, multi: str = "first"
+) -> pd.DataFrame:
     """Translate set targets (e.g. symbols) into ``var_names`` (e.g. Ensembl ids) through a ``var`` column.
 
     ``gene_symbols`` names the column of ``var`` holding the ids the sets use; ``None`` returns the
@@ -265,12 +267,18 @@ def to_var_names(net, var: pd.DataFrame, gene_symbols: str | None = None, *, mul
     if multi not in ("first", "all"):
         raise ValueError(f"multi={multi!r} is not supported; choose one of ['first', 'all']")
     if not isinstance(gene_symbols, str):
-        raise TypeError(f"gene_symbols must be the name of a var column (a string), got {type(gene_symbols).__name__}")
+        raise TypeError(
+            f"gene_symbols must be the name of a var column (a string), got {type(gene_symbols).__name__}"
+        )
     if gene_symbols not in var.columns:
-        raise KeyError(f"gene_symbols {gene_symbols!r} is not a column of adata.var; columns are: {list(var.columns)}")
+        raise KeyError(
+            f"gene_symbols {gene_symbols!r} is not a column of adata.var; columns are: {list(var.columns)}"
+        )
     col = var[gene_symbols]
     ok = col.notna().to_numpy() & (col.astype(str).to_numpy() != "")
-    lookup = pd.DataFrame({"target": col.astype(str).to_numpy()[ok], "var_name": np.asarray(var.index)[ok].astype(str)})
+    lookup = pd.DataFrame(
+        {"target": col.astype(str).to_numpy()[ok], "var_name": np.asarray(var.index)[ok].astype(str)}
+    )
     if multi == "first":
         lookup = lookup.drop_duplicates("target", keep="first")
     merged = net.merge(lookup, on="target", how="inner", sort=False)
@@ -297,7 +305,9 @@ def membership_matrix(net, genes) -> tuple[sparse.csr_matrix, pd.Index]:
     cols = genes.get_indexer(net["target"])
     hit = cols >= 0
     mat = sparse.csr_matrix(
-        (net["weight"].to_numpy()[hit], (rows[hit], cols[hit])), shape=(len(sources), len(genes)), dtype=np.float64
+        (net["weight"].to_numpy()[hit], (rows[hit], cols[hit])),
+        shape=(len(sources), len(genes)),
+        dtype=np.float64,
     )
     return mat, pd.Index(sources, name="source")
 
@@ -316,7 +326,9 @@ def _hint_columns(targets, var: pd.DataFrame | None) -> list[str]:
     found = []
     for col in var.columns:
         s = var[col]
-        if not (s.dtype == object or isinstance(s.dtype, pd.CategoricalDtype) or pd.api.types.is_string_dtype(s)):
+        if not (
+            s.dtype == object or isinstance(s.dtype, pd.CategoricalDtype) or pd.api.types.is_string_dtype(s)
+        ):
             continue
         hits = int(tset.isin(s.dropna().astype(str)).sum())
         if hits:
@@ -366,3 +378,70 @@ def sets_for_genes(
     net = filter_gene_sets(net, genes=genes, min_size=min_size, max_size=max_size)
     mat, names = membership_matrix(net, genes)
     return mat, names, net
+
+
+# --------------------------------------------------------------------------------------------
+# the GMT format (bk.io.read_gmt reads through this; kept here so that io depends on this module,
+# never the reverse)
+
+_GZIP_MAGIC = b"\x1f\x8b"
+
+
+def open_text(p: Path):
+    """A text handle on ``p``, gunzipped when its content is gzip (whatever its name)."""
+    with open(p, "rb") as fh:
+        magic = fh.read(2)
+    if magic == _GZIP_MAGIC:
+        return io.TextIOWrapper(gzip.open(p, "rb"), encoding="utf-8", newline="")
+    return open(p, encoding="utf-8", newline="")
+
+
+def parse_gmt(path, keep=None) -> GeneSets:
+    """The reader behind :func:`read_gmt`; ``keep(description) -> bool`` selects lines before their genes are parsed."""
+    p = _as_path(path)
+    if not p.exists():
+        raise FileNotFoundError(f"GMT file not found: {str(p)!r}")
+    if p.is_dir():
+        raise IsADirectoryError(f"GMT path {str(p)!r} is a directory; pass the .gmt file")
+    sets = GeneSets()
+    lines_of: dict[str, int] = {}
+    pool: dict[str, str] = {}  # one string object per distinct gene keeps big collections small
+    try:
+        with open_text(p) as fh:
+            for lineno, raw in enumerate(fh, start=1):
+                line = raw.rstrip("\r\n")
+                if not line.strip():
+                    continue
+                fields = line.split("\t")
+                if len(fields) < 2:
+                    raise ValueError(
+                        f"{p.name}, line {lineno}: not a GMT record. Expected 'name<TAB>description<TAB>gene<TAB>...' "
+                        f"but found no tab: {line[:80]!r}"
+                    )
+                name = fields[0].strip()
+                if not name:
+                    raise ValueError(f"{p.name}, line {lineno}: the gene set name (first field) is empty")
+                if name in lines_of:
+                    raise ValueError(
+                        f"{p.name}: gene set {name!r} appears twice (lines {lines_of[name]} and {lineno}); "
+                        "GMT set names must be unique"
+                    )
+                lines_of[name] = lineno
+                if keep is not None and not keep(fields[1].strip()):
+                    continue
+                genes = {}
+                for g in fields[2:]:
+                    g = g.strip()
+                    if g:
+                        genes[pool.setdefault(g, g)] = None
+                sets[name] = list(genes)
+                sets.descriptions[name] = fields[1].strip()
+    except UnicodeDecodeError:
+        raise ValueError(f"{str(p)!r} is not a text GMT file (it is not UTF-8 text)") from None
+    except (OSError, EOFError) as e:
+        if isinstance(e, FileNotFoundError | IsADirectoryError | PermissionError):
+            raise
+        raise ValueError(f"could not read {str(p)!r} as a (gzipped) GMT file: {e}") from None
+    if not sets:
+        raise ValueError(f"GMT file {str(p)!r} holds no gene sets")
+    return sets

@@ -93,7 +93,7 @@ def go(ontology: str = "BP") -> GeneSets:
     >>> len(mf), set(mf.descriptions.values())
     (1963, {'MF'})
     """
-    from ..io._gmt import _parse_gmt
+    from .._genesets import parse_gmt as _parse_gmt
 
     if not isinstance(ontology, str) or ontology.upper() not in _GO_ONTOLOGIES:
         raise ValueError(f"ontology={ontology!r} is not a GO ontology; choose one of {list(_GO_ONTOLOGIES)}")

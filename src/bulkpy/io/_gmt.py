@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import gzip
-import io
 import warnings
 from collections.abc import Mapping
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -18,17 +16,11 @@ from .._genesets import (
     _check_gene_list,
     _split_targets,
     as_gene_sets,
+    parse_gmt,
 )
-
-_GZIP_MAGIC = b"\x1f\x8b"
-
-
-def _open_text(p: Path):
-    with open(p, "rb") as fh:
-        magic = fh.read(2)
-    if magic == _GZIP_MAGIC:
-        return io.TextIOWrapper(gzip.open(p, "rb"), encoding="utf-8", newline="")
-    return open(p, encoding="utf-8", newline="")
+from .._genesets import (
+    open_text as _open_text,  # noqa: F401 (kept for readers of compressed text in io)
+)
 
 
 def read_gmt(path) -> GeneSets:
@@ -62,58 +54,7 @@ def read_gmt(path) -> GeneSets:
     >>> sets.descriptions["5-Phosphoribose 1-diphosphate biosynthesis"]
     'R-HSA-73843'
     """
-    return _parse_gmt(path)
-
-
-def _parse_gmt(path, keep=None) -> GeneSets:
-    """The reader behind :func:`read_gmt`; ``keep(description) -> bool`` selects lines before their genes are parsed."""
-    p = _as_path(path)
-    if not p.exists():
-        raise FileNotFoundError(f"GMT file not found: {str(p)!r}")
-    if p.is_dir():
-        raise IsADirectoryError(f"GMT path {str(p)!r} is a directory; pass the .gmt file")
-    sets = GeneSets()
-    lines_of: dict[str, int] = {}
-    pool: dict[str, str] = {}  # one string object per distinct gene keeps big collections small
-    try:
-        with _open_text(p) as fh:
-            for lineno, raw in enumerate(fh, start=1):
-                line = raw.rstrip("\r\n")
-                if not line.strip():
-                    continue
-                fields = line.split("\t")
-                if len(fields) < 2:
-                    raise ValueError(
-                        f"{p.name}, line {lineno}: not a GMT record. Expected 'name<TAB>description<TAB>gene<TAB>...' "
-                        f"but found no tab: {line[:80]!r}"
-                    )
-                name = fields[0].strip()
-                if not name:
-                    raise ValueError(f"{p.name}, line {lineno}: the gene set name (first field) is empty")
-                if name in lines_of:
-                    raise ValueError(
-                        f"{p.name}: gene set {name!r} appears twice (lines {lines_of[name]} and {lineno}); "
-                        "GMT set names must be unique"
-                    )
-                lines_of[name] = lineno
-                if keep is not None and not keep(fields[1].strip()):
-                    continue
-                genes = {}
-                for g in fields[2:]:
-                    g = g.strip()
-                    if g:
-                        genes[pool.setdefault(g, g)] = None
-                sets[name] = list(genes)
-                sets.descriptions[name] = fields[1].strip()
-    except UnicodeDecodeError:
-        raise ValueError(f"{str(p)!r} is not a text GMT file (it is not UTF-8 text)") from None
-    except (OSError, EOFError) as e:
-        if isinstance(e, FileNotFoundError | IsADirectoryError | PermissionError):
-            raise
-        raise ValueError(f"could not read {str(p)!r} as a (gzipped) GMT file: {e}") from None
-    if not sets:
-        raise ValueError(f"GMT file {str(p)!r} holds no gene sets")
-    return sets
+    return parse_gmt(path)
 
 
 def _check_field(value: str, what: str) -> str:
@@ -162,7 +103,9 @@ def write_gmt(gene_sets, path, *, descriptions=None) -> None:
     if isinstance(gene_sets, pd.DataFrame):
         net = as_gene_sets(gene_sets)
         if not np.allclose(net["weight"].to_numpy(), 1.0):
-            warnings.warn("GMT files have no weights: the 'weight' column is dropped", UserWarning, stacklevel=2)
+            warnings.warn(
+                "GMT files have no weights: the 'weight' column is dropped", UserWarning, stacklevel=2
+            )
         sets: Mapping = dict(zip(*_split_targets(net), strict=True))
     elif isinstance(gene_sets, Mapping):
         sets = gene_sets
