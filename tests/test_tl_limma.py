@@ -1,9 +1,13 @@
-"""bk.tl.limma / bk.tl.voom and the limma engine (bulkpy._stats.limma) against limma 3.54.1.
+"""bk.tl.limma / bk.tl.voom and the limma engine (bulkpy._stats.limma) against limma 3.68.5
+(Bioconductor 3.23, the defaults) and limma 3.54.1 (Bioconductor 3.16, behind ``adaptive_span=False``
+/ ``legacy=True``).
 
-References: ``../shared/data/<dataset>/r_reference`` (made by ``refscripts/make_refs.R`` and
-``make_extra_refs.R``); for pasilla a trimmed copy is committed in ``tests/fixtures/pasilla``
-(every 8th filtered gene of the top tables, every 8th/16th of voom's weights/E, 12 significant
-digits), so the pasilla parity tests run on a fresh clone.
+References: ``../shared/data/<dataset>/r_current`` (limma 3.68.5, made by
+``refscripts/make_refs_current.R``) and ``../shared/data/<dataset>/r_reference`` (limma 3.54.1, made
+by ``refscripts/make_refs.R`` and ``make_extra_refs.R``). For pasilla trimmed copies are committed
+in ``tests/fixtures/pasilla`` (3.54) and ``tests/fixtures/pasilla/r_current`` (3.68): every 8th
+filtered gene of the top tables, every 8th/16th of voom's weights/E, 12 significant digits, so the
+pasilla parity tests run on a fresh clone.
 """
 
 from __future__ import annotations
@@ -11,7 +15,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import read_ref, roundtrip, shared_path
+from conftest import FIXTURES, SHARED, read_ref, roundtrip, shared_path
 from helpers import assert_adata_equal, rel_diff
 
 import bulkpy as bk
@@ -42,6 +46,21 @@ def _filtered(request, dataset: str):
     return ad
 
 
+def _current_path(dataset: str, name: str):
+    """An r_current (limma 3.68.5) reference: the full file in ``../shared/data`` when present, else
+    the trimmed copy in ``tests/fixtures/<dataset>/r_current``; skip if neither exists."""
+    for p in (SHARED / dataset / "r_current" / name, FIXTURES / dataset / "r_current" / name):
+        if p.exists():
+            return p
+    pytest.skip(
+        f"limma 3.68 reference {dataset}/r_current/{name} not available in {SHARED} nor in {FIXTURES}"
+    )
+
+
+def read_current(dataset: str, name: str) -> pd.DataFrame:
+    return pd.read_csv(_current_path(dataset, name), index_col=0)
+
+
 def _assert_close(ours, ref, *, max_tol, p99_tol=None, what=""):
     r = rel_diff(ours, ref)
     r = r[np.isfinite(r)]
@@ -51,11 +70,35 @@ def _assert_close(ours, ref, *, max_tol, p99_tol=None, what=""):
         assert np.percentile(r, 99) < p99_tol, f"{what}: 99th percentile {np.percentile(r, 99):.3g}"
 
 
+_R_NAMES = {"logFC": "log2FoldChange", "t": "stat", "P.Value": "pvalue", "adj.P.Val": "padj"}
+
+
 def _compare_table(df, ref, *, max_tol, p99_tol, cols=("logFC", "AveExpr", "t", "P.Value", "adj.P.Val", "B")):
     ours = df.loc[ref.index]
-    names = {"logFC": "log2FoldChange", "t": "stat", "P.Value": "pvalue", "adj.P.Val": "padj"}
     for c in cols:
-        _assert_close(ours[names.get(c, c)], ref[c], max_tol=max_tol, p99_tol=p99_tol, what=c)
+        if c in ref.columns:
+            _assert_close(ours[_R_NAMES.get(c, c)], ref[c], max_tol=max_tol, p99_tol=p99_tol, what=c)
+
+
+def _assert_parity_targets(df, ref):
+    """The agreement a user would check (issue 13): identical calls and p-values to the eye.
+    padj < 0.05 Jaccard >= 0.995, |delta log10 p| 99th percentile < 0.01, |delta log2FC| 99th
+    percentile < 1e-3, the same NA pattern for >= 99.5% of genes."""
+    ours = df.loc[ref.index]
+    a, b = ours["padj"].to_numpy() < 0.05, ref["adj.P.Val"].to_numpy() < 0.05
+    union = np.sum(a | b)
+    jaccard = 1.0 if union == 0 else np.sum(a & b) / union
+    assert jaccard >= 0.995, f"padj < 0.05 Jaccard {jaccard:.4f}"
+    with np.errstate(divide="ignore"):
+        dlp = np.abs(np.log10(ours["pvalue"].to_numpy()) - np.log10(ref["P.Value"].to_numpy()))
+    dlp = dlp[np.isfinite(dlp)]
+    assert np.percentile(dlp, 99) < 0.01, f"|delta log10 p| p99 {np.percentile(dlp, 99):.3g}"
+    dlfc = np.abs(ours["log2FoldChange"].to_numpy() - ref["logFC"].to_numpy())
+    dlfc = dlfc[np.isfinite(dlfc)]
+    assert np.percentile(dlfc, 99) < 1e-3, f"|delta log2FC| p99 {np.percentile(dlfc, 99):.3g}"
+    for o, r in (("pvalue", "P.Value"), ("padj", "adj.P.Val"), ("log2FoldChange", "logFC")):
+        same = np.mean(ours[o].isna().to_numpy() == ref[r].isna().to_numpy())
+        assert same >= 0.995, f"NA pattern of {o} agrees for {same:.4f} of genes"
 
 
 # --------------------------------------------------------------------------------------------
@@ -65,11 +108,20 @@ def _compare_table(df, ref, *, max_tol, p99_tol, cols=("logFC", "AveExpr", "t", 
 
 @pytest.mark.parity
 @pytest.mark.parametrize("dataset", ["pasilla", "airway", "geuvadis85"])
-def test_voom_matches_r(request, dataset):
-    # voom(y, mm) on the filterByExpr-filtered, TMM-normalised DGEList, then eBayes(lmFit(v, mm))
+def test_voom_matches_r_3_16(request, dataset):
+    # limma 3.54.1: voom(y, mm) (fixed span 0.5) on the filterByExpr-filtered, TMM-normalised
+    # DGEList, then eBayes(lmFit(v, mm)); reproduced by adaptive_span=False, legacy=True
     formula, fac, test, ref = DESIGNS[dataset]
     ad = _filtered(request, dataset)
-    bk.tl.voom(ad, design=formula, contrast=[fac, test, ref], norm="none", norm_factors_key="r_norm_factors")
+    bk.tl.voom(
+        ad,
+        design=formula,
+        contrast=[fac, test, ref],
+        norm="none",
+        norm_factors_key="r_norm_factors",
+        adaptive_span=False,
+    )
+    assert ad.uns["voom"]["params"]["span"] == 0.5
     # limma's toptable: observed agreement ~1e-10 (max) / 1e-12 (99th percentile)
     tt = read_ref(dataset, "limma_voom_toptable.csv.gz")
     _compare_table(bk.get.de_df(ad, "voom"), tt, max_tol=1e-7, p99_tol=1e-9)
@@ -88,6 +140,11 @@ def test_voom_matches_r(request, dataset):
 def test_voom_with_own_tmm_matches_r(request):
     ad = _filtered(request, "pasilla")
     bk.tl.voom(ad, design="~ type + condition", contrast=["condition", "treated", "untreated"])
+    tt = read_current("pasilla", "limma_voom_toptable.csv.gz")
+    _compare_table(bk.get.de_df(ad, "voom"), tt, max_tol=1e-6, p99_tol=1e-8, cols=("logFC", "t", "P.Value"))
+    bk.tl.voom(
+        ad, design="~ type + condition", contrast=["condition", "treated", "untreated"], adaptive_span=False
+    )
     np.testing.assert_allclose(ad.obs["voom_norm_factors"], ad.obs["r_norm_factors"], rtol=1e-10)
     tt = read_ref("pasilla", "limma_voom_toptable.csv.gz")
     _compare_table(bk.get.de_df(ad, "voom"), tt, max_tol=1e-6, p99_tol=1e-8, cols=("logFC", "t", "P.Value"))
@@ -100,8 +157,8 @@ def _logcpm3(ad):
 
 @pytest.mark.parity
 @pytest.mark.parametrize("dataset", ["pasilla", "airway", "geuvadis85"])
-def test_limma_trend_matches_r(request, dataset):
-    # eBayes(lmFit(cpm(y, log=TRUE, prior.count=3), mm), trend=TRUE): the natural-spline trend
+def test_limma_trend_matches_r_3_16(request, dataset):
+    # limma 3.54.1: eBayes(lmFit(cpm(y, log=TRUE, prior.count=3), mm), trend=TRUE), the natural-spline trend
     formula, fac, test, ref = DESIGNS[dataset]
     ad = _filtered(request, dataset)
     ad.layers["logcpm"] = _logcpm3(ad)
@@ -116,8 +173,8 @@ def test_limma_trend_matches_r(request, dataset):
 
 @pytest.mark.parity
 @pytest.mark.parametrize("dataset", ["pasilla", "airway", "geuvadis85"])
-def test_limma_robust_matches_r(request, dataset):
-    # eBayes(..., robust=TRUE): fitFDistRobustly, per-gene prior df
+def test_limma_robust_matches_r_3_16(request, dataset):
+    # limma 3.54.1: eBayes(..., robust=TRUE): fitFDistRobustly, per-gene prior df
     formula, fac, test, ref = DESIGNS[dataset]
     ad = _filtered(request, dataset)
     ad.layers["logcpm"] = _logcpm3(ad)
@@ -126,6 +183,97 @@ def test_limma_robust_matches_r(request, dataset):
     _compare_table(bk.get.de_df(ad, "limma"), tt, max_tol=1e-7, p99_tol=1e-9)
     dfp = ad.var["limma_df_prior"]
     assert dfp.nunique() > 1 and dfp.min() > 0  # robust: shrunk prior df for outlying variances
+
+
+# limma 3.68.5 (Bioconductor 3.23): the defaults ------------------------------------------------
+# The algorithms are those of limma 3.54 apart from voom's adaptive span (and eBayes' estimator for
+# unequal residual df, which these complete data sets never reach), so agreement is at rounding
+# level; the issue's user-level targets (_assert_parity_targets) are checked as well.
+
+
+def _voom_current(request, dataset, **kw):
+    formula, fac, test, ref = DESIGNS[dataset]
+    ad = _filtered(request, dataset)
+    bk.tl.voom(
+        ad, design=formula, contrast=[fac, test, ref], norm="none", norm_factors_key="r_norm_factors", **kw
+    )
+    return ad
+
+
+@pytest.mark.parity
+@pytest.mark.parametrize("dataset", ["pasilla", "airway", "geuvadis85"])
+def test_voom_matches_r_current(request, dataset):
+    # voom(y, mm) with limma 3.68's adaptive.span = TRUE, then eBayes(lmFit(v, mm))
+    tt = read_current(dataset, "limma_voom_toptable.csv.gz")
+    ad = _voom_current(request, dataset)
+    params = ad.uns["voom"]["params"]
+    r_span = float(_current_path(dataset, "limma_voom_span.txt").read_text())
+    assert params["span"] == pytest.approx(r_span, rel=1e-15)  # chooseLowessSpan(8066 / 16860 / 10101 genes)
+    assert params["adaptive_span"] is True and params["legacy"] == "auto" and params["legacy_used"] is True
+    assert params["r_release"] == "Bioconductor 3.23" and params["limma_version"] == "3.68.5"
+    df = bk.get.de_df(ad, "voom")
+    # observed: max relative difference 6e-10 (logFC/t of genes with logFC ~ 0), 99th percentile ~1e-12
+    _compare_table(df, tt, max_tol=1e-8, p99_tol=1e-10)
+    _assert_parity_targets(df, tt)
+    head = read_current(dataset, "limma_voom_prior_head.csv.gz")
+    _assert_close(ad.var.loc[head.index, "voom_s2_prior"], head["s2_prior"], max_tol=1e-10, what="s2.prior")
+    _assert_close(ad.var.loc[head.index, "voom_df_prior"], head["df_prior"], max_tol=1e-10, what="df.prior")
+    # voom's E and weights (the first 2,000 genes on geuvadis85): observed agreement ~1e-13
+    suffix = "_head2000" if dataset == "geuvadis85" else ""
+    E = read_current(dataset, f"limma_voom_E{suffix}.csv.gz")
+    ours_E = pd.DataFrame(ad.layers["voom_E"].T, index=ad.var_names, columns=ad.obs_names)
+    _assert_close(ours_E.loc[E.index, E.columns].to_numpy(), E.to_numpy(), max_tol=1e-11, what="E")
+    W = read_current(dataset, f"limma_voom_weights{suffix}.csv.gz")  # rows 1..n: positions of the kept genes
+    pos = W.index.to_numpy(dtype=int) - 1
+    _assert_close(ad.layers["voom_weights"].T[pos], W.to_numpy(), max_tol=1e-10, what="weights")
+
+
+@pytest.mark.parity
+@pytest.mark.parametrize("dataset", ["pasilla", "airway", "geuvadis85"])
+def test_voom_fixed_span_matches_r_current(request, dataset):
+    # voom(y, mm, adaptive.span = FALSE) in limma 3.68: the fixed span 0.5
+    tt = read_current(dataset, "limma_voom_span0.5_toptable.csv.gz")
+    ad = _voom_current(request, dataset, adaptive_span=False)
+    params = ad.uns["voom"]["params"]
+    assert (
+        params["span"] == 0.5 and params["adaptive_span"] is False and "adaptive_span=False" in params["note"]
+    )
+    df = bk.get.de_df(ad, "voom")
+    _compare_table(df, tt, max_tol=1e-8, p99_tol=1e-10)
+    _assert_parity_targets(df, tt)
+
+
+@pytest.mark.parity
+@pytest.mark.parametrize("dataset", ["pasilla", "airway", "geuvadis85"])
+def test_voom_treat_matches_r_current(request, dataset):
+    # topTreat(treat(lmFit(v, mm), lfc = log2(1.5)))
+    tt = read_current(dataset, "limma_voom_treat_lfc0.585.csv.gz")
+    ad = _voom_current(request, dataset, lfc=np.log2(1.5))
+    df = bk.get.de_df(ad, "voom")
+    # t is 0 inside the threshold in both: compare the rest; observed ~1e-10
+    _compare_table(df, tt, max_tol=1e-8, p99_tol=1e-10, cols=("logFC", "AveExpr", "P.Value", "adj.P.Val"))
+    nz = tt["t"] != 0
+    _compare_table(df.loc[tt.index[nz]], tt[nz], max_tol=1e-8, p99_tol=1e-10, cols=("t",))
+    assert np.all(df.loc[tt.index[~nz], "stat"] == 0)
+    _assert_parity_targets(df, tt)
+
+
+@pytest.mark.parity
+@pytest.mark.parametrize("dataset", ["pasilla", "airway", "geuvadis85"])
+@pytest.mark.parametrize(
+    ("kw", "ref"), [({"trend": True}, "limma_trend"), ({"robust": True}, "limma_robust")]
+)
+def test_limma_trend_robust_match_r_current(request, dataset, kw, ref):
+    # eBayes(lmFit(cpm(y, log = TRUE, prior.count = 3), mm), trend = TRUE) / robust = TRUE in limma 3.68
+    tt = read_current(dataset, f"{ref}_toptable.csv.gz")
+    formula, fac, test, lev = DESIGNS[dataset]
+    ad = _filtered(request, dataset)
+    ad.layers["logcpm"] = _logcpm3(ad)
+    bk.tl.limma(ad, design=formula, contrast=[fac, test, lev], layer="logcpm", **kw)
+    assert ad.uns["limma"]["params"]["legacy_used"] is True  # no missing values: equal residual df
+    df = bk.get.de_df(ad, "limma")
+    _compare_table(df, tt, max_tol=1e-7, p99_tol=1e-9)
+    _assert_parity_targets(df, tt)
 
 
 @pytest.fixture(scope="module")
@@ -179,6 +327,31 @@ def test_lowess_matches_r_cars():
     x, y = lin.lowess(speed, dist)
     np.testing.assert_array_equal(x, np.sort(speed))
     np.testing.assert_allclose(y, r_y, atol=5e-7)
+
+
+def test_choose_lowess_span():
+    # limma's chooseLowessSpan(n, small.n = 50, min.span = 0.3, power = 1/3), as voom calls it
+    from bulkpy._stats.limma.lowess import choose_lowess_span
+
+    assert choose_lowess_span(10) == 1.0 and choose_lowess_span(50) == 1.0
+    assert choose_lowess_span(400) == pytest.approx(0.65, rel=1e-15)  # 0.3 + 0.7 * (1/8)^(1/3)
+    assert choose_lowess_span(50_000) == pytest.approx(0.37, rel=1e-15)
+    assert choose_lowess_span(10**12) == pytest.approx(0.3, abs=1e-3)
+    with pytest.raises(ValueError, match="positive"):
+        choose_lowess_span(0)
+
+
+def test_voom_engine_span(pasilla):
+    counts = pasilla.layers["counts"][:, pasilla.X.sum(axis=0) >= 100].astype(float)
+    X = np.column_stack([np.ones(7), (pasilla.obs["condition"] == "treated").to_numpy(float)])
+    v = lin.voom(counts, X)
+    g = counts.shape[1]
+    assert v.span == pytest.approx(0.3 + 0.7 * (50 / g) ** (1 / 3), rel=1e-15)
+    fixed = lin.voom(counts, X, adaptive_span=False, span=0.5)
+    assert fixed.span == 0.5 and not np.allclose(fixed.weights, v.weights)
+    same = lin.voom(counts, X, adaptive_span=False, span=v.span)
+    np.testing.assert_array_equal(same.weights, v.weights)
+    assert lin.voom(counts[:, :40], X).span == 1.0  # few genes: the whole range
 
 
 def test_lowess_reproduces_a_line_and_handles_ties():
@@ -417,6 +590,25 @@ def test_results_roundtrip_h5ad(small, tmp_h5ad):
     assert back.uns["limma"]["params"]["df_prior"] == "per gene: var['limma_df_prior']"
     np.testing.assert_array_equal(back.uns["limma"]["params"]["contrasts"]["b"], [0, 0, 1])
     assert back.uns["voom"]["params"]["norm"] == "TMM"
+    for key in ("voom", "limma"):
+        p = back.uns[key]["params"]
+        assert p["r_release"] == "Bioconductor 3.23" and p["limma_version"] == "3.68.5"
+        assert p["legacy"] == "auto" and p["legacy_used"] is True
+    assert back.uns["voom"]["params"]["adaptive_span"] is True
+    assert back.uns["voom"]["params"]["span"] == small.uns["voom"]["params"]["span"] < 0.5
+
+
+def test_voom_fixed_span_params_roundtrip(small, tmp_h5ad):
+    kw = {"design": "~ type + condition", "contrast": ["condition", "treated", "untreated"]}
+    bk.tl.voom(small, **kw, adaptive_span=False, span=0.7, key_added="fixed")
+    bk.tl.voom(small, **kw, key_added="adaptive")
+    back = roundtrip(small, tmp_h5ad)
+    p = back.uns["fixed"]["params"]
+    assert p["adaptive_span"] is False and p["span"] == 0.7 and "adaptive_span=False" in p["note"]
+    assert "note" not in back.uns["adaptive"]["params"]
+    g = small.n_vars
+    assert back.uns["adaptive"]["params"]["span"] == pytest.approx(0.3 + 0.7 * (50 / g) ** (1 / 3), rel=1e-15)
+    assert not np.allclose(small.layers["fixed_weights"], small.layers["adaptive_weights"])
 
 
 def test_copy_returns_new_object(small):
@@ -551,6 +743,41 @@ def test_voom_norm_factors_from_obs(small):
             {"design": np.ones((7, 1)), "contrast": ["condition", "treated", "untreated"]},
             ValueError,
             "formula design",
+        ),
+        (
+            "voom",
+            {"design": "~ condition", "contrast": "condition[T.untreated]", "span": 0.3},
+            ValueError,
+            "adaptive_span=False",
+        ),
+        (
+            "voom",
+            {"design": "~ condition", "contrast": "condition[T.untreated]", "adaptive_span": "no"},
+            TypeError,
+            "adaptive_span",
+        ),
+        (
+            "voom",
+            {
+                "design": "~ condition",
+                "contrast": "condition[T.untreated]",
+                "adaptive_span": False,
+                "span": 0,
+            },
+            ValueError,
+            "span",
+        ),
+        (
+            "limma",
+            {"design": "~ condition", "contrast": "condition[T.untreated]", "legacy": "yes"},
+            TypeError,
+            "legacy",
+        ),
+        (
+            "voom",
+            {"design": "~ condition", "contrast": "condition[T.untreated]", "legacy": 1},
+            TypeError,
+            "legacy",
         ),
     ],
 )

@@ -1,5 +1,6 @@
 """R's ``lowess`` (the ``clowess`` algorithm) and limma's unweighted ``loessFit``, used by voom,
-the robust variance trend and DESeq2's independent filtering; R's ``approx(rule = 2)``.
+the robust variance trend and DESeq2's independent filtering; R's ``approx(rule = 2)``; limma's
+``chooseLowessSpan`` (the span of voom's trend under ``adaptive.span = TRUE``, limma >= 3.60).
 """
 
 from __future__ import annotations
@@ -133,6 +134,18 @@ def lowess(x, y, *, f: float = 2 / 3, iter: int = 3, delta: float | None = None)
         rw = np.where(ar <= c1, 1.0, np.where(ar <= c9, (1.0 - (ar / cmad) ** 2) ** 2, 0.0))
         it += 1
     return x, ys
+
+
+def choose_lowess_span(n: int, *, small_n: int = 50, min_span: float = 0.3, power: float = 1 / 3) -> float:
+    """limma's ``chooseLowessSpan``: a lowess span that shrinks with the number of points ``n``.
+
+    ``min(1, min_span + (1 - min_span) * (small_n / n) ** power)``: 1 up to ``small_n`` points,
+    falling towards ``min_span`` for many. The defaults are those voom uses with
+    ``adaptive.span = TRUE`` (limma >= 3.60; ``small.n = 50``, ``min.span = 0.3``, ``power = 1/3``).
+    """
+    if n <= 0:
+        raise ValueError(f"n must be a positive number of points, got {n}")
+    return float(min(min_span + (1.0 - min_span) * (small_n / n) ** power, 1.0))
 
 
 def _loess_fit_unweighted(y, x, *, span: float, iterations: int = 4) -> np.ndarray:

@@ -1,5 +1,9 @@
-"""limma's ``voom`` (limma 3.54 semantics): log-CPM, the lowess mean-variance trend and the
-observation weights."""
+"""limma's ``voom``: log-CPM, the lowess mean-variance trend and the observation weights.
+
+Follows limma 3.68 (Bioconductor 3.23), whose ``voom(adaptive.span = TRUE)`` chooses the lowess
+span from the number of genes (``chooseLowessSpan``); ``adaptive_span=False`` gives the fixed
+``span`` (0.5 by default) of limma 3.54-3.66, whose results are otherwise the same.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .lmfit import LinearFit, _check_design, lm_fit
-from .lowess import _interp_rule2, lowess
+from .lowess import _interp_rule2, choose_lowess_span, lowess
 
 
 @dataclass
@@ -31,6 +35,8 @@ class VoomResult:
         the lowess trend (sorted ``sx`` and its fitted values).
     fit
         the unweighted :class:`LinearFit` of ``E``.
+    span
+        the lowess span used (chosen from the number of genes with ``adaptive_span``).
     """
 
     E: np.ndarray
@@ -41,15 +47,18 @@ class VoomResult:
     trend_x: np.ndarray
     trend_y: np.ndarray
     fit: LinearFit
+    span: float = 0.5
 
 
-def voom(counts, design, *, lib_size=None, span: float = 0.5) -> VoomResult:
+def voom(counts, design, *, lib_size=None, span: float = 0.5, adaptive_span: bool = True) -> VoomResult:
     """limma's ``voom`` on a samples × genes count matrix.
 
     ``lib_size`` (per sample) defaults to the column totals; for a normalised DGEList pass
     ``lib.size * norm.factors``. ``E = log2((counts + 0.5) / (lib_size + 1) * 1e6)``; the lowess
     trend (``f = span``) of ``sqrt(sigma)`` against the mean log count gives the weights
     ``trend(fitted log count) ** -4``, interpolated linearly and held constant beyond the ends.
+    With ``adaptive_span`` (limma 3.68's default) the span is ``chooseLowessSpan`` of the number
+    of genes (all of them, all-zero genes included, as R counts rows) and ``span`` is ignored.
     """
     counts = np.asarray(counts, dtype=np.float64)
     if counts.ndim != 2:
@@ -62,6 +71,8 @@ def voom(counts, design, *, lib_size=None, span: float = 0.5) -> VoomResult:
     if np.min(counts) < 0:
         raise ValueError("Negative counts not allowed")
     X = _check_design(design, n)
+    if adaptive_span:
+        span = choose_lowess_span(g, small_n=50, min_span=0.3, power=1 / 3)
     lib = counts.sum(axis=1) if lib_size is None else np.asarray(lib_size, dtype=np.float64).ravel()
     if lib.shape != (n,):
         raise ValueError(f"lib_size must have one value per sample ({n}), got shape {lib.shape}")
@@ -79,7 +90,9 @@ def voom(counts, design, *, lib_size=None, span: float = 0.5) -> VoomResult:
                 "Only one gene with any replication. Setting weights to 1.", UserWarning, stacklevel=2
             )
         nanv = np.full(g, np.nan)
-        return VoomResult(E, np.ones_like(E), lib, nanv, nanv.copy(), np.zeros(0), np.zeros(0), fit)
+        return VoomResult(
+            E, np.ones_like(E), lib, nanv, nanv.copy(), np.zeros(0), np.zeros(0), fit, float(span)
+        )
     sx = fit.amean + np.mean(loglib) - np.log2(1e6)
     sy = np.sqrt(fit.sigma)
     allzero = counts.sum(axis=0) == 0
@@ -99,5 +112,13 @@ def voom(counts, design, *, lib_size=None, span: float = 0.5) -> VoomResult:
     sx_out = np.where(use, sx, np.nan)
     sy_out = np.where(use, sy, np.nan)
     return VoomResult(
-        E=E, weights=weights, lib_size=lib, sx=sx_out, sy=sy_out, trend_x=lx, trend_y=ly, fit=fit
+        E=E,
+        weights=weights,
+        lib_size=lib,
+        sx=sx_out,
+        sy=sy_out,
+        trend_x=lx,
+        trend_y=ly,
+        fit=fit,
+        span=float(span),
     )
