@@ -404,7 +404,7 @@ def voom(
     ``trend(fitted log count) ** -4``. As in limma 3.68 the lowess span is chosen from the number of
     genes ``G`` (``adaptive.span = TRUE``: ``min(1, 0.3 + 0.7 * (50 / G) ** (1/3))``, limma's
     ``chooseLowessSpan``; 0.43 for 8,000 genes, 0.40 for 17,000); ``adaptive_span=False`` uses
-    ``span``, whose default 0.5 gives the results of earlier releases (limma 3.54).
+    ``span``, whose default 0.5 gives the results of limma < 3.66 (e.g. limma 3.54).
 
     Parameters
     ----------
@@ -421,10 +421,10 @@ def voom(
         from :func:`bulkpy.pp.norm_factors`); requires ``norm="none"``.
     adaptive_span
         Choose the lowess span from the number of genes (limma's ``adaptive.span``, ``True``
-        by default since limma 3.68); ``False`` uses ``span``.
+        by default since limma 3.66, Bioconductor 3.22); ``False`` uses ``span``.
     span
         Fraction of the genes used by each local fit of the lowess trend, with
-        ``adaptive_span=False`` (R's default 0.5, that of limma 3.54).
+        ``adaptive_span=False`` (R's default 0.5, the span of limma < 3.66 such as 3.54).
     {robust}
     {lfc}
     {legacy}
@@ -474,7 +474,7 @@ def voom(
     span = float(span)
     if adaptive_span and span != 0.5:
         raise ValueError(
-            f"span={span!r} is only used with adaptive_span=False; with adaptive_span=True (limma 3.68's default) "
+            f"span={span!r} is only used with adaptive_span=False; with adaptive_span=True (limma's default since 3.66) "
             "the span is chosen from the number of genes"
         )
     counts = dense(get_matrix(adata, layer))
@@ -540,7 +540,7 @@ def voom(
     if not adaptive_span:
         params["note"] = (
             f"adaptive_span=False: voom's fixed lowess span {vres.span:g} (limma 3.68's voom(adaptive.span = FALSE); "
-            "span 0.5 is the default of earlier releases, e.g. limma 3.54 / Bioconductor 3.16)"
+            "span 0.5 is the default of limma < 3.66, e.g. limma 3.54 / Bioconductor 3.16)"
         )
     _write(adata, key_added, fit, cfit, eb, names, C, specs, params, legacy=legacy)
     entry = dict(adata.uns[key_added])

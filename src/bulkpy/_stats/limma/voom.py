@@ -2,7 +2,8 @@
 
 Follows limma 3.68 (Bioconductor 3.23), whose ``voom(adaptive.span = TRUE)`` chooses the lowess
 span from the number of genes (``chooseLowessSpan``); ``adaptive_span=False`` gives the fixed
-``span`` (0.5 by default) of limma 3.54-3.66, whose results are otherwise the same.
+``span`` (0.5 by default), voom's behaviour before limma 3.66 (e.g. limma 3.54), whose results are
+otherwise the same. (limma 3.68's new ``offset``/``offset.prior`` arguments are not followed here.)
 """
 
 from __future__ import annotations
