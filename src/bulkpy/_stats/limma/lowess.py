@@ -131,7 +131,10 @@ def lowess(x, y, *, f: float = 2 / 3, iter: int = 3, delta: float | None = None)
             break
         c9 = 0.999 * cmad
         c1 = 0.001 * cmad
-        rw = np.where(ar <= c1, 1.0, np.where(ar <= c9, (1.0 - (ar / cmad) ** 2) ** 2, 0.0))
+        # cmad is 0 only when every residual is 0 (a perfect fit, e.g. DESeq2's numRej all zero): then
+        # every weight is 1, as R's clowess gives without ever dividing by cmad
+        mid = (1.0 - (ar / cmad) ** 2) ** 2 if cmad > 0 else np.ones_like(ar)
+        rw = np.where(ar <= c1, 1.0, np.where(ar <= c9, mid, 0.0))
         it += 1
     return x, ys
 
