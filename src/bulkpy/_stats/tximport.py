@@ -1,4 +1,7 @@
-"""Transcript-to-gene summarisation of abundance, counts and length (tximport's arithmetic).
+"""Transcript-to-gene summarisation of abundance, counts and length (tximport's arithmetic), and
+the length corrections the tximport vignette feeds to the count models: DESeq2's ``normMatrix``
+(``DESeqDataSetFromTximport`` + ``estimateSizeFactors``) and edgeR's offset matrix
+(``calcNormFactors`` on length-corrected counts, then ``scaleOffset``).
 
 Arrays are samples × transcripts in and samples × genes out, like ``AnnData.X``. The mapping of
 transcripts to genes is an integer code per transcript (``0 <= code < n_genes``); the adapter
@@ -146,3 +149,57 @@ def summarize_to_gene(
     len_g = replace_missing_length(len_g, average_transcript_length(length, codes, n_genes))
     cnt_g = counts_from_abundance(cnt_g, ab_g, len_g, counts_from_abundance_method)
     return ab_g, cnt_g, len_g
+
+
+# --------------------------------------------------------------------------------------------
+# length corrections for the count models (the tximport vignette's "Downstream" section)
+# --------------------------------------------------------------------------------------------
+
+
+def length_norm_matrix(length: np.ndarray) -> np.ndarray:
+    """Each gene's average transcript lengths divided by their geometric mean across samples
+    (``normMat / exp(rowMeans(log(normMat)))``): DESeq2's ``normMatrix`` and the start of the
+    vignette's edgeR offsets. Samples × genes in and out; lengths must be positive."""
+    length = _as_2d(length, "length")
+    return length / np.exp(np.mean(np.log(length), axis=0))
+
+
+def scale_offset(lib_size: np.ndarray, offset: np.ndarray) -> np.ndarray:
+    """edgeR's ``scaleOffset``: shift each gene's log offsets (samples × genes) so that their mean
+    over samples is the mean log library size, ``mean(log(lib.size)) + offset - rowMeans(offset)``.
+    ``lib_size`` is one value per sample (for a ``DGEList``: ``lib.size * norm.factors``)."""
+    offset = _as_2d(offset, "offset")
+    lib = np.asarray(lib_size, dtype=np.float64).ravel()
+    if lib.shape != (offset.shape[0],):
+        raise ValueError(f"lib_size must have one value per sample ({offset.shape[0]}), got shape {lib.shape}")
+    return np.mean(np.log(lib)) + offset - offset.mean(axis=0)
+
+
+def edger_length_offset(counts: np.ndarray, length: np.ndarray, *, lib_size: np.ndarray | None = None) -> np.ndarray:
+    """The gene × sample log offsets of the tximport vignette's edgeR route.
+
+    As R::
+
+        normMat <- txi$length; normMat <- normMat / exp(rowMeans(log(normMat)))
+        normCts <- txi$counts / normMat
+        eff.lib <- calcNormFactors(normCts) * colSums(normCts)
+        normMat <- log(sweep(normMat, 2, eff.lib, "*"))
+        y <- scaleOffset(DGEList(txi$counts), normMat)
+
+    ``counts`` and ``length`` are samples × genes (tximport's estimated counts, not counts from
+    abundance); ``lib_size`` is the ``DGEList``'s library size (default: the counts' totals, as
+    ``DGEList(counts)``). TMM (edgeR's default ``calcNormFactors``) on the length-corrected
+    counts. Returns ``y$offset`` as samples × genes (natural log).
+    """
+    from .normalization import calc_norm_factors
+
+    counts = _as_2d(counts, "counts")
+    length = _as_2d(length, "length")
+    if counts.shape != length.shape:
+        raise ValueError(f"counts and length must have the same shape, got {counts.shape} and {length.shape}")
+    nm = length_norm_matrix(length)
+    norm_cts = counts / nm
+    nf, _ = calc_norm_factors(norm_cts, method="TMM")
+    eff_lib = nf * norm_cts.sum(axis=1)
+    lib = counts.sum(axis=1) if lib_size is None else lib_size
+    return scale_offset(lib, np.log(nm * eff_lib[:, None]))

@@ -3,6 +3,7 @@ z-scores and quantile normalisation."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping, Sequence
 
 import numpy as np
@@ -13,8 +14,11 @@ from .._docs import doc_adata, doc_copy, doc_params
 from .._slots import COUNTS, check_key, write_params
 from .._stats import normalization as _norm
 from .._stats.deseq2 import size_factors as _sf
+from .._tximport import READ_QUANT_COUNT_LAYERS, read_quant_params, round_counts
 from .._utils import finish, start
 from .._validate import check_adata, check_bool, check_choice, dense, get_matrix, layer_name, looks_logged
+
+logger = logging.getLogger(__name__)
 
 LENGTH = "length"
 NORM_FACTORS_LAYER = "norm_factors"
@@ -184,6 +188,12 @@ def size_factors(
     per-gene geometric mean form ``normMatrix``, size factors are computed from
     ``counts / normMatrix``, multiplied back, and each gene's factors scaled to geometric mean 1.
 
+    Counts that :func:`bulkpy.io.read_quant` wrote (``layer`` ``"counts"`` or ``None``) are
+    rounded first, as ``DESeqDataSetFromTximport`` rounds them, so the factors are those DESeq2
+    and :func:`bulkpy.tl.deseq` use; when read_quant made them from abundance
+    (``counts_from_abundance`` ``"scaledTPM"`` or ``"lengthScaledTPM"``) they already account for
+    length and ``layers["length"]`` is not used (tximport's vignette).
+
     Parameters
     ----------
     {adata}
@@ -198,8 +208,9 @@ def size_factors(
     key_added
         ``obs`` column for the size factors and ``uns`` key for the parameters.
     use_lengths
-        Use ``layers["length"]`` when present to make gene × sample normalisation factors.
-        ``"iterate"`` ignores lengths, as DESeq2 does.
+        Use ``layers["length"]`` when present to make gene × sample normalisation factors (not for
+        read_quant counts from abundance, see above). ``"iterate"`` ignores lengths, as DESeq2
+        does.
     {copy}
 
     Returns
@@ -210,7 +221,8 @@ def size_factors(
     - ``layers["norm_factors"]`` (only with lengths): samples × genes normalisation factors, which
       take precedence over the size factors in :func:`bulkpy.pp.normalize` (a later call under
       the same ``key_added`` without lengths removes that layer again);
-    - ``uns[key_added]["params"]``: method, layer, whether lengths were used, control genes count.
+    - ``uns[key_added]["params"]``: method, layer, whether lengths were used, whether the counts
+      were rounded (``counts_rounded``, read_quant's ``tximport`` mode), control genes count.
 
     Examples
     --------
@@ -229,18 +241,25 @@ def size_factors(
     if method == "iterate" and control is not None:
         raise ValueError("control_genes can not be used with method='iterate' (DESeq2's iterative estimator uses all genes)")
 
-    lengths_used = use_lengths and LENGTH in adata.layers and method != "iterate"
-    nf = None
+    txi = read_quant_params(adata) if layer in READ_QUANT_COUNT_LAYERS else None
+    mode = None if txi is None else str(txi["counts_from_abundance"])
+    from_abundance = mode not in (None, "no")
+    lengths_used = use_lengths and LENGTH in adata.layers and method != "iterate" and not from_abundance
+    lens = None
     if lengths_used:
         lens = dense(adata.layers[LENGTH])
         if not np.all(np.isfinite(lens)) or np.any(lens <= 0):
             raise ValueError("layers['length'] must hold finite positive lengths for every sample and gene; pass use_lengths=False to ignore it")
-        nf = _sf.deseq2_norm_factors(counts, lens, method=method, control=control)
-        scaled = counts / _sf.length_norm_matrix(lens)
-        lgm = _sf.log_geometric_means(scaled if method == "ratio" else counts, method=method)
-        sf = _sf.median_of_ratios(scaled, lgm, control=control)
-        if method == "poscounts":
-            sf = sf / np.exp(np.mean(np.log(sf)))
+    if from_abundance and use_lengths and LENGTH in adata.layers:
+        logger.info(
+            "bk.pp.size_factors: layers['length'] not used: counts_from_abundance=%r already accounts for transcript length",
+            mode,
+        )
+    if mode is not None:
+        counts, _ = round_counts(counts, where=layer_name(layer), caller="bk.pp.size_factors", log=logger)
+    nf = None
+    if lengths_used:
+        sf, nf = _sf.estimate_norm_factors(counts, lens, method=method, control=control)
     elif method == "iterate":
         sf = _sf.deseq2_size_factors_iterate(counts)
     else:
@@ -261,6 +280,8 @@ def size_factors(
             "layer": layer,
             "lengths_used": bool(lengths_used),
             "norm_factors_layer": NORM_FACTORS_LAYER if lengths_used else None,
+            "tximport": mode,
+            "counts_rounded": mode is not None,
             "n_control_genes": int(control.sum()) if control is not None else None,
             "reference": "DESeq2 estimateSizeFactors" + ("Iterate" if method == "iterate" else ""),
         },

@@ -16,7 +16,12 @@ from .._progress import check_progress, progress_bar
 from .._slots import check_key, write_de
 from .._stats.deseq2 import deseq as _de
 from .._stats.deseq2.dispersion import FIT_TYPES
-from .._stats.deseq2.size_factors import deseq2_size_factors, deseq2_size_factors_iterate
+from .._stats.deseq2.size_factors import (
+    deseq2_size_factors,
+    deseq2_size_factors_iterate,
+    estimate_norm_factors,
+)
+from .._tximport import QuantCounts, non_integer_error, quant_counts, round_counts
 from .._utils import finish, start
 from .._validate import check_adata, check_counts, dense, get_matrix
 from ._contrasts import collect_contrasts, contrast_items, is_numeric_vector, levels_of, numeric_contrast
@@ -316,8 +321,12 @@ def _contrasts(adata: AnnData, d: _Design, contrast, test: str) -> list[_Contras
 # --------------------------------------------------------------------------------------------
 
 
-def _normalisation(adata: AnnData, counts: np.ndarray, size_factors):
-    """``(size factors or None, normalisation factors or None, description)`` as DESeq2 uses them."""
+def _normalisation(adata: AnnData, counts: np.ndarray, size_factors, lengths: np.ndarray | None = None):
+    """``(size factors or None, normalisation factors or None, description)`` as DESeq2 uses them.
+
+    Factors already in ``adata`` (``layers["norm_factors"]``, ``obs["size_factors"]``) are used as
+    ``DESeq()`` uses pre-existing ones; otherwise they are estimated here, from tximport's average
+    transcript ``lengths`` when given (``estimateSizeFactors`` with the ``avgTxLength`` assay)."""
     n, g = counts.shape
     empty = counts.sum(axis=1) == 0
     if empty.any():
@@ -337,22 +346,24 @@ def _normalisation(adata: AnnData, counts: np.ndarray, size_factors):
         if SIZE_FACTORS_OBS in adata.obs.columns:
             return _obs_factors(adata, SIZE_FACTORS_OBS), None, f"obs[{SIZE_FACTORS_OBS!r}]"
         if (counts > 0).all(axis=0).any():
-            return deseq2_size_factors(counts, method="ratio"), None, "ratio"
+            return *_estimated(counts, "ratio", lengths), "ratio" + _LENGTHS_NOTE * (lengths is not None)
         logger.warning(
             "every gene has a zero in at least one sample, so the median-of-ratios size factors can not be "
             "computed; using DESeq2's 'poscounts' size factors instead"
         )
-        return deseq2_size_factors(counts, method="poscounts"), None, "poscounts (every gene has a zero)"
+        return *_estimated(counts, "poscounts", lengths), "poscounts (every gene has a zero)" + _LENGTHS_NOTE * (
+            lengths is not None
+        )
     if isinstance(size_factors, str):
         if size_factors in _SF_METHODS:
-            if size_factors == "iterate":
+            if size_factors == "iterate":  # DESeq2's iterative estimator ignores the lengths
                 return deseq2_size_factors_iterate(counts), None, "iterate"
             if size_factors == "ratio" and not (counts > 0).all(axis=0).any():
                 raise ValueError(
                     "every gene has a zero in at least one sample, so size_factors='ratio' can not be computed; use "
                     "size_factors='poscounts' (DESeq2's choice for sparse data)"
                 )
-            return deseq2_size_factors(counts, method=size_factors), None, size_factors
+            return *_estimated(counts, size_factors, lengths), size_factors + _LENGTHS_NOTE * (lengths is not None)
         if size_factors in adata.obs.columns:
             return _obs_factors(adata, size_factors), None, f"obs[{size_factors!r}]"
         raise KeyError(
@@ -368,6 +379,32 @@ def _normalisation(adata: AnnData, counts: np.ndarray, size_factors):
     if sf.shape != (n,) or not np.all(np.isfinite(sf)) or np.any(sf <= 0):
         raise ValueError(f"size_factors must be {n} finite positive numbers (one per sample), got shape {sf.shape}")
     return sf, None, "given"
+
+
+_LENGTHS_NOTE = ", with tximport lengths (normalisation factors)"
+
+
+def _estimated(counts: np.ndarray, method: str, lengths: np.ndarray | None):
+    """``(size factors, None)``, or with ``lengths`` ``(None, normalisation factors)``."""
+    if lengths is None:
+        return deseq2_size_factors(counts, method=method), None
+    return None, estimate_norm_factors(counts, lengths, method=method)[1]
+
+
+def _quant_counts(adata: AnnData, layer, lengths, X_raw) -> tuple[np.ndarray, QuantCounts, int | None]:
+    """The counts DESeq2 models: tximport's estimated counts rounded (``DESeqDataSetFromTximport``),
+    other counts as they are (integers required); the lengths to correct for; values rounded."""
+    where = "X" if layer is None else f"layer {layer!r}"
+    txi = quant_counts(adata, layer, lengths, X_raw.shape, caller="bk.tl.deseq", log=logger)
+    check_counts(X_raw, what=f"counts in {where}", integer=False)
+    counts = dense(X_raw)
+    if txi.from_tximport:
+        counts, n_rounded = round_counts(counts, where=where, caller="bk.tl.deseq", log=logger)
+        return counts, txi, n_rounded
+    err = non_integer_error(adata, counts, where)
+    if err is not None:
+        raise err
+    return counts, txi, None
 
 
 def _obs_factors(adata: AnnData, key: str) -> np.ndarray:
@@ -497,6 +534,7 @@ def deseq(
     test: str = "Wald",
     reduced=None,
     layer: str | None = "counts",
+    lengths: str | None = "auto",
     fit_type: str = "parametric",
     size_factors=None,
     alpha: float = 0.1,
@@ -525,9 +563,19 @@ def deseq(
 
     Normalisation as DESeq2: ``layers["norm_factors"]`` (samples × genes, e.g. from
     :func:`bulkpy.pp.size_factors` with tximport lengths) when present, else
-    ``obs["size_factors"]`` (from :func:`bulkpy.pp.size_factors`), else median-of-ratios size
-    factors computed here (DESeq2's ``poscounts`` when every gene has a zero, with a logged
-    warning); ``size_factors=`` overrides this.
+    ``obs["size_factors"]`` (from :func:`bulkpy.pp.size_factors`), else factors computed here:
+    median-of-ratios size factors (DESeq2's ``poscounts`` when every gene has a zero, with a
+    logged warning), or, with tximport lengths (``lengths``), gene × sample normalisation factors
+    as ``estimateSizeFactors`` makes them from the ``avgTxLength`` assay (each gene's lengths over
+    their geometric mean form ``normMatrix``; size factors of ``counts / normMatrix`` multiplied
+    back; each gene's factors scaled to geometric mean 1). ``size_factors=`` overrides this.
+
+    Salmon, kallisto and RSEM quantifications read with :func:`bulkpy.io.read_quant` need no
+    separate step: as ``DESeqDataSetFromTximport``, their estimated counts are rounded to integers
+    (logged, recorded in ``params``) and, with ``counts_from_abundance="no"``, ``layers["length"]``
+    gives the normalisation factors; counts from abundance (``"scaledTPM"``,
+    ``"lengthScaledTPM"``) already account for length and are only rounded. Other non-integer
+    counts are an error.
 
     Parameters
     ----------
@@ -544,7 +592,19 @@ def deseq(
     reduced
         The reduced model for ``test="LRT"`` (formula or matrix), nested in ``design``.
     layer
-        Layer of raw integer counts; ``None`` uses ``adata.X``.
+        Layer of raw integer counts (or tximport's estimated counts, see ``lengths``); ``None``
+        uses ``adata.X``.
+    lengths
+        Average transcript lengths to correct for, as ``DESeqDataSetFromTximport`` does.
+        ``"auto"``: when ``adata`` comes from :func:`bulkpy.io.read_quant` and ``layer`` holds the
+        counts it wrote (``"counts"`` or ``None``), the counts are rounded and, if they are the
+        estimated counts (``counts_from_abundance="no"``), ``layers["length"]`` is used; otherwise
+        nothing is done. The name of a layer: round the counts and use those lengths (samples ×
+        genes, positive), e.g. for tximport output assembled by hand; refused for counts from
+        abundance (the vignette's advice: they would be corrected twice). ``None``: no length
+        correction (read_quant counts are still rounded). The lengths are only used when the
+        factors are estimated here (see above); factors already in ``adata`` or given by
+        ``size_factors`` take precedence, as in DESeq2.
     fit_type
         Dispersion trend: ``"parametric"`` (``asymptDisp + extraPois / mean``; falls back to
         ``"local"`` with a warning when it can not be fitted, as DESeq2), ``"local"`` or ``"mean"``.
@@ -604,9 +664,14 @@ def deseq(
       as ``assays(dds)[["cooks"]]``);
     - ``obs[f"{{key_added}}_size_factors"]``: the size factors used (not with normalisation
       factors);
+    - ``layers[f"{{key_added}}_norm_factors"]``: the normalisation factors computed here from
+      tximport lengths, samples × genes (DESeq2's ``normalizationFactors(dds)``);
     - ``uns[key_added]``: ``contrasts`` (names), ``params`` (design and its columns, coefficient
-      names, contrast vectors, test, options, the dispersion trend, its prior variance, filter
-      thresholds per contrast, Cook's cutoff, outlier replacement, beta prior variances, versions)
+      names, contrast vectors, test, options, the normalisation used, the tximport handling
+      (``tximport``: read_quant's ``counts_from_abundance`` or ``None``, ``lengths``: where the
+      lengths came from or ``None``, ``counts_rounded``, ``n_counts_rounded``), the dispersion
+      trend, its prior variance, filter thresholds per contrast, Cook's cutoff, outlier
+      replacement, beta prior variances, versions)
       and ``filtering`` (per contrast: ``theta``, ``num_rej`` and its ``lowess`` fit).
 
     Examples
@@ -633,9 +698,7 @@ def deseq(
     if layer is not None and key_added == layer:
         raise ValueError(f"key_added={key_added!r} is the input layer; choose another name")
     X_raw = get_matrix(adata, layer)
-    where = "X" if layer is None else f"layer {layer!r}"
-    check_counts(X_raw, what=f"counts in {where}", integer=True)
-    counts = dense(X_raw)
+    counts, txi, n_rounded = _quant_counts(adata, layer, lengths, X_raw)
     if adata.n_obs < 2 or adata.n_vars < 1:
         raise ValueError(f"need at least two samples and one gene, got {adata.n_obs} x {adata.n_vars}")
     d = _build_design(adata, design)
@@ -665,7 +728,14 @@ def deseq(
         raise ValueError("all genes have equal values for all samples; differential analysis is not possible")
     if not (counts.sum(axis=0) > 0).any():
         raise ValueError("every gene is zero in all samples")
-    sf, nf, sf_source = _normalisation(adata, counts, size_factors)
+    sf, nf, sf_source = _normalisation(adata, counts, size_factors, txi.lengths)
+    lengths_used = txi.lengths is not None and sf_source.endswith(_LENGTHS_NOTE)
+    if txi.lengths is not None and not lengths_used:
+        logger.info(
+            "bk.tl.deseq: %s not used: the normalisation comes from %s (as DESeq() uses factors it already has)",
+            txi.lengths_source,
+            sf_source,
+        )
     two_level = False
     if d.formula is not None and len(d.variables) == 1:
         col = adata.obs[d.variables[0]]
@@ -724,6 +794,10 @@ def deseq(
         "contrasts": {c.name: c.vector for c in contrasts},
         "contrast_specs": {c.name: c.spec for c in contrasts},
         "layer": layer,
+        "tximport": txi.mode,
+        "lengths": txi.lengths_source if lengths_used else None,
+        "counts_rounded": txi.from_tximport,
+        "n_counts_rounded": n_rounded,
         "size_factors": sf_source,
         "fit_type": fit_type,
         "fit_type_used": fit.trend.fit_type,
@@ -764,6 +838,10 @@ def deseq(
         adata.obs[f"{key_added}_size_factors"] = sf
     elif f"{key_added}_size_factors" in adata.obs.columns:
         del adata.obs[f"{key_added}_size_factors"]
+    if lengths_used:
+        adata.layers[f"{key_added}_norm_factors"] = nf
+    elif f"{key_added}_norm_factors" in adata.layers:
+        del adata.layers[f"{key_added}_norm_factors"]
     write_de(adata, key_added, tables, params, filtering=filtering)
     return finish(adata, copy)
 

@@ -1,4 +1,6 @@
-"""Library size factors (DESeq2's median-of-ratios family).
+"""Library size factors (DESeq2's median-of-ratios family): ``estimateSizeFactorsForMatrix``,
+``estimateNormFactors`` (gene × sample factors from tximport's average transcript lengths) and
+``estimateSizeFactorsIterate``.
 
 Arrays are samples × genes, like ``AnnData.X``.
 """
@@ -6,6 +8,8 @@ Arrays are samples × genes, like ``AnnData.X``.
 from __future__ import annotations
 
 import numpy as np
+
+from ..tximport import length_norm_matrix  # DESeq2's normMatrix, shared with edgeR's offsets
 
 
 def _ratio_logs(counts: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -97,28 +101,22 @@ def deseq2_size_factors(counts: np.ndarray, *, method: str = "ratio", control: n
     return sf
 
 
-def length_norm_matrix(lengths: np.ndarray) -> np.ndarray:
-    """DESeq2's ``normMatrix`` from average transcript lengths: each gene's lengths divided by their
-    geometric mean across samples (samples × genes in, samples × genes out)."""
-    lengths = np.asarray(lengths, dtype=np.float64)
-    return lengths / np.exp(np.mean(np.log(lengths), axis=0))
-
-
-def deseq2_norm_factors(
+def estimate_norm_factors(
     counts: np.ndarray,
     lengths: np.ndarray,
     *,
     method: str = "ratio",
     control: np.ndarray | None = None,
-) -> np.ndarray:
-    """Gene × sample normalisation factors as ``estimateSizeFactors`` makes them for a
-    ``DESeqDataSetFromTximport`` object (DESeq2's ``estimateNormFactors``).
+) -> tuple[np.ndarray, np.ndarray]:
+    """DESeq2's ``estimateNormFactors`` as ``estimateSizeFactors`` calls it for a
+    ``DESeqDataSetFromTximport`` object (the ``avgTxLength`` assay): returns the size factors of
+    ``counts / normMatrix`` (one per sample) and the normalisation factors (samples × genes).
 
     ``lengths`` (samples × genes, all positive) is turned into ``normMatrix`` by
-    :func:`length_norm_matrix`; size factors are then computed from ``counts / normMatrix``
-    (for ``"poscounts"`` the geometric means are those of the raw counts, passed to DESeq2 as
+    :func:`length_norm_matrix`; size factors are computed from ``counts / normMatrix`` (for
+    ``"poscounts"`` the geometric means are those of the raw counts, passed to DESeq2 as
     ``geoMeans``, and the factors are scaled to geometric mean 1), multiplied back into
-    ``normMatrix``, and each gene's factors divided by their geometric mean. Returns samples × genes.
+    ``normMatrix``, and each gene's factors divided by their geometric mean.
     """
     counts = np.asarray(counts, dtype=np.float64)
     nm = length_norm_matrix(lengths)
@@ -139,7 +137,20 @@ def deseq2_norm_factors(
     if method == "poscounts":
         sf = sf / np.exp(np.mean(np.log(sf)))
     nf = nm * sf[:, None]
-    return nf / np.exp(np.mean(np.log(nf), axis=0))
+    return sf, nf / np.exp(np.mean(np.log(nf), axis=0))
+
+
+def deseq2_norm_factors(
+    counts: np.ndarray,
+    lengths: np.ndarray,
+    *,
+    method: str = "ratio",
+    control: np.ndarray | None = None,
+) -> np.ndarray:
+    """Gene × sample normalisation factors as ``estimateSizeFactors`` makes them for a
+    ``DESeqDataSetFromTximport`` object (:func:`estimate_norm_factors` without the size factors).
+    Returns samples × genes."""
+    return estimate_norm_factors(counts, lengths, method=method, control=control)[1]
 
 
 # --------------------------------------------------------------------------------------------
