@@ -244,6 +244,33 @@ def test_voom_fixed_span_matches_r_current(request, dataset):
 
 
 @pytest.mark.parity
+def test_voom_offset_matches_r_current(request):
+    # limma 3.68's voom(y, mm, offset = off): library sizes per observation, lib.size * exp(off -
+    # rowMeans(off)); synthetic offsets (tests/fixtures/pasilla/r_current/make_limma_voom_offset.R)
+    tt = read_current("pasilla", "limma_voom_offset_toptable.csv.gz")
+    W = read_current("pasilla", "limma_voom_offset_weights.csv.gz")
+    ad = _filtered(request, "pasilla")
+    g = np.arange(1, ad.n_vars + 1)[None, :]
+    j = np.arange(1, ad.n_obs + 1)[:, None]
+    ad.layers["offset"] = np.log(1 + ((7 * g + 3 * j) % 11) / 10)
+    kw = {"design": "~ type + condition", "contrast": ["condition", "treated", "untreated"]}
+    kw.update(norm="none", norm_factors_key="r_norm_factors")
+    bk.tl.voom(ad, **kw, offset="offset")
+    assert ad.uns["voom"]["params"]["offset"] == "layers['offset']"
+    df = bk.get.de_df(ad, "voom")
+    # observed: ~3e-13 on the weights, ~1e-10 on the table
+    _compare_table(df, tt, max_tol=1e-8, p99_tol=1e-10)
+    _assert_parity_targets(df, tt)
+    pos = W.index.to_numpy(dtype=int) - 1
+    _assert_close(ad.layers["voom_weights"].T[pos], W.to_numpy(), max_tol=1e-10, what="weights")
+    # offsets constant over the samples of a gene are centred away
+    ad.layers["gene_constant"] = np.broadcast_to(np.log(g + 0.5), ad.shape).copy()
+    bk.tl.voom(ad, **kw, offset="gene_constant", key_added="const")
+    bk.tl.voom(ad, **kw, key_added="none")
+    np.testing.assert_allclose(ad.layers["const_weights"], ad.layers["none_weights"], rtol=1e-12)
+
+
+@pytest.mark.parity
 @pytest.mark.parametrize("dataset", ["pasilla", "airway", "geuvadis85"])
 def test_voom_treat_matches_r_current(request, dataset):
     # topTreat(treat(lmFit(v, mm), lfc = log2(1.5)))
@@ -766,6 +793,18 @@ def test_voom_norm_factors_from_obs(small):
             },
             ValueError,
             "span",
+        ),
+        (
+            "voom",
+            {"design": "~ condition", "contrast": "condition[T.untreated]", "offset": "inf"},
+            ValueError,
+            "natural-log offsets",
+        ),
+        (
+            "voom",
+            {"design": "~ condition", "contrast": "condition[T.untreated]", "offset": "nolayer"},
+            KeyError,
+            "available layers",
         ),
         (
             "limma",

@@ -384,6 +384,7 @@ def voom(
     layer: str | None = "counts",
     norm: str = "TMM",
     norm_factors_key: str | None = None,
+    offset: str | None = None,
     adaptive_span: bool = True,
     span: float = 0.5,
     robust: bool = False,
@@ -419,6 +420,11 @@ def voom(
     norm_factors_key
         Read the normalisation factors from this obs column instead (e.g. ``"norm_factors"``
         from :func:`bulkpy.pp.norm_factors`); requires ``norm="none"``.
+    offset
+        Layer of per-observation offsets (samples × genes, natural log, e.g. edgeR's DGEList
+        ``offset`` or log transcript lengths), limma 3.68's ``voom(offset=)``: centred per gene,
+        they scale each sample's library size gene by gene, ``lib_size * exp(offset - gene mean)``.
+        ``None``: one library size per sample.
     adaptive_span
         Choose the lowess span from the number of genes (limma's ``adaptive.span``, ``True``
         by default since limma 3.66, Bioconductor 3.22); ``False`` uses ``span``.
@@ -484,6 +490,13 @@ def voom(
         raise ValueError("voom needs at least two genes to fit a mean-variance trend")
     X, cols = _design(adata, design)
     names, C, specs = _contrasts(adata, design, cols, contrast)
+    off = None
+    if offset is not None:
+        off = dense(get_matrix(adata, offset))
+        if off.shape != counts.shape or not np.all(np.isfinite(off)):
+            raise ValueError(
+                f"offset layer {offset!r} must hold finite natural-log offsets of the counts' shape {counts.shape}"
+            )
     lib = counts.sum(axis=1)
     if np.any(lib <= 0):
         raise ValueError(
@@ -509,7 +522,7 @@ def voom(
         nf, _ = _norm.calc_norm_factors(counts, lib_size=lib, method=norm)
         norm_desc = norm
     eff_lib = lib * nf
-    vres = _lin.voom(counts, X, lib_size=eff_lib, span=span, adaptive_span=adaptive_span)
+    vres = _lin.voom(counts, X, lib_size=eff_lib, offset=off, span=span, adaptive_span=adaptive_span)
     fit, cfit, eb = _fit_and_test(
         vres.E, X, C, names, weights=vres.weights, trend=False, robust=robust, lfc=lfc, legacy=legacy
     )
@@ -528,6 +541,7 @@ def voom(
         "design_columns": cols,
         "layer": layer,
         "norm": norm_desc,
+        "offset": "None" if offset is None else f"layers[{offset!r}]",
         "adaptive_span": adaptive_span,
         "span": vres.span,
         "trend": False,

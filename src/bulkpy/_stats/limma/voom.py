@@ -3,7 +3,8 @@
 Follows limma 3.68 (Bioconductor 3.23), whose ``voom(adaptive.span = TRUE)`` chooses the lowess
 span from the number of genes (``chooseLowessSpan``); ``adaptive_span=False`` gives the fixed
 ``span`` (0.5 by default), voom's behaviour before limma 3.66 (e.g. limma 3.54), whose results are
-otherwise the same. (limma 3.68's new ``offset``/``offset.prior`` arguments are not followed here.)
+otherwise the same. limma 3.68's ``offset``/``offset.prior`` (per-observation library sizes) are
+``offset``/``offset_prior`` here.
 """
 
 from __future__ import annotations
@@ -51,15 +52,43 @@ class VoomResult:
     span: float = 0.5
 
 
-def voom(counts, design, *, lib_size=None, span: float = 0.5, adaptive_span: bool = True) -> VoomResult:
+def _offset_prior(offset, offset_prior, shape) -> np.ndarray | None:
+    """limma 3.68's ``offset.prior``: given, or ``offset`` centred per gene over the samples
+    (``offset - rowMeans(offset)``); ``offset_prior`` wins when both are given, as in R."""
+    if offset_prior is None and offset is None:
+        return None
+    which = "offset_prior" if offset_prior is not None else "offset"
+    o = np.asarray(offset_prior if offset_prior is not None else offset, dtype=np.float64)
+    if o.shape != shape:
+        raise ValueError(f"{which} must have the shape of counts {shape}, got {o.shape}")
+    if not np.all(np.isfinite(o)):
+        raise ValueError(f"{which} must be finite (natural-log offsets)")
+    return o if offset_prior is not None else o - o.mean(axis=0)
+
+
+def voom(
+    counts,
+    design,
+    *,
+    lib_size=None,
+    offset=None,
+    offset_prior=None,
+    span: float = 0.5,
+    adaptive_span: bool = True,
+) -> VoomResult:
     """limma's ``voom`` on a samples × genes count matrix.
 
     ``lib_size`` (per sample) defaults to the column totals; for a normalised DGEList pass
     ``lib.size * norm.factors``. ``E = log2((counts + 0.5) / (lib_size + 1) * 1e6)``; the lowess
     trend (``f = span``) of ``sqrt(sigma)`` against the mean log count gives the weights
     ``trend(fitted log count) ** -4``, interpolated linearly and held constant beyond the ends.
-    With ``adaptive_span`` (limma 3.68's default) the span is ``chooseLowessSpan`` of the number
-    of genes (all of them, all-zero genes included, as R counts rows) and ``span`` is ignored.
+    With ``adaptive_span`` (limma's default since 3.66) the span is ``chooseLowessSpan`` of the
+    number of genes (all of them, all-zero genes included, as R counts rows) and ``span`` is ignored.
+
+    ``offset`` (samples × genes, natural log, e.g. edgeR's DGEList offset) makes the library
+    sizes per observation, as limma 3.68 does: ``lib_size * exp(offset_prior)`` with
+    ``offset_prior = offset - gene mean of offset`` (or ``offset_prior`` given directly) in the
+    log-CPM and the fitted log counts; the trend's x-axis keeps the mean log library size.
     """
     counts = np.asarray(counts, dtype=np.float64)
     if counts.ndim != 2:
@@ -78,7 +107,10 @@ def voom(counts, design, *, lib_size=None, span: float = 0.5, adaptive_span: boo
     if lib.shape != (n,):
         raise ValueError(f"lib_size must have one value per sample ({n}), got shape {lib.shape}")
     loglib = np.log2(lib + 1)
-    E = np.log2(counts + 0.5) - loglib[:, None] + np.log2(1e6)
+    oprior = _offset_prior(offset, offset_prior, (n, g))
+    # log2(lib.size.matrix + 1): one row per sample, or per observation with offsets
+    loglib_obs = loglib[:, None] if oprior is None else np.log2(np.exp(np.log(lib)[:, None] + oprior) + 1)
+    E = np.log2(counts + 0.5) - loglib_obs + np.log2(1e6)
     fit = lm_fit(E, X)
     n_with_reps = int(np.sum(fit.df_residual > 0))
     if n_with_reps < 2:
@@ -107,7 +139,7 @@ def voom(counts, design, *, lib_size=None, span: float = 0.5, adaptive_span: boo
     else:
         ly_u = ly
     fitted_values = X @ fit.coefficients
-    fitted_logcount = fitted_values + loglib[:, None] - np.log2(1e6)
+    fitted_logcount = fitted_values + loglib_obs - np.log2(1e6)
     trend = _interp_rule2(fitted_logcount, xu, ly_u)
     weights = 1.0 / trend**4
     sx_out = np.where(use, sx, np.nan)
