@@ -44,6 +44,7 @@ import numpy as np
 from scipy import special
 from scipy import stats as sst
 
+from .._blocks import GeneBlocks, for_each_block, gene_blocks, is_dask, read_block
 from ..limma.lowess import lowess
 from ..multitest import p_adjust_bh
 from ._kernels import contrast_kernel_par, cooks_par, design_cells, n_chunks
@@ -60,8 +61,6 @@ from .nbinom import LOG2E, fit_nb_glm
 ALT_HYPOTHESES = ("greaterAbs", "lessAbs", "greater", "less")
 TESTS = ("Wald", "LRT")
 
-#: default number of matrix elements (genes × samples) per block of genes
-BLOCK_ELEMENTS = 8_000_000
 
 
 # ----------------------------------------------------------------------------------------------
@@ -399,25 +398,8 @@ class DESeqFit:
 
 
 def n_blocks(g: int, n: int, block_genes: int | None = None) -> int:
-    """Number of gene blocks :func:`deseq` works in."""
-    size = block_genes or max(1, BLOCK_ELEMENTS // max(n, 1))
-    return -(-g // size)
-
-
-def _blocks(g: int, n: int, block_genes: int | None):
-    size = block_genes or max(1, BLOCK_ELEMENTS // max(n, 1))
-    for start in range(0, g, size):
-        yield slice(start, min(g, start + size))
-
-
-# The engine works on blocks of genes in genes × samples layout ("gm": gene-major, the kernels'
-# layout); counts and normalisation factors are transposed once per block.
-def _gm_block(a, sl, keep=None) -> np.ndarray:
-    """Genes × samples float64 copy of the genes ``sl`` (then ``keep``) of a samples × genes array."""
-    b = np.asarray(a[:, sl], dtype=np.float64).T
-    if keep is not None and not keep.all():
-        b = b[keep]
-    return np.ascontiguousarray(b)
+    """Number of gene blocks :func:`deseq` works in (the shared driver's rule)."""
+    return len(gene_blocks(g, n, block_genes=block_genes))
 
 
 def _normalised(y_gm: np.ndarray, sf, nf_gm) -> np.ndarray:
@@ -562,14 +544,70 @@ def deseq(
         Called with the name of the stage after each block of genes (for a progress bar):
         ``n_blocks(g, n, block_genes)`` blocks of gene-wise dispersions, as many of MAP
         dispersions and fits, then one call for the refit of genes with replaced outliers.
+        Blocks are walked by the shared driver (:mod:`bulkpy._stats._blocks`); ``counts`` and
+        ``norm_factors`` may be numpy, scipy sparse or dask arrays.
 
     Returns
     -------
     :class:`DESeqFit`
     """
-    y_all = np.asarray(counts, dtype=np.float64)
+    inp = _check_inputs(
+        counts, design, size_factors=size_factors, norm_factors=norm_factors, contrasts=contrasts,
+        contrast_samples=contrast_samples, test=test, reduced=reduced, block_genes=block_genes,
+        opts=dict(minmu=minmu, min_disp=min_disp, kappa_0=kappa_0, disp_tol=disp_tol, maxit=maxit, outlier_sd=outlier_sd),
+    )  # fmt: skip
+    st = _gene_wise_dispersions(inp, on_block)
+    _dispersion_trend_and_prior(inp, st, fit_type)
+    _map_fit_and_outliers(inp, st, min_replicates_for_replace, on_block)
+    _refit_without_outliers(inp, st)
+    if on_block is not None:
+        on_block("refit of replaced outliers")
+    _contrast_estimates(inp, st)
+    return _assemble(inp, st, test)
+
+
+@dataclass
+class _Inputs:
+    """Validated inputs of :func:`deseq` (counts and normalisation factors stay as given: blocks are
+    read from them by the gene-block driver)."""
+
+    counts: object
+    X: np.ndarray
+    Xr: np.ndarray | None
+    sf: np.ndarray | None
+    nf: object
+    C: np.ndarray
+    masks: list
+    blocks: GeneBlocks
+    opts: dict
+
+    @property
+    def n(self) -> int:
+        return self.X.shape[0]
+
+    @property
+    def g(self) -> int:
+        return self.counts.shape[1]
+
+    @property
+    def p(self) -> int:
+        return self.X.shape[1]
+
+    def y(self, genes, keep=None) -> np.ndarray:
+        """Counts of the genes, genes × samples (the kernels' layout)."""
+        return read_block(self.counts, genes, gene_major=True, keep=keep)
+
+    def nf_block(self, genes, keep=None) -> np.ndarray | None:
+        return None if self.nf is None else read_block(self.nf, genes, gene_major=True, keep=keep)
+
+
+class _State:
+    """Per-gene quantities filled in pass by pass (DESeq2's mcols(dds) as the run proceeds)."""
+
+
+def _check_inputs(counts, design, *, size_factors, norm_factors, contrasts, contrast_samples, test, reduced, block_genes, opts):
     X = np.asarray(design, dtype=np.float64)
-    n, g = y_all.shape
+    n, g = counts.shape
     p = X.shape[1]
     if test not in TESTS:
         raise ValueError(f"test={test!r} is not supported; choose one of {list(TESTS)}")
@@ -581,201 +619,240 @@ def deseq(
     if (size_factors is None) == (norm_factors is None):
         raise ValueError("give exactly one of size_factors and norm_factors")
     sf = None if size_factors is None else np.asarray(size_factors, dtype=np.float64).ravel()
-    nf = None if norm_factors is None else np.asarray(norm_factors, dtype=np.float64)
     C = np.zeros((p, 0)) if contrasts is None else np.asarray(contrasts, dtype=np.float64).reshape(p, -1)
-    k = C.shape[1]
-    masks = list(contrast_samples) if contrast_samples is not None else [None] * k
-    opts = dict(minmu=minmu, min_disp=min_disp, kappa_0=kappa_0, disp_tol=disp_tol, maxit=maxit, outlier_sd=outlier_sd)
-    blocks = list(_blocks(g, n, block_genes))
+    masks = list(contrast_samples) if contrast_samples is not None else [None] * C.shape[1]
+    return _Inputs(
+        counts=counts, X=X, Xr=Xr, sf=sf, nf=norm_factors, C=C, masks=masks,
+        blocks=gene_blocks(g, n, block_genes=block_genes), opts=opts,
+    )  # fmt: skip
 
-    # --- pass 1: gene-wise dispersions (per block) ------------------------------------------
-    base_mean = np.empty(g)
-    base_var = np.empty(g)
-    all_zero = np.asarray(y_all.sum(axis=0) == 0)
-    nz = ~all_zero
-    if not nz.any():
+
+def _gene_wise_dispersions(inp: _Inputs, on_block) -> _State:
+    """Pass 1 (per block): base means and variances, DESeq2's ``estimateDispersionsGeneEst``."""
+    g = inp.g
+    st = _State()
+    st.base_mean, st.base_var = np.empty(g), np.empty(g)
+    st.all_zero = np.zeros(g, dtype=bool)
+    for sl in inp.blocks:
+        st.all_zero[sl] = inp.y(sl).sum(axis=1) == 0
+    st.nz = ~st.all_zero
+    if not st.nz.any():
         raise ValueError("every gene is zero in all samples")
     # DESeq2's momentsDispEstimate: mean(1 / sizeFactors), or mean(1 / colMeans(normFactors))
     # over the genes that are not all zero
-    xim = float(np.mean(1.0 / sf)) if nf is None else float(np.mean(1.0 / nf[:, nz].mean(axis=1)))
-    disp_gene_est = np.full(g, np.nan)
-    disp_gene_iter = np.zeros(g, dtype=np.int64)
-    mus = []
-    for sl in blocks:
-        ge = estimate_gene_dispersions(
-            _gm_block(y_all, sl), X, size_factors=sf, norm_factors=None if nf is None else _gm_block(nf, sl),
-            min_disp=min_disp, kappa_0=kappa_0, disp_tol=disp_tol, maxit=maxit, minmu=minmu, xim=xim, gene_major=True,
-        )  # fmt: skip
-        base_mean[sl], base_var[sl] = ge.base_mean, ge.base_var
-        disp_gene_est[sl], disp_gene_iter[sl] = ge.disp_gene_est, ge.disp_gene_iter
-        mus.append(ge.mu)
-        if on_block is not None:
-            on_block("gene-wise dispersions")
+    if inp.nf is None:
+        st.xim = float(np.mean(1.0 / inp.sf))
+    elif not is_dask(inp.nf):  # in memory: numpy's mean over all genes at once, as it always was
+        nf = np.asarray(inp.nf, dtype=np.float64)
+        st.xim = float(np.mean(1.0 / nf[:, st.nz].mean(axis=1)))
+    else:  # chunked: per-sample sums gathered over the blocks (equal to the above within rounding)
+        nf_sum, n_nz = np.zeros(inp.n), int(st.nz.sum())
+        for sl in inp.blocks:
+            nf_sum += inp.nf_block(sl, st.nz[sl]).sum(axis=0)
+        st.xim = float(np.mean(1.0 / (nf_sum / n_nz)))
+    st.disp_gene_est = np.full(g, np.nan)
+    st.disp_gene_iter = np.zeros(g, dtype=np.int64)
+    st.mus = []
+    o = inp.opts
 
-    # --- pass 2: trend and prior (all genes) ------------------------------------------------
-    trend = fit_dispersion_trend(base_mean, disp_gene_est, fit_type=fit_type, min_disp=min_disp)
-    disp_fit = np.full(g, np.nan)
-    disp_fit[nz] = trend(base_mean[nz])
-    var_log = log_dispersion_residual_variance(disp_gene_est[nz], disp_fit[nz], min_disp=min_disp)
-    fill_disp = None
-    if not (disp_gene_est[nz] >= min_disp * 100).any():
+    def one_block(sl):
+        ge = estimate_gene_dispersions(
+            inp.y(sl), inp.X, size_factors=inp.sf, norm_factors=inp.nf_block(sl), min_disp=o["min_disp"],
+            kappa_0=o["kappa_0"], disp_tol=o["disp_tol"], maxit=o["maxit"], minmu=o["minmu"], xim=st.xim,
+            gene_major=True,
+        )  # fmt: skip
+        st.base_mean[sl], st.base_var[sl] = ge.base_mean, ge.base_var
+        st.disp_gene_est[sl], st.disp_gene_iter[sl] = ge.disp_gene_est, ge.disp_gene_iter
+        st.mus.append(ge.mu)
+
+    for_each_block(one_block, inp.blocks, on_block=on_block, stage="gene-wise dispersions")
+    return st
+
+
+def _dispersion_trend_and_prior(inp: _Inputs, st: _State, fit_type: str) -> None:
+    """Pass 2 (all genes): ``estimateDispersionsFit`` and ``estimateDispersionsPriorVar``."""
+    nz, min_disp = st.nz, inp.opts["min_disp"]
+    st.trend = fit_dispersion_trend(st.base_mean, st.disp_gene_est, fit_type=fit_type, min_disp=min_disp)
+    st.disp_fit = np.full(inp.g, np.nan)
+    st.disp_fit[nz] = st.trend(st.base_mean[nz])
+    st.var_log = log_dispersion_residual_variance(st.disp_gene_est[nz], st.disp_fit[nz], min_disp=min_disp)
+    st.fill_disp = None
+    if not (st.disp_gene_est[nz] >= min_disp * 100).any():
         warnings.warn(
             f"all genes have dispersion estimates < {min_disp * 10}, returning dispersion = {min_disp * 10}",
             UserWarning,
-            stacklevel=2,
+            stacklevel=3,
         )
-        fill_disp = min_disp * 10
-        prior_var = 0.25
+        st.fill_disp = min_disp * 10
+        st.prior_var = 0.25
     else:
-        prior_var = dispersion_prior_variance(disp_gene_est[nz], disp_fit[nz], var_log, n, p, min_disp=min_disp)
+        st.prior_var = dispersion_prior_variance(
+            st.disp_gene_est[nz], st.disp_fit[nz], st.var_log, inp.n, inp.p, min_disp=min_disp
+        )
 
-    # --- pass 3: MAP, fit, Cook's distances, outliers (per block) ---------------------------
-    cutoff = default_cooks_cutoff(n, p)
+
+def _map_fit_and_outliers(inp: _Inputs, st: _State, min_replicates_for_replace, on_block) -> None:
+    """Pass 3 (per block): MAP dispersions, the GLM fit, Cook's distances and ``replaceOutliers``."""
+    n, g, p, X = inp.n, inp.g, inp.p, inp.X
+    st.cutoff = default_cooks_cutoff(n, p)
     if np.isfinite(min_replicates_for_replace):
-        replaceable = n_or_more_in_cell(X, min_replicates_for_replace)
+        st.replaceable = n_or_more_in_cell(X, min_replicates_for_replace)
     else:
-        replaceable = np.zeros(n, dtype=bool)
-    do_replace = bool(replaceable.any()) and n > p
-    out = dict(
+        st.replaceable = np.zeros(n, dtype=bool)
+    do_replace = bool(st.replaceable.any()) and n > p
+    st.out = dict(
         dispersion=np.full(g, np.nan), disp_map=np.full(g, np.nan), disp_outlier=np.zeros(g, bool),
         disp_iter=np.zeros(g, np.int64), beta=np.full((g, p), np.nan), beta_se=np.full((g, p), np.nan),
         beta_conv=np.zeros(g, bool), beta_iter=np.zeros(g, np.int64), deviance=np.full(g, np.nan),
         lrt_stat=np.full(g, np.nan), reduced_conv=np.zeros(g, bool),
     )  # fmt: skip
-    cooks = np.full((n, g), np.nan)
-    mx = np.full(g, np.nan)
-    replace = np.zeros(g, dtype=bool)
-    n_above = np.zeros(g, dtype=np.int64)
-    new_all_zero = np.zeros(g, dtype=bool)
-    refit_idx, refit_y, refit_nf = [], [], []
-    for b, sl in enumerate(blocks):
-        idx = np.arange(sl.start, sl.stop)
-        nzb = nz[sl]
-        ii = idx[nzb]
-        mu_gm, mus[b] = mus[b], None
-        if b and on_block is not None:  # the previous block is done
+    st.cooks = np.full((n, g), np.nan)
+    st.max_cooks = np.full(g, np.nan)
+    st.replace = np.zeros(g, dtype=bool)
+    st.n_above = np.zeros(g, dtype=np.int64)
+    st.new_all_zero = np.zeros(g, dtype=bool)
+    st.refit_idx, st.refit_y, st.refit_nf = [], [], []
+    for b, sl in enumerate(inp.blocks):
+        mu_gm, st.mus[b] = st.mus[b], None
+        ii = np.arange(sl.start, sl.stop)[st.nz[sl]]
+        if ii.size:
+            _map_fit_block(inp, st, sl, ii, mu_gm, do_replace)
+        if on_block is not None:
             on_block("MAP dispersions and fit")
-        if ii.size == 0:
-            continue
-        y_ge = _gm_block(y_all, sl, nzb)
-        nf_nz = None if nf is None else _gm_block(nf, sl, nzb)
-        if not nzb.all():
-            mu_gm = mu_gm[nzb]
-        st = _map_and_fit(
-            y_ge, X, Xr, sf, nf_nz, mu_gm, disp_gene_est[ii], disp_fit[ii], prior_var, var_log, opts, fill_disp
-        )
-        del mu_gm
-        for key in out:
-            out[key][ii] = getattr(st, key)
-        norm_ge = _normalised(y_ge, sf, nf_nz)
-        ck = cooks_distance(y_ge, st.mu, st.hat, norm_ge, X)
-        st.mu = st.hat = None
-        cooks[:, ii] = ck.T
-        mx[ii] = max_cooks(ck, X)
-        # for DESeq2's rule for a design of one two-level factor: the count at the sample with
-        # the largest Cook's distance, and how many samples have a larger count
-        amax = np.argmax(np.where(np.isnan(ck), -np.inf, ck), axis=1)
-        out_count = y_ge[np.arange(ck.shape[0]), amax]
-        n_above[ii] = (y_ge > out_count[:, None]).sum(axis=1)
-        if not do_replace:
-            continue
-        # replaceOutliers: counts with a Cook's distance above the cutoff, in samples of cells with
-        # at least min_replicates samples, become the trimmed mean of the normalised counts times
-        # the sample's factor (truncated to an integer)
-        with np.errstate(invalid="ignore"):
-            over = ck > cutoff
-        rep = over.any(axis=1)
-        replace[ii] = rep
-        if not rep.any():
-            continue
-        r_idx = ii[rep]
-        tbm = trimmed_mean_rows(norm_ge[rep], 0.2)
-        nf_r = None if nf_nz is None else np.ascontiguousarray(nf_nz[rep])
-        new_y = y_ge[rep].copy()
-        change = over[rep] & replaceable[None, :]
-        new_y[change] = np.trunc(tbm[:, None] * _nf_gene_major(sf, nf_r, r_idx.size))[change]
-        norm_new = _normalised(new_y, sf, nf_r)
-        base_mean[r_idx] = norm_new.mean(axis=1)
-        base_var[r_idx] = norm_new.var(axis=1, ddof=1) if n > 1 else 0.0
-        now_zero = new_y.sum(axis=1) == 0
-        new_all_zero[r_idx[now_zero]] = True
-        keep = ~now_zero
-        if keep.any():
-            refit_idx.append(r_idx[keep])
-            refit_y.append(new_y[keep])
-            if nf_r is not None:
-                refit_nf.append(nf_r[keep])
 
-    if on_block is not None:
-        on_block("MAP dispersions and fit")  # the last block
 
-    # --- refitWithoutOutliers: all replaced genes together (as DESeq2's subset object) -----
-    any_refit = bool(refit_idx)
-    if any_refit:
-        f_idx = np.concatenate(refit_idx)
-        y_f = np.ascontiguousarray(np.concatenate(refit_y, axis=0))
-        nf_f = np.ascontiguousarray(np.concatenate(refit_nf, axis=0)) if nf is not None else None
-        # DESeq2 recomputes xim on the refitted subset: mean over samples of 1 / (mean over genes)
-        xim_f = xim if nf_f is None else float(np.mean(1.0 / nf_f.mean(axis=0)))
-        ge = estimate_gene_dispersions(
-            y_f, X, size_factors=sf, norm_factors=nf_f, min_disp=min_disp, kappa_0=kappa_0, disp_tol=disp_tol,
-            maxit=maxit, minmu=minmu, xim=xim_f, gene_major=True,
-        )  # fmt: skip
-        disp_gene_est[f_idx], disp_gene_iter[f_idx] = ge.disp_gene_est, ge.disp_gene_iter
-        disp_fit[f_idx] = trend(base_mean[f_idx])
-        st2 = _map_and_fit(
-            y_f, X, Xr, sf, nf_f, ge.mu, disp_gene_est[f_idx], disp_fit[f_idx], prior_var, var_log, opts, fill_disp
-        )
-        for key in out:
-            out[key][f_idx] = getattr(st2, key)
+def _map_fit_block(inp: _Inputs, st: _State, sl: slice, ii: np.ndarray, mu_gm, do_replace: bool) -> None:
+    """One block of pass 3: fit the genes ``ii`` (those of ``sl`` not all zero)."""
+    X, sf, nzb = inp.X, inp.sf, st.nz[sl]
+    y_ge = inp.y(sl, nzb)
+    nf_nz = inp.nf_block(sl, nzb)
+    if not nzb.all():
+        mu_gm = mu_gm[nzb]
+    fit = _map_and_fit(
+        y_ge, X, inp.Xr, sf, nf_nz, mu_gm, st.disp_gene_est[ii], st.disp_fit[ii], st.prior_var, st.var_log,
+        inp.opts, st.fill_disp,
+    )  # fmt: skip
+    del mu_gm
+    for key in st.out:
+        st.out[key][ii] = getattr(fit, key)
+    norm_ge = _normalised(y_ge, sf, nf_nz)
+    ck = cooks_distance(y_ge, fit.mu, fit.hat, norm_ge, X)
+    fit.mu = fit.hat = None
+    st.cooks[:, ii] = ck.T
+    st.max_cooks[ii] = max_cooks(ck, X)
+    # for DESeq2's rule for a design of one two-level factor: the count at the sample with
+    # the largest Cook's distance, and how many samples have a larger count
+    amax = np.argmax(np.where(np.isnan(ck), -np.inf, ck), axis=1)
+    out_count = y_ge[np.arange(ck.shape[0]), amax]
+    st.n_above[ii] = (y_ge > out_count[:, None]).sum(axis=1)
+    if do_replace:
+        _replace_outliers(inp, st, ii, y_ge, nf_nz, norm_ge, ck)
 
-    if on_block is not None:
-        on_block("refit of replaced outliers")
 
-    # --- contrasts at the final coefficients (per block) ------------------------------------
-    final_nz = nz & ~new_all_zero
-    lfc = np.full((g, k), np.nan)
-    lse = np.full((g, k), np.nan)
-    if k:
-        for sl in blocks:
-            idx = np.arange(sl.start, sl.stop)
-            ii = idx[final_nz[sl]]
-            if ii.size == 0:
-                continue
-            nf_nz = None if nf is None else _gm_block(nf, ii)
-            lfc[ii], lse[ii] = contrast_estimates(out["beta"][ii], X, sf, nf_nz, out["dispersion"][ii], C, minmu=minmu)
+def _replace_outliers(inp: _Inputs, st: _State, ii, y_ge, nf_nz, norm_ge, ck) -> None:
+    """``replaceOutliers``: counts with a Cook's distance above the cutoff, in samples of cells with
+    at least ``min_replicates`` samples, become the trimmed mean of the normalised counts times the
+    sample's factor (truncated to an integer); the genes are queued for the refit."""
+    n, sf = inp.n, inp.sf
+    with np.errstate(invalid="ignore"):
+        over = ck > st.cutoff
+    rep = over.any(axis=1)
+    st.replace[ii] = rep
+    if not rep.any():
+        return
+    r_idx = ii[rep]
+    tbm = trimmed_mean_rows(norm_ge[rep], 0.2)
+    nf_r = None if nf_nz is None else np.ascontiguousarray(nf_nz[rep])
+    new_y = y_ge[rep].copy()
+    change = over[rep] & st.replaceable[None, :]
+    new_y[change] = np.trunc(tbm[:, None] * _nf_gene_major(sf, nf_r, r_idx.size))[change]
+    norm_new = _normalised(new_y, sf, nf_r)
+    st.base_mean[r_idx] = norm_new.mean(axis=1)
+    st.base_var[r_idx] = norm_new.var(axis=1, ddof=1) if n > 1 else 0.0
+    now_zero = new_y.sum(axis=1) == 0
+    st.new_all_zero[r_idx[now_zero]] = True
+    keep = ~now_zero
+    if keep.any():
+        st.refit_idx.append(r_idx[keep])
+        st.refit_y.append(new_y[keep])
+        if nf_r is not None:
+            st.refit_nf.append(nf_r[keep])
 
-    all_zero_final = all_zero | new_all_zero
-    if any_refit:
+
+def _refit_without_outliers(inp: _Inputs, st: _State) -> None:
+    """``refitWithoutOutliers``: all genes with replaced counts together (as DESeq2's subset object)."""
+    st.refitted = bool(st.refit_idx)
+    if not st.refitted:
+        return
+    o = inp.opts
+    f_idx = np.concatenate(st.refit_idx)
+    y_f = np.ascontiguousarray(np.concatenate(st.refit_y, axis=0))
+    nf_f = np.ascontiguousarray(np.concatenate(st.refit_nf, axis=0)) if inp.nf is not None else None
+    # DESeq2 recomputes xim on the refitted subset: mean over samples of 1 / (mean over genes)
+    xim_f = st.xim if nf_f is None else float(np.mean(1.0 / nf_f.mean(axis=0)))
+    ge = estimate_gene_dispersions(
+        y_f, inp.X, size_factors=inp.sf, norm_factors=nf_f, min_disp=o["min_disp"], kappa_0=o["kappa_0"],
+        disp_tol=o["disp_tol"], maxit=o["maxit"], minmu=o["minmu"], xim=xim_f, gene_major=True,
+    )  # fmt: skip
+    st.disp_gene_est[f_idx], st.disp_gene_iter[f_idx] = ge.disp_gene_est, ge.disp_gene_iter
+    st.disp_fit[f_idx] = st.trend(st.base_mean[f_idx])
+    fit = _map_and_fit(
+        y_f, inp.X, inp.Xr, inp.sf, nf_f, ge.mu, st.disp_gene_est[f_idx], st.disp_fit[f_idx], st.prior_var,
+        st.var_log, o, st.fill_disp,
+    )  # fmt: skip
+    for key in st.out:
+        st.out[key][f_idx] = getattr(fit, key)
+
+
+def _contrast_estimates(inp: _Inputs, st: _State) -> None:
+    """``getContrast`` at the final coefficients (per block), and DESeq2's rule that a contrast
+    whose compared samples are all zero (and the gene is not) has no estimate."""
+    g, k = inp.g, inp.C.shape[1]
+    final_nz = st.nz & ~st.new_all_zero
+    st.lfc = np.full((g, k), np.nan)
+    st.lse = np.full((g, k), np.nan)
+    st.all_zero_final = st.all_zero | st.new_all_zero
+    st.caz = np.zeros((g, k), dtype=bool)
+    masks = [None if m is None else np.asarray(m, dtype=bool) for m in inp.masks]
+    for sl in inp.blocks:
+        ii = np.arange(sl.start, sl.stop)[final_nz[sl]]
+        if k and ii.size:
+            st.lfc[ii], st.lse[ii] = contrast_estimates(
+                st.out["beta"][ii], inp.X, inp.sf, inp.nf_block(ii), st.out["dispersion"][ii], inp.C,
+                minmu=inp.opts["minmu"],
+            )  # fmt: skip
+        if any(m is not None for m in masks):
+            y_sl = inp.y(sl)
+            for j, m in enumerate(masks):
+                if m is not None:
+                    st.caz[sl, j] = (y_sl[:, m] == 0).all(axis=1) & ~st.all_zero_final[sl]
+
+
+def _assemble(inp: _Inputs, st: _State, test: str) -> DESeqFit:
+    out, mx = st.out, st.max_cooks
+    if st.refitted:
         # refitWithoutOutliers: results of genes whose counts became all zero are NA, and the
         # maximum Cook's distance is taken over the samples that could not be replaced
         for key in ("beta", "beta_se", "deviance", "lrt_stat"):
-            out[key][new_all_zero] = np.nan
-        if replaceable.all():
+            out[key][st.new_all_zero] = np.nan
+        if st.replaceable.all():
             mx[:] = np.nan
         else:
-            rc = cooks.T.copy()
-            rc[:, replaceable] = 0.0
-            mx = max_cooks(rc, X)
-            mx[all_zero] = np.nan
-    # contrasts whose compared samples are all zero (and the gene is not)
-    caz = np.zeros((g, k), dtype=bool)
-    for j, mask in enumerate(masks):
-        if mask is not None:
-            m = np.asarray(mask, dtype=bool)
-            caz[:, j] = (y_all[m, :] == 0).all(axis=0) & ~all_zero_final
-
+            rc = st.cooks.T.copy()
+            rc[:, st.replaceable] = 0.0
+            mx = max_cooks(rc, inp.X)
+            mx[st.all_zero] = np.nan
     res = DESeqFit(
-        base_mean=base_mean, base_var=base_var, all_zero=all_zero_final, disp_gene_est=disp_gene_est,
-        disp_gene_iter=disp_gene_iter, disp_fit=disp_fit, disp_map=out["disp_map"], dispersion=out["dispersion"],
+        base_mean=st.base_mean, base_var=st.base_var, all_zero=st.all_zero_final, disp_gene_est=st.disp_gene_est,
+        disp_gene_iter=st.disp_gene_iter, disp_fit=st.disp_fit, disp_map=out["disp_map"], dispersion=out["dispersion"],
         disp_outlier=out["disp_outlier"], disp_iter=out["disp_iter"], beta=out["beta"], beta_se=out["beta_se"],
-        beta_conv=out["beta_conv"], beta_iter=out["beta_iter"], deviance=out["deviance"], cooks=cooks,
-        max_cooks=mx, replace=replace, n_above_outlier=n_above, contrast_lfc=lfc, contrast_se=lse,
-        contrast_all_zero=caz, trend=trend, var_log_disp_ests=float(var_log), prior_var=float(prior_var), test=test,
-        replaceable=replaceable, refitted=any_refit, cooks_cutoff=cutoff,
+        beta_conv=out["beta_conv"], beta_iter=out["beta_iter"], deviance=out["deviance"], cooks=st.cooks,
+        max_cooks=mx, replace=st.replace, n_above_outlier=st.n_above, contrast_lfc=st.lfc, contrast_se=st.lse,
+        contrast_all_zero=st.caz, trend=st.trend, var_log_disp_ests=float(st.var_log), prior_var=float(st.prior_var),
+        test=test, replaceable=st.replaceable, refitted=st.refitted, cooks_cutoff=st.cutoff,
     )  # fmt: skip
     if test == "LRT":
-        df = p - Xr.shape[1]
+        df = inp.p - inp.Xr.shape[1]
         res.lrt_stat = out["lrt_stat"]
         res.lrt_df = int(df)
         with np.errstate(invalid="ignore"):
@@ -882,34 +959,31 @@ def shrink_normal(
     the ``contrasts`` (columns of ``design``) with the penalised sandwich covariance. Returns
     genes × contrasts arrays (NaN for all-zero genes; 0 for genes whose replaced counts are all
     zero; 0 fold change where the compared samples are all zero)."""
-    y_all = np.asarray(counts, dtype=np.float64)
     Xs = np.asarray(design, dtype=np.float64)
-    n, g = y_all.shape
+    n, g = counts.shape
     C = np.asarray(contrasts, dtype=np.float64).reshape(Xs.shape[1], -1)
     k = C.shape[1]
     lam = 1.0 / np.asarray(prior_var, dtype=np.float64)
     lam_nat = lam * LOG2E**2
     sf = None if size_factors is None else np.asarray(size_factors, dtype=np.float64).ravel()
-    nf = None if norm_factors is None else np.asarray(norm_factors, dtype=np.float64)
     lfc = np.full((g, k), np.nan)
     se = np.full((g, k), np.nan)
     nz = ~fit.all_zero
-    for sl in _blocks(g, n, block_genes):
-        idx = np.arange(sl.start, sl.stop)
-        nzb = nz[sl]
-        if not nzb.any():
-            continue
-        ii = idx[nzb]
-        y_b = _gm_block(y_all, sl, nzb)
-        nf_b = None if nf is None else _gm_block(nf, sl, nzb)
+    masks = [None if m is None else np.asarray(m, dtype=bool) for m in (contrast_samples or [None] * k)]
+
+    def one_block(sl):
+        ii = np.arange(sl.start, sl.stop)[nz[sl]]
+        if ii.size == 0:
+            return
+        y_b = read_block(counts, sl, gene_major=True, keep=nz[sl])
+        nf_b = None if norm_factors is None else read_block(norm_factors, sl, gene_major=True, keep=nz[sl])
         f = _fit(y_b, Xs, fit.dispersion[ii], sf, nf_b, minmu, lambda_=lam)
-        num, den = contrast_estimates(f.beta, Xs, sf, nf_b, fit.dispersion[ii], C, lambda_nat=lam_nat, minmu=minmu)
-        lfc[ii], se[ii] = num, den
-    for j, mask in enumerate(contrast_samples or [None] * k):
-        if mask is not None:
-            m = np.asarray(mask, dtype=bool)
-            caz = (y_all[m, :] == 0).all(axis=0) & nz
-            lfc[caz, j] = 0.0
+        lfc[ii], se[ii] = contrast_estimates(f.beta, Xs, sf, nf_b, fit.dispersion[ii], C, lambda_nat=lam_nat, minmu=minmu)
+        for j, m in enumerate(masks):
+            if m is not None:
+                lfc[ii[(y_b[:, m] == 0).all(axis=1)], j] = 0.0
+
+    for_each_block(one_block, gene_blocks(g, n, block_genes=block_genes))
     now_zero = fit.replace & (fit.base_mean == 0)
     lfc[now_zero] = 0.0
     se[now_zero] = 0.0

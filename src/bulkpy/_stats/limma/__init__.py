@@ -9,6 +9,7 @@ file                   R function(s) it follows (limma 3.54; see each module)
 ``ebayes.py``          ``eBayes``, ``treat`` (``tmixture.vector``)
 ``voom.py``            ``voom``
 ``lowess.py``          R's ``lowess`` (``clowess``), limma's ``loessFit`` without weights, ``approx(rule = 2)``
+``weighted_lowess.py`` ``weightedLowess`` and the weighted branch of ``loessFit`` (limma 3.68)
 =====================  =====================================================================
 
 The public names are re-exported here; adapters import this package, not the files.
