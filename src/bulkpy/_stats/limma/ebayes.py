@@ -1,5 +1,11 @@
-"""limma's ``eBayes`` and ``treat`` (limma 3.54 semantics): moderated t statistics, p-values and
-the B statistic; TREAT tests against a fold-change threshold.
+"""limma's ``eBayes`` and ``treat`` (limma 3.68, Bioconductor 3.23): moderated t statistics,
+p-values and the B statistic; TREAT tests against a fold-change threshold.
+
+The variances are moderated by :func:`~bulkpy._stats.limma.squeeze_var.squeeze_var`, whose
+``legacy`` switch both functions pass on: ``None`` (R's default) estimates the prior with
+``fitFDistUnequalDF1`` when the residual df differ between genes (missing values, zero weights)
+and with the long-standing ``fitFDist``/``fitFDistRobustly`` otherwise; ``True`` always uses the
+latter (limma 3.54 behaviour); ``False`` always the former.
 """
 
 from __future__ import annotations
@@ -114,18 +120,44 @@ def ebayes(
     proportion: float = 0.01,
     stdev_coef_lim=(0.1, 4.0),
     trend=False,
+    span: float | None = None,
     robust: bool = False,
     winsor_tail_p=(0.05, 0.1),
+    legacy: bool | None = None,
 ) -> EBayesResult:
     """Empirical Bayes moderated t statistics (limma ``eBayes``).
 
-    ``trend=True`` uses the fit's ``amean`` as covariate of the prior variance; a numeric vector
-    gives the covariate directly.
+    Parameters
+    ----------
+    fit
+        The linear model fits.
+    proportion
+        Assumed proportion of differentially expressed genes (B statistic).
+    stdev_coef_lim
+        Limits of the prior standard deviation of the non-zero coefficients (B statistic).
+    trend
+        ``True`` uses the fit's ``amean`` as covariate of the prior variance; a numeric vector
+        gives the covariate directly.
+    span
+        Lowess span of the trend under the new estimator; giving it selects that estimator.
+    robust
+        Robust empirical Bayes (outlying variances get less prior df).
+    winsor_tail_p
+        Winsorisation tails of the legacy robust estimator.
+    legacy
+        ``None`` (R's default): the new prior estimator exactly when the residual df differ
+        between genes; ``True``: the limma 3.54 estimators; ``False``: always the new one.
     """
     df_res = _check_fit_for_eb(fit)
     cov = _covariate_for(fit, trend)
     s2_post, s2_prior, df_prior = squeeze_var(
-        fit.sigma**2, df_res, covariate=cov, robust=robust, winsor_tail_p=winsor_tail_p
+        fit.sigma**2,
+        df_res,
+        covariate=cov,
+        span=span,
+        robust=robust,
+        winsor_tail_p=winsor_tail_p,
+        legacy=legacy,
     )
     coef = fit.coefficients
     su = fit.stdev_unscaled
@@ -174,31 +206,50 @@ def treat(
     trend=False,
     robust: bool = False,
     winsor_tail_p=(0.05, 0.1),
+    legacy: bool | None = None,
+    upshot: bool = False,
 ) -> EBayesResult:
-    """Moderated t tests relative to a log2 fold-change threshold ``lfc`` (limma ``treat``)."""
+    """Moderated t tests relative to a log2 fold-change threshold ``lfc`` (limma ``treat``).
+
+    ``legacy`` as for :func:`ebayes`. ``upshot=True`` (limma >= 3.64): the p-value averages the
+    TREAT p-values over thresholds uniform on ``[-lfc, lfc]`` (16-point Gauss-Legendre), and
+    the reported t uses half the threshold.
+    """
     df_res = _check_fit_for_eb(fit)
     cov = _covariate_for(fit, trend)
     s2_post, s2_prior, df_prior = squeeze_var(
-        fit.sigma**2, df_res, covariate=cov, robust=robust, winsor_tail_p=winsor_tail_p
+        fit.sigma**2, df_res, covariate=cov, robust=robust, winsor_tail_p=winsor_tail_p, legacy=legacy
     )
     df_total = df_res + np.asarray(df_prior, dtype=np.float64)
     df_total = np.minimum(df_total, float(np.nansum(df_res)))
     df_total = np.broadcast_to(df_total, df_res.shape).astype(np.float64)
     lfc = abs(float(lfc))
+    treat_lfc = lfc
     coef = fit.coefficients
     acoef = np.abs(coef)
     se = fit.stdev_unscaled * np.sqrt(s2_post)[None, :]
+    dft = df_total[None, :]
     with np.errstate(invalid="ignore", divide="ignore"):
-        t_right = (acoef - lfc) / se
-        t_left = (acoef + lfc) / se
-    p_value = sst.t.sf(t_right, df_total[None, :]) + sst.t.sf(t_left, df_total[None, :])
-    t_right = np.maximum(t_right, 0)
+        if upshot and lfc > 0:
+            x, wq = np.polynomial.legendre.leggauss(16)
+            p_value = np.zeros(coef.shape)
+            for node, weight in zip(x[8:] * lfc, wq[8:] / 2, strict=True):
+                p_value += weight * (sst.t.sf((acoef - node) / se, dft) + sst.t.sf((acoef + node) / se, dft))
+            p_value = 2 * p_value
+            lfc = lfc / 2
+            t_right = np.maximum((acoef - lfc) / se, 0)
+        else:
+            t_right = (acoef - lfc) / se
+            t_left = (acoef + lfc) / se
+            p_value = sst.t.sf(t_right, dft) + sst.t.sf(t_left, dft)
+            t_right = np.maximum(t_right, 0)
+    # limma 3.68: t is 0 for missing coefficients, missing where only the standard error is
+    coef0 = np.where(np.isnan(coef), 0.0, coef)
     t = np.zeros(coef.shape)
-    up = coef > lfc
-    down = coef < -lfc
+    up = coef0 > lfc
+    down = coef0 < -lfc
     t[up] = t_right[up]
     t[down] = -t_right[down]
-    t[np.isnan(coef) | np.isnan(se)] = np.nan
     return EBayesResult(
         t=t,
         p_value=p_value,
@@ -208,5 +259,5 @@ def treat(
         s2_post=s2_post,
         df_total=df_total,
         var_prior=None,
-        lfc=lfc,
+        lfc=treat_lfc,
     )

@@ -1,7 +1,18 @@
-"""limma's variance moderation: ``fitFDist``, ``fitFDistRobustly``, ``trigammaInverse`` and
-``squeezeVar`` (limma 3.54 semantics): the empirical Bayes prior of the gene variances by moment
-matching on ``log F`` with a natural-spline trend on a covariate, and its robust Winsorised form.
-R's ``uniroot`` (``zeroin``) is reimplemented for the robust fit.
+"""limma's variance moderation (limma 3.68, Bioconductor 3.23): ``squeezeVar``, ``fitFDist``,
+``fitFDistRobustly``, ``fitFDistUnequalDF1``, ``trigammaInverse`` and statmod's ``logmdigamma``.
+
+Two estimators of the prior (the scaled F distribution of the gene variances):
+
+- the long-standing ones (``legacy = TRUE``): moment matching on ``log F`` with a natural-spline
+  trend on a covariate (``fitFDist``), and its robust Winsorised form (``fitFDistRobustly``);
+- ``fitFDistUnequalDF1`` (limma >= 3.62): the prior df by profile maximum likelihood, the
+  ``log F`` location by a weighted mean or a weighted lowess trend (weights ``1/trigamma(df/2)``),
+  robust form by refitting with FDR-based prior weights; made for residual df that differ between
+  genes or are fractional (missing values, edgeR 4's adjusted df).
+
+``squeezeVar(legacy = NULL)``, R's default, uses the new estimator exactly when the positive
+residual df are not all identical. R's ``uniroot`` (``zeroin``) and ``optimize`` (``Brent_fmin``)
+are reimplemented so that the iterations stop where R's do.
 """
 
 from __future__ import annotations
@@ -12,12 +23,38 @@ import numpy as np
 from scipy import special
 from scipy import stats as sst
 
+from ..multitest import p_adjust_bh
 from .lowess import _loess_fit_unweighted
 from .splines import natural_spline_basis
 
 
 def _trigamma(x):
     return special.polygamma(1, x)
+
+
+# Bernoulli numbers B_2k / (2k) of the asymptotic series of log(x) - digamma(x), k = 1..8
+_LMD_SERIES = (1 / 12, -1 / 120, 1 / 252, -1 / 240, 1 / 132, -691 / 32760, 1 / 12, -3617 / 8160)
+
+
+def logmdigamma(x) -> np.ndarray:
+    """``log(x) - digamma(x)`` for ``x > 0`` without cancellation (statmod's ``logmdigamma``):
+    the asymptotic series ``1/(2x) + sum B_2k / (2k x^2k)`` for ``x >= 5``, the recurrence
+    ``digamma(x) = digamma(x + 5) - sum 1/(x + j)`` below; NaN for ``x <= 0``."""
+    x = np.asarray(x, dtype=np.float64)
+    out = np.full(x.shape, np.nan)
+    ok = x > 0
+    z = np.where(ok, x, 1.0)
+    small = z < 5
+    zz = np.where(small, z + 5, z)
+    u = 1 / zz**2
+    tail = np.zeros(zz.shape)
+    for c in reversed(_LMD_SERIES):
+        tail = u * (c + tail)
+    big = 1 / (2 * zz) + tail
+    with np.errstate(divide="ignore"):
+        rec = np.log(z / (z + 5)) + big + sum(1 / (z + j) for j in range(5))
+    out[ok] = np.where(small, rec, big)[ok]
+    return out
 
 
 # --------------------------------------------------------------------------------------------
@@ -123,7 +160,7 @@ def fit_f_dist(x, df1, covariate=None) -> tuple[np.ndarray | float, float]:
         )
     x = np.maximum(x, 1e-5 * m)
     z = np.log(x)
-    e = z - special.digamma(df1 / 2) + np.log(df1 / 2)
+    e = z + logmdigamma(df1 / 2)
     if cov is None:
         emean = float(np.mean(e))
         evar = float(np.sum((e - emean) ** 2) / (nok - 1))
@@ -141,7 +178,7 @@ def fit_f_dist(x, df1, covariate=None) -> tuple[np.ndarray | float, float]:
     evar = evar - float(np.mean(_trigamma(df1 / 2)))
     if evar > 0:
         df2 = float(2 * trigamma_inverse(evar)[0])
-        s20 = np.exp(emean + special.digamma(df2 / 2) - np.log(df2 / 2))
+        s20 = np.exp(emean - logmdigamma(df2 / 2))
     else:
         df2 = np.inf
         s20 = float(np.mean(x)) if cov is None else np.exp(emean)
@@ -309,15 +346,7 @@ def fit_f_dist_robustly(x, df1, covariate=None, winsor_tail_p=(0.05, 0.1)) -> di
     if m <= 0:
         raise ValueError("Variances are mostly <= 0")
     small = x < m * 1e-12
-    if small.any():
-        nz = int(small.sum())
-        msg = (
-            "One very small variance detected, has been offset away from zero"
-            if nz == 1
-            else f"{nz} very small variances detected, have been offset away from zero"
-        )
-        warnings.warn(msg, UserWarning, stacklevel=2)
-        x[small] = m * 1e-12
+    x[small] = m * 1e-12  # limma >= 3.62 offsets them without a warning
 
     nr_scale, nr_df2 = fit_f_dist(x, df1_vec if df1.size > 1 else float(df1.ravel()[0]), cov)
 
@@ -459,27 +488,283 @@ def _approx_rule2(x, y, xout):
     return np.interp(np.asarray(xout, dtype=np.float64), xu, ys)
 
 
-def squeeze_var(var, df, *, covariate=None, robust: bool = False, winsor_tail_p=(0.05, 0.1)):
-    """Empirical Bayes posterior variances (limma ``squeezeVar``).
+def fmin(f, lower: float, upper: float, tol: float = np.finfo(float).eps ** 0.25) -> float:
+    """R's ``optimize(f, c(lower, upper), tol = tol)$minimum``: Brent's golden-section search
+    with parabolic interpolation (R's ``Brent_fmin``), the same sequence of evaluations."""
+    c = (3.0 - np.sqrt(5.0)) * 0.5
+    eps = np.sqrt(np.finfo(float).eps)
+    a, b = lower, upper
+    v = a + c * (b - a)
+    w = x = v
+    d = e = 0.0
+    fx = f(x)
+    fv = fw = fx
+    tol3 = tol / 3.0
+    while True:
+        xm = (a + b) * 0.5
+        tol1 = eps * abs(x) + tol3
+        t2 = tol1 * 2.0
+        if abs(x - xm) <= t2 - (b - a) * 0.5:
+            return x
+        p = q = r = 0.0
+        if abs(e) > tol1:  # fit a parabola
+            r = (x - w) * (fx - fv)
+            q = (x - v) * (fx - fw)
+            p = (x - v) * q - (x - w) * r
+            q = (q - r) * 2.0
+            if q > 0.0:
+                p = -p
+            else:
+                q = -q
+            r = e
+            e = d
+        if abs(p) >= abs(q * 0.5 * r) or p <= q * (a - x) or p >= q * (b - x):  # golden section
+            e = (b - x) if x < xm else (a - x)
+            d = c * e
+        else:  # parabolic step
+            d = p / q
+            u = x + d
+            if u - a < t2 or b - u < t2:
+                d = tol1 if x < xm else -tol1
+        if abs(d) >= tol1:
+            u = x + d
+        elif d > 0.0:
+            u = x + tol1
+        else:
+            u = x - tol1
+        fu = f(u)
+        if fu <= fx:
+            if u < x:
+                b = x
+            else:
+                a = x
+            v, w, x = w, x, u
+            fv, fw, fx = fw, fx, fu
+        else:
+            if u < x:
+                a = u
+            else:
+                b = u
+            if fu <= fw or w == x:
+                v, fv = w, fw
+                w, fw = u, fu
+            elif fu <= fv or v == x or v == w:
+                v, fv = u, fu
 
-    Returns ``(var_post, var_prior, df_prior)``; ``var_prior`` is a scalar or per-gene (with a
-    covariate), ``df_prior`` a scalar or per-gene (robust).
+
+def _f_two_tails(fstat, df1, df2):
+    """Upper tail probabilities of ``F(df1, df2)`` and lower ones recomputed directly where small
+    (as ``fitFDistUnequalDF1`` does)."""
+    right = sst.f.sf(fstat, df1, df2)
+    left = 1 - right
+    low = left < 0.001
+    if low.any():
+        d1 = df1[low] if np.ndim(df1) else df1
+        left[low] = sst.f.cdf(fstat[low], d1, df2)
+    return right, left
+
+
+def fit_f_dist_unequal_df1(
+    x, df1, covariate=None, *, span: float | None = None, robust: bool = False, prior_weights=None
+) -> dict:
+    """Scaled F distribution ``x ~ scale * F(df1, df2)`` fitted with attention to unequal or
+    fractional ``df1`` (limma 3.68 ``fitFDistUnequalDF1``).
+
+    ``log x`` is centred by ``logmdigamma(df1/2)``; its location is the mean (or, with
+    ``covariate``, a :func:`~bulkpy._stats.limma.weighted_lowess.loess_fit` trend with span
+    ``chooseLowessSpan(n, small.n = 500)`` unless ``span`` is given) weighted by
+    ``1/trigamma(df1/2)``; ``df2`` maximises the profile likelihood (R's ``optimize`` over
+    ``df2/(1 + df2)/2``-scale in ``[1/2, 0.9998]``). Values with ``df1 < 0.01`` or missing ``x``
+    carry no weight. ``robust=True``: two-sided outliers (BH FDR <= 0.3 of the F tail
+    probabilities) are down-weighted by their FDR in a refit, and right outliers get a smaller
+    per-value ``df2_shrunk``.
+
+    Returns a dict with ``scale`` (scalar or per value), ``df2`` and, when robust found right
+    outliers, ``df2_outlier`` and ``df2_shrunk``.
+    """
+    from .lowess import choose_lowess_span
+    from .weighted_lowess import loess_fit
+
+    x = np.array(x, dtype=np.float64).ravel()
+    n = x.size
+    df1 = np.array(df1, dtype=np.float64).ravel()
+    if df1.size not in (1, n):
+        raise ValueError("x and df1 are different lengths")
+    if np.isnan(df1).any():
+        raise ValueError("NA df1 values")
+    cov = None
+    if covariate is not None:
+        cov = np.asarray(covariate, dtype=np.float64).ravel()
+        if cov.size != n:
+            raise ValueError("x and covariate are different lengths")
+        if np.isnan(cov).any():
+            raise ValueError("covariate contains NA values")
+    pw = None
+    if prior_weights is not None:
+        pw = np.array(prior_weights, dtype=np.float64).ravel()
+        if pw.size != n:
+            raise ValueError("x and prior_weights are different lengths")
+        if np.isnan(pw).any() or pw.min() < 0:
+            raise ValueError("prior_weights must be non-negative numbers")
+    miss = np.isnan(x)
+    if miss.any():
+        pw = (~miss).astype(np.float64) if pw is None else np.where(miss, 0.0, pw)
+        x[miss] = 0.0
+    if df1.min() < 0.01:
+        tiny = df1 < 0.01
+        if df1.size < n:  # a single tiny df1: every value is uninformative
+            tiny = np.full(n, bool(tiny[0]))
+        pw = (~tiny).astype(np.float64) if pw is None else np.where(tiny, 0.0, pw)
+        df1 = np.where(df1 < 0.01, 1.0, df1)
+    informative = x > 0
+    if pw is not None:
+        informative &= pw != 0
+    n_inf = int(informative.sum())
+    if n_inf < 2:
+        return {"scale": np.nan, "df2": np.nan}
+    if n_inf == 2:
+        cov, robust, pw = None, False, None
+
+    m = np.median(x[informative])
+    xpos = np.maximum(x, 1e-12 * m)
+    z = np.log(xpos)
+    d1 = df1 / 2
+    e = z + logmdigamma(d1)
+    w = np.broadcast_to(1 / _trigamma(d1), (n,)).astype(np.float64)
+    if pw is not None:
+        w = w * pw
+    if cov is None:
+        emean = float(np.sum(w * e) / np.sum(w))
+    else:
+        if span is None:
+            span = choose_lowess_span(n, small_n=500)
+        emean = loess_fit(
+            e, cov, w / np.quantile(w, 0.75), span=span, iterations=1, min_weight=1e-8, max_weight=1e2
+        )
+    d1x = d1 * xpos
+
+    def minus_twice_loglik(par):
+        d2 = par / (1 - par)
+        d2s20 = d2 * np.exp(emean - logmdigamma(d2))
+        ll = (
+            -(d1 + d2) * np.log1p(d1x / d2s20)
+            - d1 * np.log(d2s20)
+            + special.gammaln(d1 + d2)
+            - special.gammaln(d2)
+        )
+        if pw is not None:
+            ll = pw * ll
+        return float(-2 * np.sum(ll))
+
+    par = fmin(minus_twice_loglik, 0.5, 0.9998)
+    d2 = par / (1 - par)
+    s20 = np.exp(emean - logmdigamma(d2))
+    if not robust:
+        return {"scale": s20, "df2": 2 * d2}
+
+    df2 = 2 * d2
+    fstat = x / s20
+    right, left = _f_two_tails(fstat, df1 if df1.size > 1 else df1[0], df2)
+    fdr = p_adjust_bh(2 * np.minimum(left, right))
+    fdr[fdr > 0.3] = 1.0
+    if fdr.min() == 1:
+        return {"scale": s20, "df2": df2}
+    refit = fit_f_dist_unequal_df1(x, df1, cov, span=span, robust=False, prior_weights=fdr)
+    s20, df2 = refit["scale"], refit["df2"]
+    r = sst.rankdata(fstat)
+    prob_not = np.minimum(right / ((n - r + 0.5) / n), 1.0)
+    if prob_not.min() == 1:
+        return refit
+    i = int(np.argmin(right))
+    if right[i] == 0:
+        df2_outlier = 0.0
+        df2_shrunk = prob_not * df2
+    else:
+        df2_outlier = np.log(0.5) / np.log(right[i]) * df2
+        d1i = df1[i] if df1.size > 1 else df1[0]
+        new_log_right = sst.f.logsf(fstat[i], d1i, df2_outlier)
+        df2_outlier = np.log(0.5) / new_log_right * df2_outlier
+        df2_shrunk = prob_not * df2 + (1 - prob_not) * df2_outlier
+    o = np.argsort(right, kind="stable")
+    ordered = df2_shrunk[o]
+    cm = np.cumsum(ordered) / np.arange(1, n + 1)
+    imin = int(np.argmin(cm))
+    ordered[: imin + 1] = cm[imin]
+    df2_shrunk = np.empty(n)
+    df2_shrunk[o] = np.maximum.accumulate(ordered)
+    return {"scale": s20, "df2": df2, "df2_outlier": float(df2_outlier), "df2_shrunk": df2_shrunk}
+
+
+def choose_legacy(df) -> bool:
+    """``squeezeVar(legacy = NULL)``'s choice: the long-standing estimators when the positive
+    residual df are all identical, :func:`fit_f_dist_unequal_df1` otherwise (also when no df is
+    positive, as R's ``identical(min(dfp), max(dfp))`` is then false)."""
+    df = np.asarray(df, dtype=np.float64).ravel()
+    dfp = df[df > 0]
+    return bool(dfp.size > 0 and dfp.min() == dfp.max())
+
+
+def squeeze_var(
+    var,
+    df,
+    *,
+    covariate=None,
+    span: float | None = None,
+    robust: bool = False,
+    winsor_tail_p=(0.05, 0.1),
+    legacy: bool | None = None,
+):
+    """Empirical Bayes posterior variances (limma 3.68 ``squeezeVar``).
+
+    Parameters
+    ----------
+    var
+        Gene variances.
+    df
+        Their residual degrees of freedom (scalar or per gene; may be fractional).
+    covariate
+        Optional covariate of the prior variance (e.g. average log expression): a trend.
+    span
+        Lowess span of that trend in :func:`fit_f_dist_unequal_df1`; giving it selects the new
+        estimator (as R does). ``None``: ``chooseLowessSpan(n, small.n = 500)``.
+    robust
+        Robust hyperparameters: outlying variances get less prior df.
+    winsor_tail_p
+        Winsorisation tails of ``fitFDistRobustly`` (legacy robust path only).
+    legacy
+        ``None`` (R's default): the old estimators (``fitFDist``/``fitFDistRobustly``) when the
+        positive ``df`` are all identical, :func:`fit_f_dist_unequal_df1` otherwise; ``True``:
+        always the old ones (limma < 3.62); ``False``: always the new one.
+
+    Returns
+    -------
+    ``(var_post, var_prior, df_prior)``; ``var_prior`` is a scalar or per gene (with a
+    covariate), ``df_prior`` a scalar or per gene (robust).
     """
     var = np.asarray(var, dtype=np.float64).ravel().copy()
     n = var.size
     if n == 0:
         raise ValueError("var is empty")
     df = np.asarray(df, dtype=np.float64)
-    if n == 1:
+    if n < 3:  # limma >= 3.62: no empirical Bayes with fewer than three values
         return var.copy(), var.copy(), 0.0
     if df.size > 1:
         var[df.ravel() == 0] = 0
-    if robust:
-        fit = fit_f_dist_robustly(var, df, covariate=covariate, winsor_tail_p=winsor_tail_p)
-        df_prior = fit["df2_shrunk"]
-        var_prior = fit["scale"]
+    if span is not None:
+        legacy = False
+    if legacy is None:
+        legacy = choose_legacy(df)
+    if legacy:
+        if robust:
+            fit = fit_f_dist_robustly(var, df, covariate=covariate, winsor_tail_p=winsor_tail_p)
+            df_prior = fit["df2_shrunk"]
+            var_prior = fit["scale"]
+        else:
+            var_prior, df_prior = fit_f_dist(var, df, covariate=covariate)
     else:
-        var_prior, df_prior = fit_f_dist(var, df, covariate=covariate)
+        fit = fit_f_dist_unequal_df1(var, df, covariate, span=span, robust=robust)
+        df_prior = fit.get("df2_shrunk", fit["df2"])
+        var_prior = fit["scale"]
     if np.any(np.isnan(np.asarray(df_prior, dtype=np.float64))):
         raise ValueError("Could not estimate prior df")
     var_post = _squeeze(var, df, var_prior, df_prior)
