@@ -39,6 +39,7 @@ from __future__ import annotations
 import math
 import warnings
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from scipy import special
@@ -571,11 +572,11 @@ class _Inputs:
     """Validated inputs of :func:`deseq` (counts and normalisation factors stay as given: blocks are
     read from them by the gene-block driver)."""
 
-    counts: object
+    counts: Any
     X: np.ndarray
     Xr: np.ndarray | None
     sf: np.ndarray | None
-    nf: object
+    nf: Any
     C: np.ndarray
     masks: list
     blocks: GeneBlocks
@@ -603,6 +604,40 @@ class _Inputs:
 
 class _State:
     """Per-gene quantities filled in pass by pass (DESeq2's mcols(dds) as the run proceeds)."""
+
+    # pass 1
+    base_mean: np.ndarray
+    base_var: np.ndarray
+    all_zero: np.ndarray
+    nz: np.ndarray
+    xim: float
+    disp_gene_est: np.ndarray
+    disp_gene_iter: np.ndarray
+    mus: list
+    # pass 2
+    trend: DispersionTrend
+    disp_fit: np.ndarray
+    var_log: float
+    fill_disp: float | None
+    prior_var: float
+    # pass 3 and the refit
+    cutoff: float
+    replaceable: np.ndarray
+    out: dict[str, np.ndarray]
+    cooks: np.ndarray
+    max_cooks: np.ndarray
+    replace: np.ndarray
+    n_above: np.ndarray
+    new_all_zero: np.ndarray
+    refit_idx: list
+    refit_y: list
+    refit_nf: list
+    refitted: bool
+    # contrasts
+    lfc: np.ndarray
+    lse: np.ndarray
+    all_zero_final: np.ndarray
+    caz: np.ndarray
 
 
 def _check_inputs(counts, design, *, size_factors, norm_factors, contrasts, contrast_samples, test, reduced, block_genes, opts):
