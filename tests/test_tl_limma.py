@@ -120,6 +120,7 @@ def test_voom_matches_r_3_16(request, dataset):
         norm="none",
         norm_factors_key="r_norm_factors",
         adaptive_span=False,
+        legacy=True,
     )
     assert ad.uns["voom"]["params"]["span"] == 0.5
     # limma's toptable: observed agreement ~1e-10 (max) / 1e-12 (99th percentile)
@@ -162,7 +163,7 @@ def test_limma_trend_matches_r_3_16(request, dataset):
     formula, fac, test, ref = DESIGNS[dataset]
     ad = _filtered(request, dataset)
     ad.layers["logcpm"] = _logcpm3(ad)
-    bk.tl.limma(ad, design=formula, contrast=[fac, test, ref], layer="logcpm", trend=True)
+    bk.tl.limma(ad, design=formula, contrast=[fac, test, ref], layer="logcpm", trend=True, legacy=True)
     tt = read_ref(dataset, "limma_trend_toptable.csv.gz")
     _compare_table(bk.get.de_df(ad, "limma"), tt, max_tol=1e-7, p99_tol=1e-9)
     head = read_ref(dataset, "limma_trend_prior_head.csv.gz")
@@ -178,7 +179,7 @@ def test_limma_robust_matches_r_3_16(request, dataset):
     formula, fac, test, ref = DESIGNS[dataset]
     ad = _filtered(request, dataset)
     ad.layers["logcpm"] = _logcpm3(ad)
-    bk.tl.limma(ad, design=formula, contrast=[fac, test, ref], layer="logcpm", robust=True)
+    bk.tl.limma(ad, design=formula, contrast=[fac, test, ref], layer="logcpm", robust=True, legacy=True)
     tt = read_ref(dataset, "limma_robust_toptable.csv.gz")
     _compare_table(bk.get.de_df(ad, "limma"), tt, max_tol=1e-7, p99_tol=1e-9)
     dfp = ad.var["limma_df_prior"]
@@ -301,6 +302,79 @@ def test_limma_trend_robust_match_r_current(request, dataset, kw, ref):
     df = bk.get.de_df(ad, "limma")
     _compare_table(df, tt, max_tol=1e-7, p99_tol=1e-9)
     _assert_parity_targets(df, tt)
+
+
+def _pasilla_unequal_df(request):
+    """pasilla's log-CPM (prior count 3) with a fixed pattern of missing values, as
+    tests/fixtures/pasilla/r_current/make_limma_unequal_df.R: residual df 1-4 across genes."""
+    ad = _filtered(request, "pasilla")
+    E = _logcpm3(ad)
+    g = np.arange(1, ad.n_vars + 1)[None, :]
+    j = np.arange(1, ad.n_obs + 1)[:, None]
+    E[(5 * g + 2 * j) % 23 == 0] = np.nan
+    ad.layers["na"] = E
+    return ad
+
+
+@pytest.mark.parity
+@pytest.mark.parametrize(
+    ("kw", "ref", "legacy_used"),
+    [
+        ({}, "limma_na_toptable", False),
+        ({"legacy": True}, "limma_na_legacy_toptable", True),
+        ({"trend": True}, "limma_na_trend_toptable", False),
+        ({"robust": True}, "limma_na_robust_toptable", False),
+        ({"lfc": np.log2(1.5)}, "limma_na_treat_lfc0.585", False),
+    ],
+)
+def test_limma_unequal_df_matches_r_current(request, kw, ref, legacy_used):
+    # residual df that differ between genes: limma 3.68's eBayes/treat(legacy = NULL) estimate the
+    # prior with fitFDistUnequalDF1, legacy = TRUE with limma 3.54's fitFDist; observed ~2e-9 (B), ~1e-10
+    tt = read_current("pasilla", f"{ref}.csv.gz")
+    ad = _pasilla_unequal_df(request)
+    bk.tl.limma(
+        ad, design="~ type + condition", contrast=["condition", "treated", "untreated"], layer="na", **kw
+    )
+    params = ad.uns["limma"]["params"]
+    assert ad.var["limma_df_residual"].nunique() > 1
+    assert params["legacy_used"] is legacy_used and params["legacy"] == kw.get("legacy", "auto")
+    df = bk.get.de_df(ad, "limma")
+    _compare_table(df, tt, max_tol=1e-7, p99_tol=1e-10)
+    _assert_parity_targets(df, tt)
+
+
+@pytest.mark.parity
+def test_voom_legacy_false_matches_r_current(request):
+    # eBayes(lmFit(voom(y, mm), mm), legacy = FALSE): fitFDistUnequalDF1 even with equal residual df
+    tt = read_current("pasilla", "limma_voom_legacy_false_toptable.csv.gz")
+    ad = _voom_current(request, "pasilla", legacy=False)
+    params = ad.uns["voom"]["params"]
+    assert params["legacy"] is False and params["legacy_used"] is False and "legacy=False" in params["note"]
+    df = bk.get.de_df(ad, "voom")
+    _compare_table(df, tt, max_tol=1e-8, p99_tol=1e-10)
+    _assert_parity_targets(df, tt)
+
+
+def test_legacy_switch_is_passed_on(small):
+    # complete data (equal residual df): legacy=None is the legacy estimator, False is not;
+    # missing values (unequal df): legacy=None is the new estimator, True is not
+    kw = {"design": "~ type + condition", "contrast": "condition[T.untreated]"}
+    E = small.layers["logcpm"].copy()
+    E[np.random.default_rng(8).uniform(size=E.shape) < 0.05] = np.nan
+    small.layers["withna"] = E
+    for layer, same, other in (("logcpm", True, False), ("withna", False, True)):
+        for legacy in (None, True, False):
+            bk.tl.limma(small, **kw, layer=layer, legacy=legacy, key_added=f"k{legacy}")
+        auto, s, o = (small.var[f"k{v}_df_prior"] for v in (None, same, other))
+        np.testing.assert_array_equal(auto, s)
+        assert not np.allclose(auto, o)
+        assert small.uns["kNone"]["params"]["legacy_used"] is same
+        assert small.uns["kNone"]["params"]["legacy"] == "auto" and "note" not in small.uns["kNone"]["params"]
+        assert "legacy=True" in small.uns["kTrue"]["params"]["note"]
+    # treat and voom pass it on too
+    bk.tl.voom(small, **kw, lfc=0.5, key_added="t_auto")
+    bk.tl.voom(small, **kw, lfc=0.5, legacy=False, key_added="t_new")
+    assert not np.allclose(small.var["t_auto_df_prior"], small.var["t_new_df_prior"])
 
 
 @pytest.fixture(scope="module")

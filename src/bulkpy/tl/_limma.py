@@ -94,13 +94,13 @@ def _check_legacy(legacy) -> bool | None:
 
 
 def _legacy_used(df_residual: np.ndarray, legacy: bool | None) -> bool:
-    """The estimator limma's ``squeezeVar`` picks: with ``legacy=NULL`` the legacy one exactly
+    """The estimator limma 3.68's ``squeezeVar`` picks: with ``legacy=NULL`` the legacy one exactly
     when the positive residual degrees of freedom are all equal."""
     if legacy is not None:
         return legacy
     dfp = np.asarray(df_residual, dtype=np.float64)
     dfp = dfp[dfp > 0]
-    return bool(dfp.size == 0 or dfp.min() == dfp.max())
+    return bool(dfp.size > 0 and dfp.min() == dfp.max())
 
 
 def _design(adata: AnnData, design) -> tuple[np.ndarray, list[str]]:
@@ -164,21 +164,15 @@ def _expression(adata: AnnData, layer) -> np.ndarray:
 # --------------------------------------------------------------------------------------------
 
 
-def _eb_legacy(legacy):
-    # TEMPORARY until the engine's ebayes/treat take ``legacy`` (concurrent change): pass it on
-    # only when set, so that the default path runs on either engine
-    return {} if legacy is None else {"legacy": legacy}
-
-
 def _fit_and_test(E, X, C, names, *, weights, trend, robust, lfc, legacy):
     fit = _lin.lm_fit(E, X, weights=weights)
     if not np.any(fit.df_residual > 0):
         raise ValueError("no gene has residual degrees of freedom (too many missing values for the design)")
     cfit = _lin.contrasts_fit(fit, C)
     if lfc > 0:
-        eb = _lin.treat(cfit, lfc=lfc, trend=trend, robust=robust, **_eb_legacy(legacy))
+        eb = _lin.treat(cfit, lfc=lfc, trend=trend, robust=robust, legacy=legacy)
     else:
-        eb = _lin.ebayes(cfit, trend=trend, robust=robust, **_eb_legacy(legacy))
+        eb = _lin.ebayes(cfit, trend=trend, robust=robust, legacy=legacy)
     return fit, cfit, eb
 
 

@@ -1,4 +1,4 @@
-"""limma's ``lmFit`` and ``contrasts.fit`` (limma 3.54 semantics), vectorised over genes.
+"""limma's ``lmFit`` and ``contrasts.fit`` (the same in limma 3.54 and 3.68), vectorised over genes.
 
 Arrays are samples × genes, like ``AnnData.X``. Per-gene results are 1-D arrays over genes and
 per-coefficient results are ``(coefficients, genes)`` arrays, so the gene axis is always last.
