@@ -1,11 +1,15 @@
-"""bk.tl.score: GSVA and ssGSEA (bulkpy._stats.enrichment.gsva) against R's GSVA 1.46, and the decoupler methods.
+"""bk.tl.score: GSVA and ssGSEA (bulkpy._stats.enrichment.gsva) against R's GSVA 2.6 and 1.46, and the
+decoupler methods.
 
 References: ``../shared/data/geuvadis85/r_reference/{gsva,ssgsea}_hallmark.csv.gz`` made by
 ``refscripts/make_gsea_refs.R`` from ``logcpm_by_symbol.csv.gz`` (edgeR TMM log-CPM, 85 samples,
 10,036 genes by symbol) and MSigDB Hallmark v7.0: ``gsva(m, hall, method = "gsva", kcdf =
 "Gaussian", min.sz = 15, max.sz = 500)`` and ``gsva(m, hall, method = "ssgsea", min.sz = 15,
-max.sz = 500)``. Without ../shared, small synthetic data are checked against plain
-re-implementations of GSVA 1.46's R/C code written out loop by loop below.
+max.sz = 500)`` (GSVA 1.46); ``geuvadis85/r_current/{gsva,ssgsea}_hallmark.csv.gz`` made by
+``refscripts/make_tximport_current.R`` from the same input with GSVA 2.6.12's parameter objects:
+``gsva(gsvaParam(m, hall, kcdf = "Gaussian", minSize = 15, maxSize = 500))`` and
+``gsva(ssgseaParam(m, hall, minSize = 15, maxSize = 500))``. Without ../shared, small synthetic
+data are checked against plain re-implementations of GSVA's R/C code written out loop by loop below.
 """
 
 from __future__ import annotations
@@ -50,6 +54,65 @@ def test_parity_gsva_1_46(geuvadis_logcpm, hallmark, method, tol):
     diff = np.abs(ours.loc[ref.columns, ref.index].to_numpy().T - ref.to_numpy())
     assert diff.max() < tol, f"max abs difference {diff.max():.3g}"
     assert f"padj_{method}" not in adata.obsm
+
+
+@pytest.mark.parity
+@pytest.mark.parametrize(("method", "tol"), [("gsva", 1e-12), ("ssgsea", 1e-12)])
+def test_parity_gsva_2_6(geuvadis_logcpm, hallmark, method, tol):
+    # GSVA 2.6.12 (Bioconductor 3.23) with its parameter objects. Measured max |difference|:
+    # GSVA 8e-16, ssGSEA 4e-15 (GSVA 2.6 and 1.46 differ from each other by 2.4e-13 for GSVA, 0 for
+    # ssGSEA). bulkpy's defaults are GSVA 2.6's: kcdf="auto" picks the Gaussian kernel here (85
+    # samples < kcdfNoneMinSampleSize 200, non-integer matrix), as the reference's kcdf="Gaussian".
+    ref = pd.read_csv(shared_path("geuvadis85", "r_current", f"{method}_hallmark.csv.gz"), index_col=0)
+    adata = geuvadis_logcpm.copy()
+    bk.tl.score(adata, gene_sets=hallmark, method=method, min_size=15, max_size=500)
+    ours = adata.obsm[f"score_{method}"]
+    assert set(ours.columns) == set(ref.index)  # same sets pass the size filter (49 of 50)
+    diff = np.abs(ours.loc[ref.columns, ref.index].to_numpy().T - ref.to_numpy())
+    assert diff.max() < tol, f"max abs difference {diff.max():.3g}"
+    p = adata.uns[f"score_{method}"]["params"]
+    assert p["gsva_version"].startswith("2.6")
+    if method == "gsva":
+        assert p["options"]["kcdf"] == "auto" and p["options"]["kcdf_used"] == "gaussian"
+
+
+def test_gsva_kcdf_auto_follows_gsva_2_6(toy):
+    # GSVA 2.6's .parse_kcdf_param: Gaussian kernel for a non-integer matrix, Poisson for an
+    # integer one, the empirical CDF from kcdfNoneMinSampleSize (200) samples on
+    adata, sets = toy
+    x = np.delete(adata.X, 7, axis=1)
+    genes = [g for g in adata.var_names if g != "g7"]
+    kw = {"gene_sets": sets, "method": "gsva", "min_size": 3}
+
+    def run(a, **extra):
+        bk.tl.score(a, **kw, **extra)
+        return a.obsm["score_gsva"], a.uns["score_gsva"]["params"]["options"]
+
+    auto, opt = run(ad.AnnData(X=x.copy(), obs=adata.obs.copy(), var=pd.DataFrame(index=genes)))
+    gauss, _ = run(ad.AnnData(X=x.copy(), obs=adata.obs.copy(), var=pd.DataFrame(index=genes)), kcdf="Gaussian")
+    assert opt["kcdf_used"] == "gaussian"
+    pd.testing.assert_frame_equal(auto, gauss)
+    counts = np.round(np.exp(x)).astype(np.int64)
+    a_int = ad.AnnData(X=counts, obs=adata.obs.copy(), var=pd.DataFrame(index=genes))
+    pois, opt = run(a_int)
+    assert opt["kcdf_used"] == "poisson"
+    pd.testing.assert_frame_equal(pois, run(a_int.copy(), kcdf="poisson")[0])
+    # the same counts stored as floats are not an integer matrix for GSVA: Gaussian
+    _, opt = run(ad.AnnData(X=counts.astype(float), obs=adata.obs.copy(), var=pd.DataFrame(index=genes)))
+    assert opt["kcdf_used"] == "gaussian"
+    # from kcdf_none_min_sample_size samples on: the empirical CDF
+    few = ad.AnnData(X=x.copy(), obs=adata.obs.copy(), var=pd.DataFrame(index=genes))
+    ecdf, opt = run(few, kcdf_none_min_sample_size=9)
+    assert opt["kcdf_used"] == "none"
+    pd.testing.assert_frame_equal(ecdf, run(few.copy(), kcdf="none")[0])
+    with pytest.raises(ValueError, match="kcdf_none_min_sample_size must be a positive integer"):
+        run(few.copy(), kcdf_none_min_sample_size=0)
+
+
+def test_constant_genes_rule_of_gsva_2_6():
+    # GSVA >= 1.52 (.filterGenes): a gene is constant when its minimum equals its maximum
+    x = np.array([[1.0, 2.0, 3.0, 5.0], [1.0, 2.0, 3.0 + 1e-12, 5.0], [1.0, 4.0, 3.0, np.nan]])
+    np.testing.assert_array_equal(engine.constant_genes(x), [True, False, False, True])
 
 
 # --------------------------------------------------------------------------------------------
@@ -226,7 +289,9 @@ def test_collections_do_not_overwrite_and_roundtrip(airway_logcpm, tmp_h5ad):
     back = roundtrip(airway_logcpm, tmp_h5ad)
     for k in ("score_ulm", "padj_ulm", "score_ifn", "padj_ifn", "score_gsva", "score_aucell"):
         pd.testing.assert_frame_equal(back.obsm[k], airway_logcpm.obsm[k])
-    assert back.uns["score_gsva"]["params"]["options"]["kcdf"] == "gaussian"
+    assert back.uns["score_gsva"]["params"]["options"]["kcdf"] == "auto"
+    assert back.uns["score_gsva"]["params"]["options"]["kcdf_used"] == "gaussian"
+    assert back.uns["score_gsva"]["params"]["gsva_version"] == "2.6.12"
     assert list(back.uns["score_ifn"]["params"]["gene_sets"]) == list(
         airway_logcpm.uns["score_ifn"]["params"]["gene_sets"]
     )

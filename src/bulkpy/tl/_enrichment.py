@@ -604,11 +604,28 @@ def gsea(
 # --------------------------------------------------------------------------------------------
 # per-sample scores
 
-#: Methods bulkpy computes itself (R GSVA 1.46 parity) and their options with defaults.
+#: GSVA release whose defaults ``"gsva"``/``"ssgsea"`` follow (``gsvaParam``/``ssgseaParam``).
+GSVA_VERSION = "2.6.12"
+#: Methods bulkpy computes itself (R GSVA parity) and their options with GSVA 2.6's defaults.
 OWN_METHODS = {
-    "gsva": {"kcdf": "gaussian", "tau": 1.0, "mx_diff": True, "abs_ranking": False},
+    "gsva": {"kcdf": "auto", "kcdf_none_min_sample_size": 200, "tau": 1.0, "mx_diff": True, "abs_ranking": False},
     "ssgsea": {"alpha": 0.25, "normalize": True},
 }
+
+
+def _gsva_kcdf(kcdf, min_sample_size, n_samples: int, integer_dtype: bool) -> str:
+    """GSVA 2.6's kernel choice (``.parse_kcdf_param``): ``"auto"`` is the empirical CDF
+    (``"none"``) from ``kcdfNoneMinSampleSize`` samples on, else a Poisson kernel for an integer
+    matrix and a Gaussian one otherwise."""
+    kcdf = kcdf.lower() if isinstance(kcdf, str) else kcdf
+    kcdf = check_choice(kcdf, ("auto", "gaussian", "poisson", "none"), "kcdf")
+    if isinstance(min_sample_size, bool) or not isinstance(min_sample_size, int | np.integer) or min_sample_size < 1:
+        raise ValueError(f"kcdf_none_min_sample_size must be a positive integer, got {min_sample_size!r}")
+    if kcdf != "auto":
+        return kcdf
+    if n_samples >= min_sample_size:
+        return "none"
+    return "poisson" if integer_dtype else "gaussian"
 #: Methods delegated to decoupler (``decoupler.mt.<name>``; wsum and wmean through ``waggr``).
 DECOUPLER_METHODS = ("ulm", "mlm", "wsum", "wmean", "waggr", "aucell", "zscore", "viper", "udt", "mdt")
 
@@ -701,9 +718,13 @@ def score(
 ):
     """Per-sample gene set (pathway, regulon) scores.
 
-    ``"gsva"`` and ``"ssgsea"`` are computed by bulkpy and agree with R's GSVA 1.46
-    (``gsva(method="gsva", kcdf="Gaussian", mx.diff=TRUE)`` and ``gsva(method="ssgsea",
-    ssgsea.norm=TRUE)``); GSVA drops constant genes first, as GSVA does. The other methods are
+    ``"gsva"`` and ``"ssgsea"`` are computed by bulkpy with the defaults of R's GSVA 2.6
+    (``gsva(gsvaParam(...))``, ``gsva(ssgseaParam(...))``) and agree with it, and with GSVA 1.46,
+    to ~1e-15 on log-CPM; GSVA drops genes that are constant across samples first (ssGSEA keeps
+    them), as GSVA does. GSVA 2.6 chooses the kernel itself (``kcdf="auto"``): the empirical CDF
+    from 200 samples on, below that a Poisson kernel for an integer matrix and a Gaussian one
+    otherwise (GSVA 1.46 always used the Gaussian kernel; pass ``kcdf="gaussian"`` for it). The
+    other methods are
     decoupler's (``decoupler.mt.<method>``: ``ulm``, ``mlm``, ``wsum``/``wmean`` (``waggr``),
     ``aucell``, ``zscore``, ``viper``, ``udt``, ``mdt``), run on the layer with the sets matched
     and size-filtered here; weighted sets (e.g. :func:`bulkpy.datasets.progeny`) keep their
@@ -731,9 +752,11 @@ def score(
     copy
         Return a modified copy instead of writing into ``adata``.
     **kwargs
-        Options of the method: for ``"gsva"`` ``kcdf`` (``"gaussian"``, ``"poisson"`` for counts,
-        ``"none"``), ``tau``, ``mx_diff``, ``abs_ranking``; for ``"ssgsea"`` ``alpha`` and
-        ``normalize``; for decoupler's methods, theirs (e.g. ``times`` for ``waggr``).
+        Options of the method: for ``"gsva"`` ``kcdf`` (``"auto"``, ``"gaussian"``,
+        ``"poisson"`` for counts, ``"none"``), ``kcdf_none_min_sample_size`` (200; GSVA's
+        ``kcdfNoneMinSampleSize``), ``tau`` (1), ``mx_diff`` (True; ``maxDiff``),
+        ``abs_ranking`` (False; ``absRanking``); for ``"ssgsea"`` ``alpha`` (0.25) and
+        ``normalize`` (True); for decoupler's methods, theirs (e.g. ``times`` for ``waggr``).
 
     Returns
     -------
@@ -743,8 +766,10 @@ def score(
       ``key_added`` or the method); ``/`` in set names becomes ``_`` (h5ad can not store it);
     * ``obsm[f"padj_{{name}}"]``: adjusted p-values, same shape, for methods that test
       (``ulm``, ``mlm``, ``waggr`` with permutations, ``viper``, ``zscore``);
-    * ``uns[f"score_{{name}}"]["params"]``: method, options, layer, sizes, backend and version,
-      and the original set names in column order (``gene_sets``).
+    * ``uns[f"score_{{name}}"]["params"]``: method, options (for ``"gsva"`` with
+      ``kcdf_used``, the kernel ``"auto"`` chose), the GSVA release followed
+      (``gsva_version``), layer, sizes, backend and version, and the original set names in
+      column order (``gene_sets``).
 
     Examples
     --------
@@ -788,11 +813,16 @@ def score(
             )
         options = {**allowed, **kwargs}
         keep = np.ones(genes.size, dtype=bool)
+        engine_options = dict(options)
         if method == "gsva":
-            kcdf = options["kcdf"]
-            kcdf = kcdf.lower() if isinstance(kcdf, str) else kcdf
-            options["kcdf"] = check_choice(kcdf, ("gaussian", "poisson", "none"), "kcdf")
-            if options["kcdf"] == "poisson" and (x < 0).any() | (x != np.round(x)).any():
+            raw = get_matrix(adata, layer)
+            kcdf = _gsva_kcdf(
+                options["kcdf"], engine_options.pop("kcdf_none_min_sample_size"), adata.n_obs,
+                np.dtype(raw.dtype).kind in "iu",
+            )  # fmt: skip
+            engine_options["kcdf"] = kcdf
+            options["kcdf_used"] = kcdf
+            if kcdf == "poisson" and (x < 0).any() | (x != np.round(x)).any():
                 raise ValueError(
                     "kcdf='poisson' needs integer counts (pass the counts layer), found non-integer values"
                 )
@@ -808,12 +838,12 @@ def score(
 
         xk = x[:, keep]
         if method == "gsva":
-            es = _gsva.gsva(xk, member.indptr, member.indices, **options)
+            es = _gsva.gsva(xk, member.indptr, member.indices, **engine_options)
         else:
-            es = _gsva.ssgsea(xk, member.indptr, member.indices, **options)
+            es = _gsva.ssgsea(xk, member.indptr, member.indices, **engine_options)
         scores = pd.DataFrame(es, index=adata.obs_names.copy(), columns=list(names))
         padj = None
-        backend = "bulkpy (R GSVA 1.46 algorithm)"
+        backend = f"bulkpy (R GSVA {GSVA_VERSION} defaults)"
     else:
         _decoupler_fn(method)  # fail early if decoupler lacks it
         member, names, filt = sets_for_genes(
@@ -844,6 +874,8 @@ def score(
         "backend": backend,
         "gene_sets": [str(n) for n in names],
     }
+    if method in OWN_METHODS:
+        params["gsva_version"] = GSVA_VERSION
     adata = start(adata, copy)
     adata.obsm[obsm_key] = scores
     padj_key = f"padj_{name}"

@@ -1,4 +1,5 @@
-"""Per-sample gene set scores: GSVA and ssGSEA as in R's GSVA 1.46.
+"""Per-sample gene set scores: GSVA and ssGSEA as in R's GSVA 1.46, whose dense-matrix algorithms
+GSVA 2.6 keeps (``gsvaParam``/``ssgseaParam``; the kernel choice ``kcdf="auto"`` is the adapter's).
 
 Arrays are samples x genes (like ``AnnData.X``); gene sets are given as CSR-like
 ``indptr``/``indices`` (gene column indices per set). Results are samples x sets.
@@ -58,11 +59,15 @@ def row_sd(x: np.ndarray) -> np.ndarray:
 
 
 def constant_genes(x: np.ndarray) -> np.ndarray:
-    """Genes GSVA 1.46 drops as constant: standard deviation below 1e-10 (or NaN)."""
+    """Genes GSVA drops as constant: since GSVA 1.52 (``.filterGenes``) those whose smallest and
+    largest value are equal (or NaN); GSVA 1.46 used a standard deviation below 1e-10, which
+    differs only for genes varying by less than that."""
     x = np.asarray(x, dtype=np.float64)
+    if x.shape[0] == 0:
+        return np.ones(x.shape[1], dtype=bool)
     with np.errstate(invalid="ignore"):
-        sd = np.std(x, axis=0, ddof=1) if x.shape[0] > 1 else np.zeros(x.shape[1])
-    return ~(sd >= 1e-10)
+        lo, hi = x.min(axis=0), x.max(axis=0)
+    return ~(hi > lo)
 
 
 @njit(cache=True, nogil=True)
