@@ -284,92 +284,98 @@ def fit_nb_glm(
     lam_nat = lam * LOG2E**2  # lambda / log(2)^2
 
     if intercept_shortcut and p == 1 and np.all(X == 1) and np.all(lam <= 1e-6):
-        with np.errstate(divide="ignore"):
-            b = np.log((y / nf).mean(axis=1))[:, None]
-        mu = nf * np.exp(b)
-        ll = nb_loglik(y, mu, alpha) if loglik else np.full(g, np.nan)
-        w = 1.0 / (1.0 / mu + alpha[:, None])
-        xtwx = w.sum(axis=1)
-        se = np.sqrt(1.0 / xtwx)[:, None]
-        hat = w / xtwx[:, None]
-        return NBGLMFit(
-            beta=b,
-            beta_se=se,
-            mu=out_layout(mu),
-            hat_diagonals=out_layout(hat),
-            log_like=ll,
-            deviance=-2 * ll,
-            iterations=np.ones(g, dtype=np.int64),
-            converged=np.ones(g, dtype=bool),
-            optimized=np.zeros(g, dtype=bool),
-        )
-
-    if np.linalg.matrix_rank(X) < p:
-        if lambda_ is None:
-            raise ValueError("the design matrix is not of full column rank; remove redundant or all-zero columns")
-        # a penalised fit of a rank-deficient design (DESeq2's expanded model matrices): DESeq2
-        # starts from zero, with log(mean of normalised counts) for an intercept column
-        beta0 = np.zeros((g, p))
-        ones = np.flatnonzero(np.all(X == 1.0, axis=0))
-        if ones.size:
-            with np.errstate(divide="ignore"):
-                beta0[:, ones[0]] = np.log((y / nf).mean(axis=1))
-        else:
-            beta0[:] = 1.0
+        fit = _intercept_only_fit(y, nf, alpha, loglik=loglik)
     else:
-        beta0 = _initial_beta(y, nf, X, shared=nf_shared)
+        beta0 = _starting_coefficients(y, nf, X, nf_shared=nf_shared, penalised=lambda_ is not None)
+        fit, var = _irls(y, nf, nf_shared, X, alpha, lam_nat, beta0, beta_tol=beta_tol, maxit=maxit, minmu=minmu)
+        if not loglik:
+            fit.log_like[:] = np.nan
+        stable = np.isfinite(fit.beta).all(axis=1)
+        var_pos = (var > 0).all(axis=1)
+        redo = (~fit.converged | ~stable | ~var_pos) if use_optim else (~stable | ~var_pos)
+        if redo.any():
+            _optim_refit(fit, np.flatnonzero(redo), y, nf, nf_shared, X, alpha, lam_nat, beta0, minmu=minmu, loglik=loglik)
+        fit.deviance = -2 * fit.log_like
+    fit.mu, fit.hat_diagonals = out_layout(fit.mu), out_layout(fit.hat_diagonals)
+    return fit
+
+
+def _intercept_only_fit(y, nf, alpha, *, loglik: bool) -> NBGLMFit:
+    """The closed form DESeq2 uses for ``~ 1`` with no penalty: log of the mean normalised count."""
+    g = y.shape[0]
+    with np.errstate(divide="ignore"):
+        b = np.log((y / nf).mean(axis=1))[:, None]
+    mu = nf * np.exp(b)
+    ll = nb_loglik(y, mu, alpha) if loglik else np.full(g, np.nan)
+    w = 1.0 / (1.0 / mu + alpha[:, None])
+    xtwx = w.sum(axis=1)
+    return NBGLMFit(
+        beta=b, beta_se=np.sqrt(1.0 / xtwx)[:, None], mu=mu, hat_diagonals=w / xtwx[:, None], log_like=ll,
+        deviance=-2 * ll, iterations=np.ones(g, dtype=np.int64), converged=np.ones(g, dtype=bool),
+        optimized=np.zeros(g, dtype=bool),
+    )  # fmt: skip
+
+
+def _starting_coefficients(y, nf, X, *, nf_shared: bool, penalised: bool) -> np.ndarray:
+    """IRLS starting values: DESeq2's least-squares start, or for a rank-deficient penalised design
+    (the expanded model matrices of the normal prior) zeros with the log mean normalised count in the
+    intercept column."""
+    g, p = y.shape[0], X.shape[1]
+    if np.linalg.matrix_rank(X) == p:
+        return _initial_beta(y, nf, X, shared=nf_shared)
+    if not penalised:
+        raise ValueError("the design matrix is not of full column rank; remove redundant or all-zero columns")
+    beta0 = np.zeros((g, p))
+    ones = np.flatnonzero(np.all(X == 1.0, axis=0))
+    if ones.size:
+        with np.errstate(divide="ignore"):
+            beta0[:, ones[0]] = np.log((y / nf).mean(axis=1))
+    else:
+        beta0[:] = 1.0
+    return beta0
+
+
+def _irls(y, nf, nf_shared, X, alpha, lam_nat, beta0, *, beta_tol, maxit, minmu) -> tuple[NBGLMFit, np.ndarray]:
+    """DESeq2's ridge-penalised IRLS for every gene in the compiled kernel (genes × samples); also
+    returns the coefficients' variances (genes × coefficients)."""
+    g, n = y.shape
+    p = X.shape[1]
     beta = beta0.copy()
-    mu = np.empty((g, n))
+    mu, hat = np.empty((g, n)), np.empty((g, n))
     iters = np.zeros(g, dtype=np.int64)
-    hat = np.empty((g, n))
-    var = np.empty((g, p))
-    dev = np.empty(g)
-    ll = np.empty(g)
+    var, dev, ll = np.empty((g, p)), np.empty(g), np.empty(g)
     cell, XC = design_cells(X)
     with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
         irls_kernel_par(
             y, nf, nf_shared, cell, XC, alpha, lam_nat, beta, float(beta_tol), int(maxit), float(minmu),
             mu, iters, hat, var, dev, ll, n_chunks(g),
         )  # fmt: skip
-    if not loglik:
-        ll[:] = np.nan
-    stable = np.isfinite(beta).all(axis=1)
-    var_pos = (var > 0).all(axis=1)
-    converged = iters < maxit
-    se = np.sqrt(np.maximum(var, 0.0))
+    fit = NBGLMFit(
+        beta=beta, beta_se=np.sqrt(np.maximum(var, 0.0)), mu=mu, hat_diagonals=hat, log_like=ll, deviance=dev,
+        iterations=iters, converged=iters < maxit, optimized=np.zeros(g, dtype=bool),
+    )  # fmt: skip
+    return fit, var
 
-    redo = (~converged | ~stable | ~var_pos) if use_optim else (~stable | ~var_pos)
-    optimized = np.zeros(g, dtype=bool)
-    if redo.any():
-        idx = np.flatnonzero(redo)
-        # DESeq2 starts optim at the IRLS estimate when usable
-        start = beta[idx].copy()
-        bad = ~(np.isfinite(start).all(axis=1) & (np.abs(start * LOG2E) < _LARGE).all(axis=1))
-        start[bad] = beta0[idx][bad]
-        nf_idx = np.broadcast_to(nf, (idx.size, n)) if nf_shared else nf[idx]
-        b_opt, conv_opt = _newton_fallback(y[idx], nf_idx, X, alpha[idx], lam_nat, start)
-        beta[idx] = b_opt
-        converged[idx] = converged[idx] | conv_opt
-        mu_row = nf_idx * np.exp(b_opt @ X.T)
-        mu[idx] = mu_row
-        mu_c = np.maximum(mu_row, minmu)
-        w_o = 1.0 / (1.0 / mu_c + alpha[idx, None])
-        xtwx_o = _xtwx(w_o, X)
-        inv_o = np.linalg.inv(xtwx_o + np.diag(lam_nat))
-        sig_o = inv_o @ xtwx_o @ inv_o
-        se[idx] = np.sqrt(np.maximum(np.einsum("gii->gi", sig_o), 0.0))
-        if loglik:
-            ll[idx] = nb_loglik(y[idx], mu_c, alpha[idx])
-        optimized[idx] = True
 
-    return NBGLMFit(
-        beta=beta,
-        beta_se=se,
-        mu=out_layout(mu),
-        hat_diagonals=out_layout(hat),
-        log_like=ll,
-        deviance=-2 * ll,
-        iterations=iters,
-        converged=converged,
-        optimized=optimized,
-    )
+def _optim_refit(fit: NBGLMFit, idx, y, nf, nf_shared, X, alpha, lam_nat, beta0, *, minmu, loglik) -> None:
+    """DESeq2's ``useOptim``: genes that did not converge (or have unusable coefficients or
+    variances) are refitted by direct optimisation, started at the IRLS estimate when usable."""
+    n = y.shape[1]
+    start = fit.beta[idx].copy()
+    bad = ~(np.isfinite(start).all(axis=1) & (np.abs(start * LOG2E) < _LARGE).all(axis=1))
+    start[bad] = beta0[idx][bad]
+    nf_idx = np.broadcast_to(nf, (idx.size, n)) if nf_shared else nf[idx]
+    b_opt, conv_opt = _newton_fallback(y[idx], nf_idx, X, alpha[idx], lam_nat, start)
+    fit.beta[idx] = b_opt
+    fit.converged[idx] = fit.converged[idx] | conv_opt
+    mu_row = nf_idx * np.exp(b_opt @ X.T)
+    fit.mu[idx] = mu_row
+    mu_c = np.maximum(mu_row, minmu)
+    w_o = 1.0 / (1.0 / mu_c + alpha[idx, None])
+    xtwx_o = _xtwx(w_o, X)
+    inv_o = np.linalg.inv(xtwx_o + np.diag(lam_nat))
+    sig_o = inv_o @ xtwx_o @ inv_o
+    fit.beta_se[idx] = np.sqrt(np.maximum(np.einsum("gii->gi", sig_o), 0.0))
+    if loglik:
+        fit.log_like[idx] = nb_loglik(y[idx], mu_c, alpha[idx])
+    fit.optimized[idx] = True

@@ -651,37 +651,85 @@ def gsea(
     ``stats`` in leading-edge order: from the top of the ranking for ES > 0, from the bottom for
     ES < 0), plus ``n_more_extreme`` and ``mode_fraction`` of the simple sampling.
     """
+    stats, indptr, indices, sizes = _check_sets(stats, indptr, indices)
+    sample_size = max(3, int(sample_size))
+    if sample_size % 2 == 0:
+        sample_size += 1
+    eps = float(max(0.0, min(1.0, eps)))
+
+    # enrichment scores on the ranking (fgsea's calcGseaStat for every set at once)
+    order = rank_order(stats)
+    r = np.abs(stats[order]) ** gsea_param
+    pos = _ranked_positions(order, indptr, indices, sizes)
+    es, i_top, i_bot = _es_sets(r, indptr, pos)
+    le_indptr, le_indices = _leading_edges(es, i_top, i_bot, indptr, pos, sizes, order)
+
+    # fgseaSimple's sampling for NES and the first p-values; the multilevel method where it is
+    # more accurate
+    useed = _seed_int(seed)
+    sim = _simple_sampling(r, es, sizes, int(n_perm_simple), useed)
+    nperm = float(n_perm_simple)
+    use_ml = (~np.isnan(sim["pvalue"])) & (
+        multilevel_error((sim["n_more"] + 1) / (nperm + 1), sample_size) < _simple_error(sim["n_more"], nperm)
+    )
+    pvalue = sim["pvalue"].copy()
+    log2err = np.where(
+        np.isnan(sim["pvalue"]),
+        np.nan,
+        (1 / math.log(2)) * np.sqrt(special.polygamma(1, sim["n_more"] + 1) - special.polygamma(1, nperm + 1)),
+    )
+    if use_ml.any():
+        _multilevel_pvalues(
+            r, es, sizes, use_ml, (sim["mode"] + 1) / (nperm + 1), pvalue, log2err,
+            eps=eps, useed=useed, sample_size=sample_size, max_levels=max_levels,
+        )  # fmt: skip
+    if eps > 0:
+        tiny = pvalue < eps
+        pvalue[tiny] = eps
+        log2err[tiny] = np.nan
+    return {
+        "es": es,
+        "nes": sim["nes"],
+        "pvalue": pvalue,
+        "padj": p_adjust_bh(pvalue),
+        "log2err": log2err,
+        "size": sizes,
+        "le_indptr": le_indptr,
+        "le_indices": le_indices,
+        "n_more_extreme": sim["n_more"],
+        "mode_fraction": sim["mode"],
+    }
+
+
+def _check_sets(stats, indptr, indices):
     stats = np.asarray(stats, dtype=np.float64)
     if stats.ndim != 1 or not np.isfinite(stats).all():
         raise ValueError("stats must be a 1-d array of finite numbers")
     n = stats.size
     indptr = np.asarray(indptr, dtype=np.int64)
     indices = np.asarray(indices, dtype=np.int64)
-    m = indptr.size - 1
     sizes = np.diff(indptr)
-    if m == 0:
+    if indptr.size - 1 == 0:
         raise ValueError("no gene set to test")
     if sizes.min() < 1 or sizes.max() >= n:
         raise ValueError(f"set sizes must be between 1 and {n - 1} (the number of ranked genes minus one)")
-    if sample_size < 3:
-        sample_size = 3
-    if sample_size % 2 == 0:
-        sample_size += 1
-    eps = float(max(0.0, min(1.0, eps)))
+    return stats, indptr, indices, sizes
 
-    order = rank_order(stats)
-    r = np.abs(stats[order]) ** gsea_param
+
+def _ranked_positions(order, indptr, indices, sizes) -> np.ndarray:
+    """Positions of each set's genes in the ranking, sorted within the set (CSR layout)."""
+    n, m = order.size, indptr.size - 1
     inv = np.empty(n, dtype=np.int64)
     inv[order] = np.arange(n)
-    # positions of each set's genes in the ranking, sorted within the set
     set_id = np.repeat(np.arange(m), sizes)
     pos = inv[indices]
     srt = np.lexsort((pos, set_id))
-    pos = np.ascontiguousarray(pos[srt])
+    return np.ascontiguousarray(pos[srt])
 
-    es, i_top, i_bot = _es_sets(r, indptr, pos)
 
-    # leading edges (positions in the ranking -> gene indices)
+def _leading_edges(es, i_top, i_bot, indptr, pos, sizes, order):
+    """Leading edges as gene indices: from the top of the ranking for ES > 0, from the bottom for
+    ES < 0 (CSR layout)."""
     le_len = np.where(es > 0, i_top + 1, np.where(es < 0, sizes - i_bot, 0))
     le_indptr = np.concatenate([[0], np.cumsum(le_len)])
     le_pos = np.empty(int(le_len.sum()), dtype=np.int64)
@@ -692,12 +740,15 @@ def gsea(
         else:
             chunk = pos[a + i_bot[s] : indptr[s + 1]][::-1]
         le_pos[le_indptr[s] : le_indptr[s + 1]] = chunk
-    le_indices = order[le_pos]
+    return le_indptr, order[le_pos]
 
-    # simple sampling
-    useed = _seed_int(seed)
+
+def _simple_sampling(r, es, sizes, n_perm: int, useed: int) -> dict[str, np.ndarray]:
+    """fgsea's simple sampling: random sets of each size give the NES denominators, the simple
+    p-values, the number of more extreme null scores and the size of the null's tail of the
+    same sign (``mode``); NES and p are NA when fewer than 10 null scores share the sign."""
     usizes, col = np.unique(sizes, return_inverse=True)
-    null = _null_sample(r, usizes.astype(np.int64), int(n_perm_simple), np.uint64(useed))
+    null = _null_sample(r, usizes.astype(np.int64), n_perm, np.uint64(useed))
     cnt = _null_counts(null, col.astype(np.int64), es)
     le_es, ge_es, le_zero, ge_zero, le_sum, ge_sum = cnt.T
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -707,77 +758,54 @@ def gsea(
         nes = np.where(denom != 0, es / denom, np.nan)
         p_simple = np.minimum((1 + le_es) / (1 + le_zero), (1 + ge_es) / (1 + ge_zero))
     p_simple = np.where(np.isnan(nes), np.nan, p_simple)
-    n_more = np.where(es > 0, ge_es, le_es)
     mode = np.where(es >= 0, ge_zero, le_zero)
     bad = mode < 10
     nes[bad] = np.nan
     p_simple[bad] = np.nan
+    return {"nes": nes, "pvalue": p_simple, "n_more": np.where(es > 0, ge_es, le_es), "mode": mode}
 
-    nperm = float(n_perm_simple)
+
+def _simple_error(n_more, nperm: float) -> np.ndarray:
+    """Half the width (log2) of the simple p-value's 95% interval, as fgsea compares it."""
     crude = np.log2((n_more + 1) / (nperm + 1))
     with np.errstate(divide="ignore"):
         left = np.log2(special.betaincinv(np.maximum(n_more, 0), nperm - n_more + 1, 0.025))
     left = np.where(n_more == 0, -np.inf, left)
     right = np.log2(special.betaincinv(n_more + 1, np.maximum(nperm - n_more, 1e-300), 0.975))
     right = np.where(nperm - n_more == 0, 0.0, right)
-    simple_err = 0.5 * np.maximum(crude - left, right - crude)
-    mult_err = multilevel_error((n_more + 1) / (nperm + 1), sample_size)
-    use_ml = (~np.isnan(p_simple)) & (mult_err < simple_err)
+    return 0.5 * np.maximum(crude - left, right - crude)
 
-    pvalue = p_simple.copy()
-    log2err = np.where(
-        np.isnan(p_simple),
-        np.nan,
-        (1 / math.log(2)) * np.sqrt(special.polygamma(1, n_more + 1) - special.polygamma(1, nperm + 1)),
-    )
 
-    if use_ml.any():
-        denom_prob = (mode + 1) / (nperm + 1)
-        tasks = []
-        for k in np.unique(sizes[use_ml]):
-            grp = np.flatnonzero(use_ml & (sizes == k))
-            e = es[grp]
-            geps = eps * denom_prob[grp].min()
-            if e.max() >= 0:
-                tasks.append((int(k), 0, float(abs(e.max())), grp[e >= 0], geps))
-            if e.min() < 0:
-                tasks.append((int(k), 1, float(abs(e.min())), grp[e < 0], geps))
-        r_pos = np.ascontiguousarray(r)
-        r_neg = np.ascontiguousarray(r[::-1])
+def _multilevel_pvalues(r, es, sizes, use_ml, denom_prob, pvalue, log2err, *, eps, useed, sample_size, max_levels):
+    """fgseaMultilevel for the sets ``use_ml``: one adaptive ruler per set size and sign (shared
+    by the sets of that size, as fgsea does), run on threads; fills ``pvalue`` and ``log2err``."""
+    tasks = []
+    for k in np.unique(sizes[use_ml]):
+        grp = np.flatnonzero(use_ml & (sizes == k))
+        e = es[grp]
+        geps = eps * denom_prob[grp].min()
+        if e.max() >= 0:
+            tasks.append((int(k), 0, float(abs(e.max())), grp[e >= 0], geps))
+        if e.min() < 0:
+            tasks.append((int(k), 1, float(abs(e.min())), grp[e < 0], geps))
+    r_pos = np.ascontiguousarray(r)
+    r_neg = np.ascontiguousarray(r[::-1])
 
-        def run(task):
-            k, sign, target, _, geps = task
-            rr = r_neg if sign else r_pos
-            tseed = np.uint64(_seed_int(useed ^ (k * 2 + sign + 1)))
-            return _ruler(rr, k, sample_size, target, tseed, geps, max_levels)
+    def run(task):
+        k, sign, target, _, geps = task
+        rr = r_neg if sign else r_pos
+        tseed = np.uint64(_seed_int(useed ^ (k * 2 + sign + 1)))
+        return _ruler(rr, k, sample_size, target, tseed, geps, max_levels)
 
-        tasks.sort(key=lambda t: -t[0])  # largest sets first: better balance across threads
-        workers = min(_n_threads(), len(tasks))
-        if workers > 1:
-            with ThreadPoolExecutor(max_workers=workers) as ex:
-                rulers = list(ex.map(run, tasks))
-        else:
-            rulers = [run(t) for t in tasks]
-        for (_, _, _, members, _), (scores, corr) in zip(tasks, rulers, strict=True):
-            p, good = _ruler_pvalues(scores, corr, np.abs(es[members]), sample_size)
-            p = np.minimum(1.0, p / denom_prob[members])
-            pvalue[members] = p
-            err = multilevel_error(p, sample_size)
-            log2err[members] = np.where(good, err, np.nan)
-    if eps > 0:
-        tiny = pvalue < eps
-        pvalue[tiny] = eps
-        log2err[tiny] = np.nan
-    padj = p_adjust_bh(pvalue)
-    return {
-        "es": es,
-        "nes": nes,
-        "pvalue": pvalue,
-        "padj": padj,
-        "log2err": log2err,
-        "size": sizes,
-        "le_indptr": le_indptr,
-        "le_indices": le_indices,
-        "n_more_extreme": n_more,
-        "mode_fraction": mode,
-    }
+    tasks.sort(key=lambda t: -t[0])  # largest sets first: better balance across threads
+    workers = min(_n_threads(), len(tasks))
+    if workers > 1:
+        with ThreadPoolExecutor(max_workers=workers) as ex:
+            rulers = list(ex.map(run, tasks))
+    else:
+        rulers = [run(t) for t in tasks]
+    for (_, _, _, members, _), (scores, corr) in zip(tasks, rulers, strict=True):
+        p, good = _ruler_pvalues(scores, corr, np.abs(es[members]), sample_size)
+        p = np.minimum(1.0, p / denom_prob[members])
+        pvalue[members] = p
+        log2err[members] = np.where(good, multilevel_error(p, sample_size), np.nan)
