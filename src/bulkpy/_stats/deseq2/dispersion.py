@@ -10,8 +10,9 @@ Arrays are samples × genes (``AnnData.X``) at the interface. The steps follow D
    converge;
 2. :func:`fit_dispersion_trend` (``estimateDispersionsFit``): ``parametric``
    (``asymptDisp + extraPois / mean`` by an iteratively reweighted Gamma-family GLM with outlier
-   removal; on failure a warning and the ``local`` fit, as DESeq2), ``local`` (locfit's local
-   quadratic on log scale, see :mod:`bulkpy._stats.deseq2.locfit`) or ``mean`` (trimmed mean);
+   removal; on failure -- DESeq2's own conditions -- a warning and the ``local`` fit, as DESeq2),
+   ``local`` (``locfit`` on log scale as DESeq2's ``localDispersionFit`` calls it, reproduced
+   with locfit's numerics, see :mod:`bulkpy._stats.deseq2.locfit`) or ``mean`` (trimmed mean);
 3. :func:`dispersion_prior_variance` (``estimateDispersionsPriorVar``);
 4. :func:`estimate_map_dispersions` (``estimateDispersionsMAP``): maximum a posteriori
    dispersions under a log-normal prior centred on the trend, gene-wise estimates kept for
@@ -282,10 +283,14 @@ def estimate_gene_dispersions(
             if sf is None and nf_sm is None:
                 sf = np.ones(n)
             xim = _xim(sf, nf_sm)
-        alpha_hat = np.minimum(rough_dispersion(norm, X), moments_dispersion(base_mean[nz], base_var[nz], xim))
+        alpha_hat = np.minimum(
+            rough_dispersion(norm, X), moments_dispersion(base_mean[nz], base_var[nz], xim)
+        )
     else:
         a0 = np.asarray(alpha_init, dtype=np.float64)
-        alpha_hat = np.full(g, float(a0)) if a0.ndim == 0 else a0.ravel()[nz] if a0.size == g_all else a0.ravel()
+        alpha_hat = (
+            np.full(g, float(a0)) if a0.ndim == 0 else a0.ravel()[nz] if a0.size == g_all else a0.ravel()
+        )
         if alpha_hat.shape != (g,):
             raise ValueError("alpha_init must be a scalar or have one value per gene")
     alpha_hat = np.minimum(np.maximum(min_disp, alpha_hat), max_disp)
@@ -374,7 +379,8 @@ class DispersionTrend:
         after a failed parametric fit).
     params
         ``{"asymptDisp", "extraPois"}`` (parametric), ``{"mean"}`` (mean) or the local fit's
-        settings (local).
+        settings (local: ``alpha``, ``deg``, ``kernel``, ``cut``, ``n_vertices`` and, when it
+        replaced a failed parametric fit, ``parametric_error``).
     local_fit
         The :class:`~bulkpy._stats.deseq2.locfit.LocalQuadraticFit` on log scale (local only).
     """
@@ -399,68 +405,107 @@ class ParametricFitError(RuntimeError):
     """The parametric trend could not be fitted (DESeq2 then falls back to ``local``)."""
 
 
+def _gamma_deviance(y: np.ndarray, mu: np.ndarray) -> float:
+    """``sum(Gamma()$dev.resids(y, mu, 1))``; NaN when a mean is not positive."""
+    with np.errstate(all="ignore"):
+        return float(np.sum(-2.0 * (np.log(np.where(y == 0, 1.0, y / mu)) - (y - mu) / mu)))
+
+
+def _valid_gamma_mean(mu: np.ndarray) -> bool:
+    """``Gamma()$validmu``."""
+    return bool(np.all(np.isfinite(mu)) and np.all(mu > 0))
+
+
+def _rank_deficient(Xw: np.ndarray, tol: float) -> bool:
+    """Whether LINPACK's ``dqrdc2`` (R's ``Cdqrls``) with tolerance ``tol`` drops the second
+    column: its norm after removing the first column's direction is below ``tol`` times its
+    original norm."""
+    c0, c1 = Xw[:, 0], Xw[:, 1]
+    n1 = float(np.sqrt(c1 @ c1))
+    if n1 == 0:
+        return True
+    resid = c1 - c0 * ((c0 @ c1) / (c0 @ c0))
+    return float(np.sqrt(resid @ resid)) < tol * n1
+
+
 def _gamma_identity_glm(y: np.ndarray, x1: np.ndarray, start: np.ndarray, *, epsilon=1e-8, maxit=25):
-    """R's ``glm.fit`` for ``y ~ x1`` with ``Gamma(link = "identity")`` from ``start``.
+    """R's ``glm.fit`` for ``y ~ x1`` with ``Gamma(link = "identity")`` from ``start``
+    (``glm.control()`` defaults: ``epsilon = 1e-8``, ``maxit = 25``).
 
-    Returns (coefficients, converged)."""
+    Returns (coefficients, converged). Raises :class:`ParametricFitError` where ``glm.fit``
+    stops (invalid starting values, step halving that cannot restore a finite deviance or valid
+    means) or returns an ``NA`` coefficient (a rank-deficient model matrix), which DESeq2's
+    ``parametricDispersionFit`` turns into an error as well."""
+    if np.any(y <= 0):
+        raise ParametricFitError("non-positive values not allowed for the 'Gamma' family")
     X = np.column_stack([np.ones_like(x1), x1])
-
-    def dev_of(mu):
-        with np.errstate(all="ignore"):
-            return float(np.sum(-2.0 * (np.log(np.where(y == 0, 1.0, y / mu)) - (y - mu) / mu)))
-
-    def valid(mu):
-        return bool(np.all(np.isfinite(mu)) and np.all(mu > 0))
-
     coef = np.asarray(start, dtype=np.float64).copy()
     coefold = coef.copy()
     eta = X @ coef
     mu = eta
-    if not valid(mu):
-        raise ParametricFitError("cannot find valid starting values")
-    devold = dev_of(mu)
+    if not _valid_gamma_mean(mu):
+        raise ParametricFitError("cannot find valid starting values: please specify some")
+    devold = _gamma_deviance(y, mu)
     conv = False
+    deficient = False
+    start = coef
     for _it in range(maxit):
         z = eta + (y - mu)  # identity link: mu.eta = 1
-        w = 1.0 / mu  # sqrt(prior weight * mu.eta^2 / variance) = 1 / mu
-        start, *_ = np.linalg.lstsq(X * w[:, None], z * w, rcond=None)
+        w = np.sqrt(1.0 / (mu * mu))  # sqrt(prior weight * mu.eta^2 / variance(mu))
+        Xw = X * w[:, None]
+        deficient = _rank_deficient(Xw, min(1e-7, epsilon / 1000))
+        if deficient:  # Cdqrls pivots the column out; its coefficient is 0 until glm.fit sets NA
+            b0 = float((z * w) @ Xw[:, 0] / (Xw[:, 0] @ Xw[:, 0]))
+            start = np.array([b0, 0.0])
+        else:
+            start, *_ = np.linalg.lstsq(Xw, z * w, rcond=None)
+        if not np.all(np.isfinite(start)):
+            break  # glm.fit: "non-finite coefficients", not converged
         eta = X @ start
         mu = eta
-        dev = dev_of(mu)
-        if not np.isfinite(dev):
+        dev = _gamma_deviance(y, mu)
+        ii = 1
+        while not np.isfinite(dev):
+            if ii > maxit:
+                raise ParametricFitError("inner loop 1; cannot correct step size")
+            ii += 1
+            start = (start + coefold) / 2
+            eta = X @ start
+            mu = eta
+            dev = _gamma_deviance(y, mu)
+        if not _valid_gamma_mean(mu):
             ii = 1
-            while not np.isfinite(dev):
-                if ii > maxit:
-                    raise ParametricFitError("inner loop 1; cannot correct step size")
-                ii += 1
-                start = (start + coefold) / 2
-                eta = X @ start
-                mu = eta
-                dev = dev_of(mu)
-        if not valid(mu):
-            ii = 1
-            while not valid(mu):
+            while not _valid_gamma_mean(mu):
                 if ii > maxit:
                     raise ParametricFitError("inner loop 2; cannot correct step size")
                 ii += 1
                 start = (start + coefold) / 2
                 eta = X @ start
                 mu = eta
-            dev = dev_of(mu)
-        if abs(dev - devold) / (abs(dev) + 0.1) < epsilon:
+            dev = _gamma_deviance(y, mu)
+        if abs(dev - devold) / (0.1 + abs(dev)) < epsilon:
             conv = True
             coef = start
             break
         devold = dev
         coef = coefold = start
+    if deficient:
+        raise ParametricFitError(
+            "missing value where TRUE/FALSE needed (a coefficient is NA: rank-deficient fit)"
+        )
     return np.asarray(coef, dtype=np.float64), conv
 
 
 def parametric_dispersion_fit(means: np.ndarray, disps: np.ndarray) -> tuple[float, float]:
     """DESeq2's ``parametricDispersionFit``: ``asymptDisp + extraPois / mean`` by iteratively
-    refitting a Gamma-family GLM (identity link) on genes whose ratio to the current fit lies in
-    (1e-4, 15). Raises :class:`ParametricFitError` when a coefficient is not positive or the
-    iteration does not settle within 10 rounds."""
+    refitting a Gamma-family GLM (identity link) on the genes whose ratio to the current fit lies
+    in (1e-4, 15), starting from ``(0.1, 1)``.
+
+    Raises :class:`ParametricFitError` exactly where DESeq2 stops: a coefficient that is not
+    positive after any refit ("parametric dispersion fit failed"), no settled fit after 11 GLM
+    fits -- the sum of squared log coefficient changes below 1e-6 *and* the GLM converged --
+    ("dispersion fit did not converge"), or an error inside ``glm.fit`` (see
+    :func:`_gamma_identity_glm`; also fewer than 2 genes near the trend)."""
     means = np.asarray(means, dtype=np.float64)
     disps = np.asarray(disps, dtype=np.float64)
     coefs = np.array([0.1, 1.0])
@@ -469,7 +514,7 @@ def parametric_dispersion_fit(means: np.ndarray, disps: np.ndarray) -> tuple[flo
         residuals = disps / (coefs[0] + coefs[1] / means)
         good = (residuals > 1e-4) & (residuals < 15)
         if good.sum() < 2:
-            raise ParametricFitError("too few genes near the trend")
+            raise ParametricFitError(f"{int(good.sum())} genes near the trend: the GLM is not estimable")
         oldcoefs = coefs
         coefs, converged = _gamma_identity_glm(disps[good], 1.0 / means[good], coefs)
         if not np.all(coefs > 0):
@@ -482,6 +527,26 @@ def parametric_dispersion_fit(means: np.ndarray, disps: np.ndarray) -> tuple[flo
     return float(coefs[0]), float(coefs[1])
 
 
+def local_dispersion_fit(
+    means: np.ndarray, disps: np.ndarray, *, min_disp: float = 1e-8
+) -> LocalQuadraticFit:
+    """DESeq2's ``localDispersionFit``: ``locfit(log(disps) ~ log(means), weights = means)`` on the
+    genes with ``disps >= 10 * min_disp`` (see :mod:`bulkpy._stats.deseq2.locfit`)."""
+    means = np.asarray(means, dtype=np.float64)
+    disps = np.asarray(disps, dtype=np.float64)
+    keep = disps >= min_disp * 10
+    return LocalQuadraticFit(np.log(means[keep]), np.log(disps[keep]), means[keep])
+
+
+PARAMETRIC_FAILED = (
+    "the parametric fit of dispersion estimates over the mean of counts failed ({err}), which occurs when "
+    "the trend is not well captured by the function y = a/x + b; a local regression fit was substituted "
+    "(DESeq2: fitType='parametric', but the dispersion trend was not well captured by the function: "
+    "y = a/x + b, and a local regression fit was automatically substituted). Use fit_type='local' or "
+    "'mean' to avoid this warning."
+)
+
+
 def fit_dispersion_trend(
     base_mean: np.ndarray,
     disp_gene_est: np.ndarray,
@@ -491,8 +556,11 @@ def fit_dispersion_trend(
 ) -> DispersionTrend:
     """Fit the dispersion-mean trend (DESeq2's ``estimateDispersionsFit``).
 
-    ``base_mean`` and ``disp_gene_est`` are per gene; NaN (all-zero genes) are ignored. A failed
-    parametric fit emits a :class:`UserWarning` and falls back to ``local``, as DESeq2 does."""
+    ``base_mean`` and ``disp_gene_est`` are per gene; NaN (all-zero genes) are ignored. Genes with
+    gene-wise estimates above ``100 * min_disp`` are used. A failed parametric fit (any of
+    DESeq2's failure conditions, :func:`parametric_dispersion_fit`) emits a :class:`UserWarning`
+    -- DESeq2 prints a message -- and the ``local`` fit is used instead; the trend's ``fit_type``
+    is then ``"local"`` and its ``params["parametric_error"]`` says why."""
     if fit_type not in FIT_TYPES:
         raise ValueError(f"fit_type={fit_type!r} is not supported; choose one of {list(FIT_TYPES)}")
     bm = np.asarray(base_mean, dtype=np.float64)
@@ -505,26 +573,25 @@ def fit_dispersion_trend(
             "all gene-wise dispersion estimates are within 2 orders of magnitude of the minimum "
             "value, so the trend can not be fitted; use the gene-wise estimates as final dispersions"
         )
+    extra: dict[str, Any] = {}
     if fit_type == "parametric":
         try:
             a, b = parametric_dispersion_fit(bm[use], de[use])
             return DispersionTrend("parametric", {"asymptDisp": a, "extraPois": b})
         except (ParametricFitError, np.linalg.LinAlgError, FloatingPointError) as err:
-            warnings.warn(
-                f"fit_type='parametric', but the dispersion trend was not well captured by the function "
-                f"y = a/x + b ({err}); a local regression fit was substituted. Use fit_type='local' or "
-                "'mean' to avoid this warning.",
-                UserWarning,
-                stacklevel=2,
-            )
+            warnings.warn(PARAMETRIC_FAILED.format(err=err), UserWarning, stacklevel=2)
             fit_type = "local"
+            extra = {"parametric_error": str(err)}
     if fit_type == "local":
-        m, d = bm[use], de[use]
-        keep = d >= min_disp * 10
-        lf = LocalQuadraticFit(np.log(m[keep]), np.log(d[keep]), m[keep])
-        return DispersionTrend(
-            "local", {"alpha": lf.alpha, "deg": 2, "kernel": "tricube", "cut": lf.cut}, local_fit=lf
-        )
+        lf = local_dispersion_fit(bm[use], de[use], min_disp=min_disp)
+        params = {
+            "alpha": lf.alpha,
+            "deg": 2,
+            "kernel": "tricube",
+            "cut": lf.cut,
+            "n_vertices": len(lf.vertices),
+        }
+        return DispersionTrend("local", {**params, **extra}, local_fit=lf)
     use_mean = de > 10 * min_disp
     return DispersionTrend("mean", {"mean": trimmed_mean(de[use_mean], 0.001)})
 
@@ -636,7 +703,13 @@ def estimate_map_dispersions(
     if (~conv).any():
         bad = ~conv
         disp_map[bad] = grid_dispersion(
-            y[bad], mu_g[bad], X, prior_mean=np.log(df[bad]), prior_var=float(prior_var), use_prior=True, use_cr=True
+            y[bad],
+            mu_g[bad],
+            X,
+            prior_mean=np.log(df[bad]),
+            prior_var=float(prior_var),
+            use_prior=True,
+            use_cr=True,
         )
     disp_map = np.minimum(np.maximum(disp_map, min_disp), max_disp)
     with np.errstate(invalid="ignore", divide="ignore"):
