@@ -22,6 +22,9 @@ Functions
     raise a ``ValueError`` that names the confounded columns.
 :func:`describe_design`
     an h5ad-safe description of a design argument for ``uns[...]["params"]``.
+:func:`deseq_design`, :func:`formula_terms`, :func:`deseq_coefficient_names`, :func:`expanded_model_matrix`
+    a design as DESeq2 sees it: ``resultsNames`` (``condition_treated_vs_untreated``), the factor
+    terms with their levels and reference, and the expanded model matrix of ``lfcShrink``.
 
 Notes
 -----
@@ -36,16 +39,22 @@ from __future__ import annotations
 
 import ast
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 
 __all__ = [
+    "DESeqDesign",
     "check_full_rank",
     "confounded_columns",
+    "deseq_coefficient_names",
+    "deseq_design",
     "describe_design",
     "design_matrix",
     "design_spec",
+    "expanded_model_matrix",
+    "formula_terms",
     "non_estimable",
 ]
 
@@ -485,3 +494,125 @@ def describe_design(design) -> str:
     shape = getattr(design, "shape", None)
     kind = "DataFrame" if isinstance(design, pd.DataFrame) else "matrix"
     return f"{kind} {shape[0]}x{shape[1]}" if shape is not None and len(shape) == 2 else kind
+
+
+# --------------------------------------------------------------------------------------------
+# DESeq2's view of a design: resultsNames, factor terms, expanded model matrices
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class DESeqDesign:
+    """A design as DESeq2 sees it: the matrix, its columns, DESeq2's ``resultsNames`` and the
+    description of each formula term (intercept, factor with its levels and reference, numeric,
+    interaction), which decides the default contrast, factor contrasts and the expanded model
+    matrices of ``lfcShrink(type = \"normal\")``."""
+
+    X: np.ndarray
+    columns: list[str]  # formulaic / user column names
+    names: list[str]  # DESeq2-style names (resultsNames)
+    formula: str | None
+    spec: object  # formulaic ModelSpec (formula designs)
+    terms: list  # per term: dict(kind=..., var=..., levels=..., base=..., cols=[indices])
+    variables: list[str]
+
+
+def expr_variable(expr: str, obs: pd.DataFrame) -> str | None:
+    """The obs column a factor expression reads (``condition`` or ``C(condition, ...)``)."""
+    if expr in obs.columns:
+        return expr
+    try:
+        tree = ast.parse(expr, mode="eval")
+    except SyntaxError:
+        return None
+    names = {n.id for n in ast.walk(tree) if isinstance(n, ast.Name) and n.id in obs.columns}
+    return names.pop() if len(names) == 1 else None
+
+
+def formula_terms(obs: pd.DataFrame, spec, columns: list[str]) -> list[dict]:
+    """Describe each term of a formulaic model: intercept, single factor, numeric, or other."""
+    fc = {str(f): st for f, st in spec.factor_contrasts.items()}
+    out = []
+    for st in spec.structure:
+        term = st.term
+        factors = [str(f) for f in term.factors]
+        cols = [columns.index(c) for c in st.columns]
+        if factors == ["1"]:
+            out.append({"kind": "intercept", "cols": cols})
+        elif len(factors) == 1 and factors[0] in fc:
+            cs = fc[factors[0]]
+            base = getattr(cs.contrasts, "base", None)
+            levels = [str(x) for x in cs.levels]
+            if base is None or type(base).__name__ == "Sentinel":  # formulaic's UNSET: the first level
+                base = levels[0]
+            base = str(base)
+            out.append(
+                {"kind": "factor", "expr": factors[0], "var": expr_variable(factors[0], obs), "levels": levels,
+                 "base": base, "cols": cols, "colnames": list(st.columns)}
+            )  # fmt: skip
+        elif len(factors) == 1:
+            out.append({"kind": "numeric", "cols": cols})
+        else:
+            out.append({"kind": "interaction", "cols": cols})
+    return out
+
+
+def deseq_coefficient_names(columns: list[str], terms: list[dict]) -> list[str]:
+    """DESeq2's ``resultsNames``: ``Intercept``, ``factor_level_vs_reference`` for treatment-coded
+    factors, ``factorlevel`` for a factor coded without reference (no intercept)."""
+    names = [c.replace("/", "_") for c in columns]
+    for t in terms:
+        if t["kind"] == "intercept":
+            names[t["cols"][0]] = "Intercept"
+        elif t["kind"] == "factor" and t["var"] is not None:
+            for j, cname in zip(t["cols"], t["colnames"], strict=True):
+                lvl = cname[len(t["expr"]) :]
+                if lvl.startswith("[T.") and lvl.endswith("]"):
+                    names[j] = f"{t['var']}_{lvl[3:-1]}_vs_{t['base']}".replace("/", "_")
+                elif lvl.startswith("[") and lvl.endswith("]"):
+                    names[j] = f"{t['var']}{lvl[1:-1]}".replace("/", "_")
+    if len(set(names)) != len(names):  # pragma: no cover - formulaic names are unique
+        names = [c.replace("/", "_") for c in columns]
+    return names
+
+
+def deseq_design(obs: pd.DataFrame, design, what: str = "design") -> DESeqDesign:
+    """Build and check a design for DESeq2: a formula on ``obs`` or a numeric matrix."""
+    if design is None:
+        raise TypeError(f"{what} is required: a formula such as '~ condition' or a numeric matrix (one row per sample)")
+    X, columns = design_matrix(obs, design)
+    label = f"{what} {design!r}" if isinstance(design, str) else what
+    if isinstance(design, str):
+        spec = design_spec(obs, design)
+        for f, st in spec.factor_contrasts.items():
+            if len(st.levels) < 2:
+                raise ValueError(
+                    f"{label}: the factor {str(f)!r} has a single level ({list(map(str, st.levels))}) among the samples; "
+                    "a factor needs at least two levels to be estimated: remove it from the design"
+                )
+        terms = formula_terms(obs, spec, columns)
+        variables = _formula_variables(_parse_formula(design))
+        formula = design.strip()
+    else:
+        spec, formula, variables = None, None, []
+        terms = [{"kind": "numeric", "cols": [j]} for j in range(X.shape[1])]
+    check_full_rank(X, columns, what=label)
+    names = deseq_coefficient_names(columns, terms) if formula is not None else list(columns)
+    return DESeqDesign(X, columns, names, formula, spec, terms, variables)
+
+
+def expanded_model_matrix(obs: pd.DataFrame, d: DESeqDesign) -> tuple[np.ndarray, list[str], dict[tuple, list[int]]]:
+    """DESeq2's expanded model matrix of a formula design (every level of every factor gets a
+    column, as ``lfcShrink(type = "normal")`` fits it): the matrix, its column names, and per
+    formula term (the tuple of its factor names) the indices of its columns."""
+    import formulaic
+
+    data = obs.copy()
+    for col in data.columns:
+        if isinstance(data[col].dtype, pd.CategoricalDtype):
+            data[col] = data[col].cat.remove_unused_categories()
+    mm = formulaic.model_matrix(d.formula, data, ensure_full_rank=False, na_action="raise", context={"np": np})
+    Xe = np.asarray(mm.to_numpy(dtype=np.float64))
+    ecols = [str(c) for c in mm.columns]
+    eterms = {tuple(str(f) for f in st.term.factors): [ecols.index(c) for c in st.columns] for st in mm.model_spec.structure}
+    return Xe, ecols, eterms

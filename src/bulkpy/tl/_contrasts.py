@@ -23,12 +23,13 @@ argument into names and a coefficients × contrasts matrix. The behaviour is tha
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 from anndata import AnnData
 
-from .._design import check_full_rank, design_matrix, design_spec
+from .._design import DESeqDesign, check_full_rank, design_matrix, design_spec
 from .._slots import check_key
 
 DOC_DESIGN = """\
@@ -260,3 +261,153 @@ __all__ = [
     "parse_contrasts",
     "parse_design",
 ]
+
+
+# --------------------------------------------------------------------------------------------
+# DESeq2's contrasts (results(contrast=, name=), its all-zero rules, lfcShrink's limits)
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class DESeqContrast:
+    """One DESeq2 contrast: its name, vector over the design columns and what decides its all-zero rule."""
+
+    name: str
+    vector: np.ndarray  # over the design columns
+    kind: str  # "factor", "coef", "numeric"
+    samples: np.ndarray | None  # samples deciding DESeq2's all-zero rule
+    spec: object
+    factor: tuple | None = None  # (term index, test level, reference level) for factor contrasts
+    coef: int | None = None
+
+
+def _deseq_factor_contrast(obs: pd.DataFrame, d: DESeqDesign, spec) -> DESeqContrast:
+    factor, test, ref = (str(spec[0]), str(spec[1]), str(spec[2]))
+    if d.formula is None:
+        raise ValueError(
+            f"contrast {list(spec)!r} names levels of an obs column, which needs a formula design; with a matrix "
+            f"design pass a coefficient name (one of {d.names}) or a numeric vector"
+        )
+    col = obs[factor]
+    levels = [str(v) for v in levels_of(col)]
+    missing = [x for x in (test, ref) if x not in levels]
+    if missing:
+        raise ValueError(
+            f"contrast {list(spec)!r}: {', '.join(repr(m) for m in missing)} "
+            f"{'is not a level' if len(missing) == 1 else 'are not levels'} of obs column {factor!r}; levels are: {levels}"
+        )
+    if test == ref:
+        raise ValueError(f"contrast {list(spec)!r} compares a level with itself; give two different levels")
+    hits = [i for i, t in enumerate(d.terms) if t["kind"] == "factor" and t["var"] == factor]
+    inter = [t for t in d.terms if t["kind"] == "interaction"]
+    if not hits:
+        raise ValueError(f"contrast {list(spec)!r}: obs column {factor!r} is not a factor of the design {d.formula!r}")
+    if inter:
+        raise ValueError(
+            f"contrast {list(spec)!r}: the design {d.formula!r} has interactions, so the effect of {factor!r} depends on "
+            f"other terms; pass a coefficient name (one of {d.names}) or a numeric vector over those coefficients"
+        )
+    ti = hits[0]
+    t = d.terms[ti]
+    vec = np.zeros(d.X.shape[1])
+    for lvl, sign in ((test, 1.0), (ref, -1.0)):
+        cname = f"{t['expr']}[T.{lvl}]"
+        full = f"{t['expr']}[{lvl}]"
+        for j, c in zip(t["cols"], t["colnames"], strict=True):
+            if c in (cname, full):
+                vec[j] += sign
+    if not np.any(vec):  # pragma: no cover - two different levels always differ
+        raise ValueError(f"contrast {list(spec)!r} gives a zero contrast vector")
+    samples = np.asarray(col.astype(str).isin([test, ref]).to_numpy(), dtype=bool)
+    return DESeqContrast(f"{factor}_{test}_vs_{ref}".replace("/", "_"), vec, "factor", samples, [factor, test, ref], (ti, test, ref))
+
+
+def _is_deseq_factor_spec(obs: pd.DataFrame, spec) -> bool:
+    return (
+        isinstance(spec, list | tuple)
+        and len(spec) == 3
+        and all(isinstance(s, str) for s in spec)
+        and spec[0] in obs.columns
+    )
+
+
+def _one_deseq_contrast(obs: pd.DataFrame, d: DESeqDesign, spec, default_name: str) -> DESeqContrast:
+    p = d.X.shape[1]
+    if isinstance(spec, str):
+        if spec in d.names:
+            j = d.names.index(spec)
+        elif spec in d.columns:
+            j = d.columns.index(spec)
+        else:
+            raise KeyError(f"contrast {spec!r} is not a coefficient of the design; coefficients are: {d.names}")
+        vec = np.zeros(p)
+        vec[j] = 1.0
+        return DESeqContrast(d.names[j], vec, "coef", None, spec, coef=j)
+    if _is_deseq_factor_spec(obs, spec):
+        return _deseq_factor_contrast(obs, d, spec)
+    if is_numeric_vector(spec):
+        vec = numeric_contrast(spec, d.names)
+        samples = None
+        if np.any(vec > 0) and np.any(vec < 0):  # DESeq2's contrastAllZeroNumeric
+            samples = (d.X @ (vec != 0).astype(np.float64)) != 0
+        return DESeqContrast(default_name, vec, "numeric", samples, [float(v) for v in vec])
+    if isinstance(spec, list | tuple) and len(spec) == 3 and all(isinstance(s, str) for s in spec):
+        raise KeyError(
+            f"contrast {list(spec)!r}: {spec[0]!r} is not a column of adata.obs (columns: {list(obs.columns)}); "
+            "give [obs column, test level, reference level]"
+        )
+    raise TypeError(
+        f"could not read contrast {spec!r}: give [factor, test_level, reference_level], a coefficient name, a numeric "
+        "vector over the coefficients, a list of these, or a dict {name: contrast}"
+    )
+
+
+def deseq_default_contrast(obs: pd.DataFrame, d: DESeqDesign, test: str):
+    """DESeq2's ``results(dds)``: the last coefficient, or, for a Wald test of a design without
+    intercept and without interactions whose last variable is a factor, last level vs first."""
+    has_intercept = any(t["kind"] == "intercept" for t in d.terms) or d.formula is None
+    if test == "Wald" and d.formula is not None and not has_intercept and not any(t["kind"] == "interaction" for t in d.terms):
+        last = d.terms[-1]
+        if last["kind"] == "factor" and last["var"] is not None:
+            lv = levels_of(obs[last["var"]])
+            return [last["var"], str(lv[-1]), str(lv[0])]
+    return d.names[-1]
+
+
+def deseq_contrasts(obs: pd.DataFrame, d: DESeqDesign, contrast, test: str, *, reserved=()) -> list[DESeqContrast]:
+    """DESeq2's contrasts: the contrast argument read with the shared parser, each spec turned into
+    a :class:`DESeqContrast` (``results(contrast=)`` / ``results(name=)`` semantics)."""
+    if contrast is None:
+        contrast = deseq_default_contrast(obs, d, test)
+    items = contrast_items(contrast, d.names + d.columns)
+
+    def one(spec, default):
+        c = _one_deseq_contrast(obs, d, spec, default)
+        return c.name, c
+
+    out = []
+    for name, c in collect_contrasts(items, one, reserved=reserved):
+        c.name = name
+        out.append(c)
+    return out
+
+
+
+
+def check_deseq_shrinkable(d: DESeqDesign, contrasts: list[DESeqContrast]) -> None:
+    for c in contrasts:
+        if c.kind == "numeric":
+            raise ValueError(
+                f"shrink='normal' supports contrasts given as [factor, test, reference] or as a coefficient name (as "
+                f"DESeq2's lfcShrink with contrast= or coef=), not the numeric contrast {c.name!r}"
+            )
+    if any(c.kind == "factor" for c in contrasts):
+        if any(t["kind"] == "interaction" for t in d.terms):
+            raise ValueError("shrink='normal' is not implemented for designs with interactions (as in DESeq2)")
+        if not any(t["kind"] == "intercept" for t in d.terms):
+            raise ValueError(
+                "shrink='normal' with a [factor, test, reference] contrast needs a design with an intercept (as DESeq2's "
+                "beta prior); use a coefficient name, or a design with an intercept"
+            )
+        if any(t["kind"] == "factor" and t["var"] is None for t in d.terms):
+            raise ValueError("shrink='normal' needs every factor of the design to be an obs column")

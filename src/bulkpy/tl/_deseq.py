@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import ast
 import logging
-from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 from anndata import AnnData
 
-from .._design import check_full_rank, describe_design, design_matrix
+from .._design import DESeqDesign, describe_design, deseq_design, expanded_model_matrix
 from .._docs import doc_adata, doc_copy, doc_params
 from .._progress import check_progress, progress_bar
 from .._slots import check_key, write_de
@@ -24,12 +22,14 @@ from .._stats.deseq2.size_factors import (
 from .._tximport import QuantCounts, non_integer_error, quant_counts, round_counts
 from .._utils import finish, start
 from .._validate import check_adata, check_counts, dense, get_matrix
-from ._contrasts import collect_contrasts, contrast_items, is_numeric_vector, levels_of, numeric_contrast
+from ._contrasts import DESeqContrast, check_deseq_shrinkable, deseq_contrasts, levels_of
 
 logger = logging.getLogger(__name__)
 
-#: DESeq2 version whose behaviour the engine follows.
-DESEQ2_VERSION = "1.38.3"
+#: DESeq2 version whose behaviour the engine follows (its default path gives the same numbers as 1.38).
+DESEQ2_VERSION = "1.52.0"
+#: the Bioconductor release the defaults follow
+R_RELEASE = "Bioconductor 3.23"
 NORM_FACTORS_LAYER = "norm_factors"
 SIZE_FACTORS_OBS = "size_factors"
 _SF_METHODS = ("ratio", "poscounts", "iterate")
@@ -88,232 +88,6 @@ def _check_options(test, reduced, fit_type, alpha, lfc_threshold, alt_hypothesis
     if shrink not in _SHRINK:
         raise ValueError(f"shrink={shrink!r} is not supported; choose None or 'normal'")
     return a, t, m
-
-
-# --------------------------------------------------------------------------------------------
-# design: factors, names
-# --------------------------------------------------------------------------------------------
-
-
-@dataclass
-class _Design:
-    X: np.ndarray
-    columns: list[str]  # formulaic / user column names
-    names: list[str]  # DESeq2-style names (resultsNames)
-    formula: str | None
-    spec: object  # formulaic ModelSpec (formula designs)
-    terms: list  # per term: dict(kind=..., var=..., levels=..., base=..., cols=[indices])
-    variables: list[str]
-
-
-def _expr_variable(expr: str, obs: pd.DataFrame) -> str | None:
-    """The obs column a factor expression reads (``condition`` or ``C(condition, ...)``)."""
-    if expr in obs.columns:
-        return expr
-    try:
-        tree = ast.parse(expr, mode="eval")
-    except SyntaxError:
-        return None
-    names = {n.id for n in ast.walk(tree) if isinstance(n, ast.Name) and n.id in obs.columns}
-    return names.pop() if len(names) == 1 else None
-
-
-def _formula_terms(obs: pd.DataFrame, spec, columns: list[str]) -> list[dict]:
-    """Describe each term of a formulaic model: intercept, single factor, numeric, or other."""
-    fc = {str(f): st for f, st in spec.factor_contrasts.items()}
-    out = []
-    for st in spec.structure:
-        term = st.term
-        factors = [str(f) for f in term.factors]
-        cols = [columns.index(c) for c in st.columns]
-        if factors == ["1"]:
-            out.append({"kind": "intercept", "cols": cols})
-        elif len(factors) == 1 and factors[0] in fc:
-            cs = fc[factors[0]]
-            base = getattr(cs.contrasts, "base", None)
-            levels = [str(x) for x in cs.levels]
-            if base is None or type(base).__name__ == "Sentinel":  # formulaic's UNSET: the first level
-                base = levels[0]
-            base = str(base)
-            out.append(
-                {"kind": "factor", "expr": factors[0], "var": _expr_variable(factors[0], obs), "levels": levels,
-                 "base": base, "cols": cols, "colnames": list(st.columns)}
-            )  # fmt: skip
-        elif len(factors) == 1:
-            out.append({"kind": "numeric", "cols": cols})
-        else:
-            out.append({"kind": "interaction", "cols": cols})
-    return out
-
-
-def _deseq_names(columns: list[str], terms: list[dict]) -> list[str]:
-    """DESeq2's ``resultsNames``: ``Intercept``, ``factor_level_vs_reference`` for treatment-coded
-    factors, ``factorlevel`` for a factor coded without reference (no intercept)."""
-    names = [c.replace("/", "_") for c in columns]
-    for t in terms:
-        if t["kind"] == "intercept":
-            names[t["cols"][0]] = "Intercept"
-        elif t["kind"] == "factor" and t["var"] is not None:
-            for j, cname in zip(t["cols"], t["colnames"], strict=True):
-                lvl = cname[len(t["expr"]) :]
-                if lvl.startswith("[T.") and lvl.endswith("]"):
-                    names[j] = f"{t['var']}_{lvl[3:-1]}_vs_{t['base']}".replace("/", "_")
-                elif lvl.startswith("[") and lvl.endswith("]"):
-                    names[j] = f"{t['var']}{lvl[1:-1]}".replace("/", "_")
-    if len(set(names)) != len(names):  # pragma: no cover - formulaic names are unique
-        names = [c.replace("/", "_") for c in columns]
-    return names
-
-
-def _build_design(adata: AnnData, design, what: str = "design") -> _Design:
-    if design is None:
-        raise TypeError(f"{what} is required: a formula such as '~ condition' or a numeric matrix (one row per sample)")
-    X, columns = design_matrix(adata.obs, design)
-    label = f"{what} {design!r}" if isinstance(design, str) else what
-    if isinstance(design, str):
-        from .._design import _formula_variables, _parse_formula, design_spec
-
-        spec = design_spec(adata.obs, design)
-        for f, st in spec.factor_contrasts.items():
-            if len(st.levels) < 2:
-                raise ValueError(
-                    f"{label}: the factor {str(f)!r} has a single level ({list(map(str, st.levels))}) among the samples; "
-                    "a factor needs at least two levels to be estimated: remove it from the design"
-                )
-        terms = _formula_terms(adata.obs, spec, columns)
-        variables = _formula_variables(_parse_formula(design))
-        formula = design.strip()
-    else:
-        spec, formula, variables = None, None, []
-        terms = [{"kind": "numeric", "cols": [j]} for j in range(X.shape[1])]
-    check_full_rank(X, columns, what=label)
-    names = _deseq_names(columns, terms) if formula is not None else list(columns)
-    return _Design(X, columns, names, formula, spec, terms, variables)
-
-
-# --------------------------------------------------------------------------------------------
-# contrasts
-# --------------------------------------------------------------------------------------------
-
-
-@dataclass
-class _Contrast:
-    name: str
-    vector: np.ndarray  # over the design columns
-    kind: str  # "factor", "coef", "numeric"
-    samples: np.ndarray | None  # samples deciding DESeq2's all-zero rule
-    spec: object
-    factor: tuple | None = None  # (term index, test level, reference level) for factor contrasts
-    coef: int | None = None
-
-
-def _factor_contrast(adata: AnnData, d: _Design, spec) -> _Contrast:
-    factor, test, ref = (str(spec[0]), str(spec[1]), str(spec[2]))
-    if d.formula is None:
-        raise ValueError(
-            f"contrast {list(spec)!r} names levels of an obs column, which needs a formula design; with a matrix "
-            f"design pass a coefficient name (one of {d.names}) or a numeric vector"
-        )
-    col = adata.obs[factor]
-    levels = [str(v) for v in levels_of(col)]
-    missing = [x for x in (test, ref) if x not in levels]
-    if missing:
-        raise ValueError(
-            f"contrast {list(spec)!r}: {', '.join(repr(m) for m in missing)} "
-            f"{'is not a level' if len(missing) == 1 else 'are not levels'} of obs column {factor!r}; levels are: {levels}"
-        )
-    if test == ref:
-        raise ValueError(f"contrast {list(spec)!r} compares a level with itself; give two different levels")
-    hits = [i for i, t in enumerate(d.terms) if t["kind"] == "factor" and t["var"] == factor]
-    inter = [t for t in d.terms if t["kind"] == "interaction"]
-    if not hits:
-        raise ValueError(f"contrast {list(spec)!r}: obs column {factor!r} is not a factor of the design {d.formula!r}")
-    if inter:
-        raise ValueError(
-            f"contrast {list(spec)!r}: the design {d.formula!r} has interactions, so the effect of {factor!r} depends on "
-            f"other terms; pass a coefficient name (one of {d.names}) or a numeric vector over those coefficients"
-        )
-    ti = hits[0]
-    t = d.terms[ti]
-    vec = np.zeros(d.X.shape[1])
-    for lvl, sign in ((test, 1.0), (ref, -1.0)):
-        cname = f"{t['expr']}[T.{lvl}]"
-        full = f"{t['expr']}[{lvl}]"
-        for j, c in zip(t["cols"], t["colnames"], strict=True):
-            if c in (cname, full):
-                vec[j] += sign
-    if not np.any(vec):  # pragma: no cover - two different levels always differ
-        raise ValueError(f"contrast {list(spec)!r} gives a zero contrast vector")
-    samples = np.asarray(col.astype(str).isin([test, ref]).to_numpy(), dtype=bool)
-    return _Contrast(f"{factor}_{test}_vs_{ref}".replace("/", "_"), vec, "factor", samples, [factor, test, ref], (ti, test, ref))
-
-
-def _is_factor_spec(adata: AnnData, spec) -> bool:
-    return (
-        isinstance(spec, list | tuple)
-        and len(spec) == 3
-        and all(isinstance(s, str) for s in spec)
-        and spec[0] in adata.obs.columns
-    )
-
-
-def _one_contrast(adata: AnnData, d: _Design, spec, default_name: str) -> _Contrast:
-    p = d.X.shape[1]
-    if isinstance(spec, str):
-        if spec in d.names:
-            j = d.names.index(spec)
-        elif spec in d.columns:
-            j = d.columns.index(spec)
-        else:
-            raise KeyError(f"contrast {spec!r} is not a coefficient of the design; coefficients are: {d.names}")
-        vec = np.zeros(p)
-        vec[j] = 1.0
-        return _Contrast(d.names[j], vec, "coef", None, spec, coef=j)
-    if _is_factor_spec(adata, spec):
-        return _factor_contrast(adata, d, spec)
-    if is_numeric_vector(spec):
-        vec = numeric_contrast(spec, d.names)
-        samples = None
-        if np.any(vec > 0) and np.any(vec < 0):  # DESeq2's contrastAllZeroNumeric
-            samples = (d.X @ (vec != 0).astype(np.float64)) != 0
-        return _Contrast(default_name, vec, "numeric", samples, [float(v) for v in vec])
-    if isinstance(spec, list | tuple) and len(spec) == 3 and all(isinstance(s, str) for s in spec):
-        raise KeyError(
-            f"contrast {list(spec)!r}: {spec[0]!r} is not a column of adata.obs (columns: {list(adata.obs.columns)}); "
-            "give [obs column, test level, reference level]"
-        )
-    raise TypeError(
-        f"could not read contrast {spec!r}: give [factor, test_level, reference_level], a coefficient name, a numeric "
-        "vector over the coefficients, a list of these, or a dict {name: contrast}"
-    )
-
-
-def _default_contrast(adata: AnnData, d: _Design, test: str):
-    """DESeq2's ``results(dds)``: the last coefficient, or, for a Wald test of a design without
-    intercept and without interactions whose last variable is a factor, last level vs first."""
-    has_intercept = any(t["kind"] == "intercept" for t in d.terms) or d.formula is None
-    if test == "Wald" and d.formula is not None and not has_intercept and not any(t["kind"] == "interaction" for t in d.terms):
-        last = d.terms[-1]
-        if last["kind"] == "factor" and last["var"] is not None:
-            lv = levels_of(adata.obs[last["var"]])
-            return [last["var"], str(lv[-1]), str(lv[0])]
-    return d.names[-1]
-
-
-def _contrasts(adata: AnnData, d: _Design, contrast, test: str) -> list[_Contrast]:
-    if contrast is None:
-        contrast = _default_contrast(adata, d, test)
-    items = contrast_items(contrast, d.names + d.columns)
-
-    def one(spec, default):
-        c = _one_contrast(adata, d, spec, default)
-        return c.name, c
-
-    out = []
-    for name, c in collect_contrasts(items, one, reserved=_RESERVED):
-        c.name = name
-        out.append(c)
-    return out
 
 
 # --------------------------------------------------------------------------------------------
@@ -425,26 +199,7 @@ def _obs_factors(adata: AnnData, key: str) -> np.ndarray:
 # --------------------------------------------------------------------------------------------
 
 
-def _check_shrinkable(d: _Design, contrasts: list[_Contrast]) -> None:
-    for c in contrasts:
-        if c.kind == "numeric":
-            raise ValueError(
-                f"shrink='normal' supports contrasts given as [factor, test, reference] or as a coefficient name (as "
-                f"DESeq2's lfcShrink with contrast= or coef=), not the numeric contrast {c.name!r}"
-            )
-    if any(c.kind == "factor" for c in contrasts):
-        if any(t["kind"] == "interaction" for t in d.terms):
-            raise ValueError("shrink='normal' is not implemented for designs with interactions (as in DESeq2)")
-        if not any(t["kind"] == "intercept" for t in d.terms):
-            raise ValueError(
-                "shrink='normal' with a [factor, test, reference] contrast needs a design with an intercept (as DESeq2's "
-                "beta prior); use a coefficient name, or a design with an intercept"
-            )
-        if any(t["kind"] == "factor" and t["var"] is None for t in d.terms):
-            raise ValueError("shrink='normal' needs every factor of the design to be an obs column")
-
-
-def _shrink(adata, counts, fit, d: _Design, contrasts: list[_Contrast], sf, nf, names_by_col):
+def _shrink(adata, counts, fit, d: DESeqDesign, contrasts: list[DESeqContrast], sf, nf, names_by_col):
     """Shrunken LFC/SE per contrast and the prior variances used."""
     nz = ~fit.all_zero
     B = fit.beta[nz] * _de.LOG2E
@@ -463,17 +218,8 @@ def _shrink(adata, counts, fit, d: _Design, contrasts: list[_Contrast], sf, nf, 
             priors[c.name] = {names_by_col[j]: float(v) for j, v in enumerate(std_prior)}
     fac_cs = [c for c in contrasts if c.kind == "factor"]
     if fac_cs:
-        import formulaic
-
-        data = adata.obs.copy()
-        for col in data.columns:
-            if isinstance(data[col].dtype, pd.CategoricalDtype):
-                data[col] = data[col].cat.remove_unused_categories()
-        mm = formulaic.model_matrix(d.formula, data, ensure_full_rank=False, na_action="raise", context={"np": np})
-        Xe = np.asarray(mm.to_numpy(dtype=np.float64))
-        ecols = [str(c) for c in mm.columns]
+        Xe, ecols, eterms = expanded_model_matrix(adata.obs, d)
         eprior = np.full(len(ecols), np.nan)
-        eterms = {tuple(str(f) for f in st.term.factors): [ecols.index(c) for c in st.columns] for st in mm.model_spec.structure}
         for t in d.terms:
             if t["kind"] == "intercept":
                 eprior[eterms[("1",)]] = 1e6
@@ -503,6 +249,109 @@ def _shrink(adata, counts, fit, d: _Design, contrasts: list[_Contrast], sf, nf, 
             out_lfc[c.name], out_se[c.name] = lfc[:, i], se[:, i]
             priors[c.name] = {ecols[j]: float(v) for j, v in enumerate(eprior)}
     return out_lfc, out_se, priors
+
+
+
+# --------------------------------------------------------------------------------------------
+# the steps of bk.tl.deseq
+# --------------------------------------------------------------------------------------------
+
+
+def _designs(adata: AnnData, design, reduced, test: str):
+    """The full design (and the reduced one for the LRT), checked as DESeq() checks them."""
+    d = deseq_design(adata.obs, design)
+    n, p = d.X.shape
+    if n <= p:
+        raise ValueError(
+            f"the design has {p} coefficients for {n} samples: there are no replicates to estimate the dispersion; "
+            "use a design with fewer coefficients"
+        )
+    red = None
+    if test == "LRT":
+        red = deseq_design(adata.obs, reduced, what="reduced design")
+        if red.X.shape[1] >= p:
+            raise ValueError(
+                f"the reduced design has {red.X.shape[1]} coefficients, the full one {p}: the reduced model must have "
+                "fewer (less than one degree of freedom, perhaps full and reduced are swapped)"
+            )
+        if d.formula is not None and red.formula is not None:
+            extra = sorted(set(red.variables) - set(d.variables))
+            if extra:
+                raise ValueError(f"the reduced design uses variables not in the full design: {extra}")
+    return d, red
+
+
+def _two_level_rule(adata: AnnData, d: DESeqDesign) -> bool:
+    """Whether DESeq2's Cook's rule for a design of one two-level factor applies."""
+    if d.formula is not None and len(d.variables) == 1:
+        col = adata.obs[d.variables[0]]
+        if not pd.api.types.is_numeric_dtype(col) or pd.api.types.is_bool_dtype(col):
+            return len(levels_of(col)) == 2
+    return False
+
+
+def _run_deseq(counts, d: DESeqDesign, red, contrasts, sf, nf, *, test, fit_type, min_rep, progress):
+    """``DESeq()`` on the engine, with a progress bar over its gene blocks."""
+    C = np.column_stack([c.vector for c in contrasts])
+    n_blk = _de.n_blocks(counts.shape[1], counts.shape[0])
+    with progress_bar(2 * n_blk + 1, "DESeq2", progress, counts.size) as bar:
+
+        def on_block(stage: str) -> None:
+            bar.set_description(f"DESeq2: {stage}")
+            bar.update(1)
+
+        return _de.deseq(
+            counts, d.X, size_factors=sf, norm_factors=nf, contrasts=C, contrast_samples=[c.samples for c in contrasts],
+            test=test, reduced=None if red is None else red.X, fit_type=fit_type, min_replicates_for_replace=min_rep,
+            on_block=on_block,
+        )  # fmt: skip
+
+
+def _result_tables(adata: AnnData, fit, contrasts, *, two_level, **results_kw):
+    """``results()`` per contrast: the tables, and independent filtering's curve and threshold."""
+    tables, filtering, filt_thr, filt_theta = {}, {}, {}, {}
+    for j, c in enumerate(contrasts):
+        r = _de.results(
+            fit, j, lfc_threshold=results_kw["lfc_threshold"], alt_hypothesis=results_kw["alt_hypothesis"],
+            cooks_cutoff=results_kw["cooks_cutoff"], two_level_rule=two_level,
+            independent_filtering_=results_kw["independent_filtering"], alpha=results_kw["alpha"],
+        )  # fmt: skip
+        tables[c.name] = pd.DataFrame(
+            {"baseMean": r.base_mean, "log2FoldChange": r.log2_fold_change, "lfcSE": r.lfc_se, "stat": r.stat,
+             "pvalue": r.pvalue, "padj": r.padj},
+            index=adata.var_names,
+        )  # fmt: skip
+        if r.filtering is not None:
+            filt_thr[c.name] = r.filtering.filter_threshold
+            filt_theta[c.name] = r.filtering.filter_theta
+            filtering[c.name] = pd.DataFrame(
+                {"theta": r.filtering.theta, "num_rej": r.filtering.num_rej, "lowess": r.filtering.lowess_fit}
+            )
+    return tables, filtering, filt_thr, filt_theta
+
+
+def _write_fit(adata: AnnData, key: str, fit, d: DESeqDesign, sf, nf_lengths) -> None:
+    """The per-gene columns of ``mcols(dds)``, coefficients, Cook's distances and factors."""
+    var_cols = {
+        "baseMean": fit.base_mean, "baseVar": fit.base_var, "allZero": fit.all_zero, "dispGeneEst": fit.disp_gene_est,
+        "dispGeneIter": fit.disp_gene_iter, "dispFit": fit.disp_fit, "dispMAP": fit.disp_map,
+        "dispersion": fit.dispersion, "dispIter": fit.disp_iter, "dispOutlier": fit.disp_outlier,
+        "betaConv": fit.beta_conv, "betaIter": fit.beta_iter, "deviance": fit.deviance, "maxCooks": fit.max_cooks,
+        "replace": fit.replace,
+    }  # fmt: skip
+    for k, v in var_cols.items():
+        adata.var[f"{key}_{k}"] = np.asarray(v)
+    adata.varm[f"{key}_coefficients"] = pd.DataFrame(fit.beta * _de.LOG2E, index=adata.var_names, columns=d.names)
+    adata.varm[f"{key}_coefficients_se"] = pd.DataFrame(fit.beta_se * _de.LOG2E, index=adata.var_names, columns=d.names)
+    adata.layers[f"{key}_cooks"] = fit.cooks
+    if sf is not None:
+        adata.obs[f"{key}_size_factors"] = sf
+    elif f"{key}_size_factors" in adata.obs.columns:
+        del adata.obs[f"{key}_size_factors"]
+    if nf_lengths is not None:
+        adata.layers[f"{key}_norm_factors"] = nf_lengths
+    elif f"{key}_norm_factors" in adata.layers:
+        del adata.layers[f"{key}_norm_factors"]
 
 
 # --------------------------------------------------------------------------------------------
@@ -701,29 +550,10 @@ def deseq(
     counts, txi, n_rounded = _quant_counts(adata, layer, lengths, X_raw)
     if adata.n_obs < 2 or adata.n_vars < 1:
         raise ValueError(f"need at least two samples and one gene, got {adata.n_obs} x {adata.n_vars}")
-    d = _build_design(adata, design)
-    n, p = d.X.shape
-    if n <= p:
-        raise ValueError(
-            f"the design has {p} coefficients for {n} samples: there are no replicates to estimate the dispersion; "
-            "use a design with fewer coefficients"
-        )
-    Xr, red = None, None
-    if test == "LRT":
-        red = _build_design(adata, reduced, what="reduced design")
-        Xr = red.X
-        if Xr.shape[1] >= p:
-            raise ValueError(
-                f"the reduced design has {Xr.shape[1]} coefficients, the full one {p}: the reduced model must have fewer "
-                "(less than one degree of freedom, perhaps full and reduced are swapped)"
-            )
-        if d.formula is not None and red.formula is not None:
-            extra = sorted(set(red.variables) - set(d.variables))
-            if extra:
-                raise ValueError(f"the reduced design uses variables not in the full design: {extra}")
-    contrasts = _contrasts(adata, d, contrast, test)
+    d, red = _designs(adata, design, reduced, test)
+    contrasts = deseq_contrasts(adata.obs, d, contrast, test, reserved=_RESERVED)
     if shrink == "normal":
-        _check_shrinkable(d, contrasts)
+        check_deseq_shrinkable(d, contrasts)
     if np.all(counts == counts[:1, :]):
         raise ValueError("all genes have equal values for all samples; differential analysis is not possible")
     if not (counts.sum(axis=0) > 0).any():
@@ -736,42 +566,13 @@ def deseq(
             txi.lengths_source,
             sf_source,
         )
-    two_level = False
-    if d.formula is not None and len(d.variables) == 1:
-        col = adata.obs[d.variables[0]]
-        if not pd.api.types.is_numeric_dtype(col) or pd.api.types.is_bool_dtype(col):
-            two_level = len(levels_of(col)) == 2
 
-    C = np.column_stack([c.vector for c in contrasts])
-    n_blk = _de.n_blocks(counts.shape[1], counts.shape[0])
-    with progress_bar(2 * n_blk + 1, "DESeq2", progress, counts.size) as bar:
-
-        def on_block(stage: str) -> None:
-            bar.set_description(f"DESeq2: {stage}")
-            bar.update(1)
-
-        fit = _de.deseq(
-            counts, d.X, size_factors=sf, norm_factors=nf, contrasts=C, contrast_samples=[c.samples for c in contrasts],
-            test=test, reduced=Xr, fit_type=fit_type, min_replicates_for_replace=min_rep, on_block=on_block,
-        )  # fmt: skip
+    fit = _run_deseq(counts, d, red, contrasts, sf, nf, test=test, fit_type=fit_type, min_rep=min_rep, progress=progress)
     cutoff = None if cooks_cutoff is None else (bool(cooks_cutoff) if isinstance(cooks_cutoff, bool | np.bool_) else float(cooks_cutoff))
-    tables, filt_thr, filt_theta, filtering = {}, {}, {}, {}
-    for j, c in enumerate(contrasts):
-        r = _de.results(
-            fit, j, lfc_threshold=lfc_threshold, alt_hypothesis=alt_hypothesis, cooks_cutoff=cutoff,
-            two_level_rule=two_level, independent_filtering_=independent_filtering, alpha=alpha,
-        )  # fmt: skip
-        tables[c.name] = pd.DataFrame(
-            {"baseMean": r.base_mean, "log2FoldChange": r.log2_fold_change, "lfcSE": r.lfc_se, "stat": r.stat,
-             "pvalue": r.pvalue, "padj": r.padj},
-            index=adata.var_names,
-        )  # fmt: skip
-        if r.filtering is not None:
-            filt_thr[c.name] = r.filtering.filter_threshold
-            filt_theta[c.name] = r.filtering.filter_theta
-            filtering[c.name] = pd.DataFrame(
-                {"theta": r.filtering.theta, "num_rej": r.filtering.num_rej, "lowess": r.filtering.lowess_fit}
-            )
+    tables, filtering, filt_thr, filt_theta = _result_tables(
+        adata, fit, contrasts, two_level=_two_level_rule(adata, d), lfc_threshold=lfc_threshold,
+        alt_hypothesis=alt_hypothesis, cooks_cutoff=cutoff, independent_filtering=independent_filtering, alpha=alpha,
+    )  # fmt: skip
     priors = {}
     if shrink == "normal":
         lfc_s, se_s, priors = _shrink(adata, counts, fit, d, contrasts, sf, nf, d.names)
@@ -779,11 +580,11 @@ def deseq(
             tables[c.name]["log2FoldChange_shrunk"] = lfc_s[c.name]
             tables[c.name]["lfcSE_shrunk"] = se_s[c.name]
 
-    trend = {"fit_type": fit.trend.fit_type, **fit.trend.params}
     used_cutoff = fit.cooks_cutoff if cutoff is None or cutoff is True else cutoff
     params = {
         "method": "DESeq2",
         "deseq2_version": DESEQ2_VERSION,
+        "r_release": R_RELEASE,
         "test": test,
         "design": describe_design(design),
         "design_columns": d.columns,
@@ -801,7 +602,7 @@ def deseq(
         "size_factors": sf_source,
         "fit_type": fit_type,
         "fit_type_used": fit.trend.fit_type,
-        "trend": trend,
+        "trend": {"fit_type": fit.trend.fit_type, **fit.trend.params},
         "var_log_disp_ests": fit.var_log_disp_ests,
         "disp_prior_var": fit.prior_var,
         "alpha": alpha,
@@ -817,31 +618,12 @@ def deseq(
         "outliers_refitted": bool(fit.refitted),
         "shrink": shrink,
         "beta_prior_var": priors,
-        "n_samples": int(n),
+        "n_samples": int(d.X.shape[0]),
         "n_genes": int(adata.n_vars),
     }
 
     adata = start(adata, copy)
-    var_cols = {
-        "baseMean": fit.base_mean, "baseVar": fit.base_var, "allZero": fit.all_zero, "dispGeneEst": fit.disp_gene_est,
-        "dispGeneIter": fit.disp_gene_iter, "dispFit": fit.disp_fit, "dispMAP": fit.disp_map,
-        "dispersion": fit.dispersion, "dispIter": fit.disp_iter, "dispOutlier": fit.disp_outlier,
-        "betaConv": fit.beta_conv, "betaIter": fit.beta_iter, "deviance": fit.deviance, "maxCooks": fit.max_cooks,
-        "replace": fit.replace,
-    }  # fmt: skip
-    for k, v in var_cols.items():
-        adata.var[f"{key_added}_{k}"] = np.asarray(v)
-    adata.varm[f"{key_added}_coefficients"] = pd.DataFrame(fit.beta * _de.LOG2E, index=adata.var_names, columns=d.names)
-    adata.varm[f"{key_added}_coefficients_se"] = pd.DataFrame(fit.beta_se * _de.LOG2E, index=adata.var_names, columns=d.names)
-    adata.layers[f"{key_added}_cooks"] = fit.cooks
-    if sf is not None:
-        adata.obs[f"{key_added}_size_factors"] = sf
-    elif f"{key_added}_size_factors" in adata.obs.columns:
-        del adata.obs[f"{key_added}_size_factors"]
-    if lengths_used:
-        adata.layers[f"{key_added}_norm_factors"] = nf
-    elif f"{key_added}_norm_factors" in adata.layers:
-        del adata.layers[f"{key_added}_norm_factors"]
+    _write_fit(adata, key_added, fit, d, sf, nf if lengths_used else None)
     write_de(adata, key_added, tables, params, filtering=filtering)
     return finish(adata, copy)
 
