@@ -17,6 +17,8 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
+from .._blocks import gene_blocks
+
 #: R's ``qr()`` tolerance for rank detection (LINPACK ``dqrdc2``).
 RANK_TOL = 1e-7
 
@@ -250,7 +252,6 @@ def lm_fit(y, design, *, weights=None, chunk_elements: int = 4_000_000) -> Linea
             inverse = np.zeros(g, dtype=np.intp)
         order = np.argsort(inverse, kind="stable")
         bounds = np.searchsorted(inverse[order], np.arange(patterns.shape[0] + 1))
-        step = max(1, int(chunk_elements // max(n, 1)))
         for k in range(patterns.shape[0]):
             genes = order[bounds[k] : bounds[k + 1]]
             if genes.size == 0:
@@ -269,8 +270,8 @@ def lm_fit(y, design, *, weights=None, chunk_elements: int = 4_000_000) -> Linea
                 continue
             Xe = Xo[:, est]
             df[genes] = nobs - est.size
-            for start in range(0, genes.size, step):
-                gg = genes[start : start + step]
+            for sl in gene_blocks(genes.size, n, block_elements=chunk_elements):
+                gg = genes[sl]
                 yo = y[np.ix_(obs, gg)]
                 if W is None:
                     beta, r, uv = _ols_block(yo, Xe)
