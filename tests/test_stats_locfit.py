@@ -126,3 +126,9 @@ def test_parametric_fit_conditions():
         D.parametric_dispersion_fit(np.full(50, 20.0), disps[:50])
     with pytest.raises(D.ParametricFitError, match="not estimable"):
         D.parametric_dispersion_fit(np.array([10.0]), np.array([0.1]))
+
+
+def test_local_trend_that_locfit_can_not_fit():
+    # two genes: the nearest-neighbour bandwidth is 0 at both ends and locfit's tree overflows
+    with pytest.raises(LocfitError, match="out of vertex space.*fit_type='mean'"):
+        D.fit_dispersion_trend(np.array([10.0, 200.0]), np.array([0.1, 0.05]), fit_type="local")

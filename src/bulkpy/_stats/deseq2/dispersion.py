@@ -32,7 +32,7 @@ import numpy as np
 from scipy.special import polygamma
 
 from ._kernels import design_cells, fit_disp_grid_kernel_par, fit_disp_kernel_par, n_chunks, rough_terms_par
-from .locfit import LocalQuadraticFit
+from .locfit import LocalQuadraticFit, LocfitError
 from .nbinom import fit_nb_glm, norm_factor_matrix
 
 FIT_TYPES = ("parametric", "local", "mean")
@@ -583,7 +583,14 @@ def fit_dispersion_trend(
             fit_type = "local"
             extra = {"parametric_error": str(err)}
     if fit_type == "local":
-        lf = local_dispersion_fit(bm[use], de[use], min_disp=min_disp)
+        try:
+            lf = local_dispersion_fit(bm[use], de[use], min_disp=min_disp)
+        except LocfitError as err:
+            raise LocfitError(
+                f"the local dispersion trend can not be fitted on these {int(use.sum())} genes ({err}); "
+                "DESeq2 stops with the same locfit error. Use fit_type='mean'"
+                + ("" if extra else " or 'parametric'")
+            ) from err
         params = {
             "alpha": lf.alpha,
             "deg": 2,
