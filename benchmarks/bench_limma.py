@@ -9,16 +9,16 @@ Compared, each call including the package's own input handling:
   ``bk.tl.voom(adata, design=..., contrast=["dex", "trt", "untrt"])`` (computes TMM too) vs
   R's ``voom`` + ``lmFit`` + ``eBayes`` (seconds from ``r_reference/timings_r.csv.gz``, one run on a
   2-core machine of this kind, TMM not included) vs pylimma (``voom`` + ``lm_fit`` + ``e_bayes``
-  + ``top_table`` on the same TMM library sizes, ``adaptive_span=False`` and ``legacy=True`` to
-  behave as limma 3.54);
+  + ``top_table`` on the same TMM library sizes, with its ``adaptive_span=False`` and
+  ``legacy=True``, i.e. limma 3.54's behaviour, so its agreement line is against 3.54);
 - airway limma-trend (``eBayes(lmFit(logCPM), trend=TRUE)``) and robust: ``bk.tl.limma`` vs
   inmoose (``lmFit`` + ``eBayes`` + ``topTable``) and pylimma; inmoose has no voom;
 - simulated negative binomial counts, 20,000 genes x 1,000 samples, two groups and a continuous
   covariate: ``bk.tl.voom`` vs pylimma (``--no-sim`` skips, ``--sim-others`` also times the ports
   on it, which may take minutes).
 
-Agreement with limma 3.54 (``r_reference/limma_*_toptable.csv.gz``) is printed as the largest
-relative difference of the moderated t. Times are wall-clock seconds of one call, best of
+Agreement with limma 3.68 (``r_current/limma_*_toptable.csv.gz``, bulkpy's defaults) is printed as
+the largest relative difference of the moderated t (pylimma: against limma 3.54's ``r_reference``). Times are wall-clock seconds of one call, best of
 ``--repeat``. Not a test: run by hand, numbers are printed.
 """
 
@@ -30,13 +30,15 @@ import warnings
 import anndata as ad
 import numpy as np
 import pandas as pd
-from _common import AIRWAY_REF, best, max_rel, r_seconds, r_table, row, ver
+from _common import AIRWAY_REF, SHARED, best, max_rel, r_seconds, r_table, row, ver
 from _common import simulate_two_groups as simulate
 
 import bulkpy as bk
 from bulkpy._stats.normalization import calc_norm_factors, cpm
 
 REF = AIRWAY_REF
+#: limma 3.68 (Bioconductor 3.23) tables: what bulkpy's defaults follow
+CURRENT = SHARED / "airway" / "r_current"
 
 
 def airway_filtered() -> ad.AnnData:
@@ -95,12 +97,12 @@ def main():
     nf, _ = calc_norm_factors(counts, lib_size=lib, method="TMM")
     X, _ = bk._design.design_matrix(adata.obs, "~ cell + dex")
     dex = X.shape[1] - 1
-    print(f"\nairway: {n} samples x {g} genes, design ~ cell + dex (limma 3.54 in R)")
+    print(f"\nairway: {n} samples x {g} genes, design ~ cell + dex (limma 3.68 in R; R times from limma 3.54)")
 
     # voom + lmFit + eBayes ------------------------------------------------------------------
     kw = {"design": "~ cell + dex", "contrast": ["dex", "trt", "untrt"]}
     t_bk, out = best(lambda: bk.tl.voom(adata, **kw, copy=True), args.repeat)
-    ref = r_table("limma_voom_toptable.csv.gz")
+    ref = r_table("limma_voom_toptable.csv.gz", CURRENT)
     res = bk.get.de_df(out, "voom")
     agree = (
         "" if ref is None else f"max rel diff of t vs R {max_rel(res.loc[ref.index, 'stat'], ref['t']):.1e}"
@@ -110,7 +112,8 @@ def main():
     row("R limma voom + lmFit + eBayes (timings_r)", r_seconds("limma_voom"), t_bk)
     if ver("pylimma") != "not installed":
         t_py, tab = best(lambda: pylimma_voom(counts.T, X, lib * nf, dex), args.repeat)
-        agree = "" if ref is None else f"max rel diff of t vs R {max_rel(tab['t'].to_numpy(), ref['t']):.1e}"
+        ref_old = r_table("limma_voom_toptable.csv.gz")
+        agree = "" if ref_old is None else f"max rel diff of t vs R 3.54 {max_rel(tab['t'].to_numpy(), ref_old['t']):.1e}"
         row("pylimma voom + lm_fit + e_bayes", t_py, t_bk, agree)
 
     # limma-trend / robust on log-CPM ----------------------------------------------------------
@@ -125,7 +128,7 @@ def main():
         t_bk, out = best(
             lambda opts=opts: bk.tl.limma(adata, **kw, layer="logcpm", copy=True, **opts), args.repeat
         )
-        ref = r_table(refname)
+        ref = r_table(refname, CURRENT)
         res = bk.get.de_df(out, "limma")
         agree = (
             ""
