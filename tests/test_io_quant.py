@@ -506,6 +506,124 @@ def test_files_with_different_transcripts(tmp_path):
 
 
 # ------------------------------------------------------------------------------------------
+# tx2gene from the GTF annotation (R: makeTxDbFromGFF + select(txdb, keys, "GENEID", "TXNAME"))
+
+
+def _split_version(ids: pd.Series) -> tuple[pd.Series, pd.Series]:
+    parts = ids.str.split(".", n=1, expand=True)
+    return parts[0], parts[1]
+
+
+def _write_gtf(path: Path, t2g: pd.DataFrame, *, style: str = "gencode", versions: bool = True) -> Path:
+    """The committed tx2gene table written as a GTF: for each gene a gene line, for each transcript
+    a transcript and an exon line. ``style="gencode"``: versioned ids, gene_type; ``"ensembl"``:
+    ids without versions, given as gene_version / transcript_version (left out with
+    ``versions=False``), gene_biotype, an Ensembl-like header."""
+    tx, gene = t2g.iloc[:, 0].astype(str), t2g.iloc[:, 1].astype(str)
+    if style == "ensembl":
+        header = ["#!genome-build GRCh38.p14", "#!genome-version GRCh38"]
+        tx_id, tx_v = _split_version(tx)
+        gene_id, gene_v = _split_version(gene)
+    else:
+        header = ["##description: evidence-based annotation of the human genome (GRCh38)", "##format: gtf"]
+        tx_id, gene_id = tx, gene
+    lines, seen = list(header), set()
+    for i in range(len(t2g)):
+        if style == "ensembl":
+            g_attr = f'gene_id "{gene_id.iloc[i]}";' + (f' gene_version "{gene_v.iloc[i]}";' if versions else "")
+            t_attr = g_attr + f' transcript_id "{tx_id.iloc[i]}";' + (
+                f' transcript_version "{tx_v.iloc[i]}";' if versions else ""
+            )
+            g_attr += ' gene_biotype "protein_coding";'
+        else:
+            g_attr = f'gene_id "{gene_id.iloc[i]}"; gene_type "protein_coding"; level 2;'
+            t_attr = f'gene_id "{gene_id.iloc[i]}"; transcript_id "{tx_id.iloc[i]}"; gene_type "protein_coding"; tag "basic";'
+        start = 1000 * (i + 1)
+        if gene.iloc[i] not in seen:
+            seen.add(gene.iloc[i])
+            lines.append(f"chr1\tHAVANA\tgene\t{start}\t{start + 900}\t.\t+\t.\t{g_attr}")
+        lines.append(f"chr1\tHAVANA\ttranscript\t{start}\t{start + 500}\t.\t+\t.\t{t_attr}")
+        lines.append(f"chr1\tHAVANA\texon\t{start}\t{start + 100}\t.\t+\t.\t{t_attr} exon_number 1;")
+    text = "\n".join(lines) + "\n"
+    if path.name.endswith(".gz"):
+        with gzip.open(path, "wt") as fh:
+            fh.write(text)
+    else:
+        path.write_text(text)
+    return path
+
+
+def _assert_same_quant(a, b):
+    assert list(a.obs_names) == list(b.obs_names) and list(a.var_names) == list(b.var_names)
+    np.testing.assert_array_equal(a.X, b.X)
+    for layer in ("counts", "abundance", "length"):
+        np.testing.assert_array_equal(a.layers[layer], b.layers[layer])
+    pd.testing.assert_frame_equal(a.var, b.var)
+    pa, pb = dict(a.uns["tximport"]["params"]), dict(b.uns["tximport"]["params"])
+    pa.pop("tx2gene"), pb.pop("tx2gene")
+    assert pa.keys() == pb.keys()
+    for k in pa:
+        if k != "versions":
+            np.testing.assert_equal(pa[k], pb[k])
+
+
+@pytest.mark.parametrize("type", ["salmon", "kallisto"])
+@pytest.mark.parametrize("name", ["gencode.gtf", "gencode.gtf.gz", "annotation.txt"])
+def test_tx2gene_gtf_same_as_table(_fixture_gene_level, tmp_path, type, name):
+    """The GTF the index came from gives exactly what the tx2gene table gives (a ``.txt`` name is
+    recognised by its content)."""
+    gtf = _write_gtf(tmp_path / name, pd.read_csv(FIX / T2G_NAME))
+    a = bk.io.read_quant(quant_files(FIX, type), type=type, tx2gene=gtf)
+    _assert_same_quant(a, _fixture_gene_level[type])
+    assert a.uns["tximport"]["params"]["tx2gene"] == str(gtf)
+    # the same from a path string, and transcript level with each transcript's gene
+    t = bk.io.read_quant(quant_files(FIX, type), type=type, tx2gene=str(gtf), tx_out=True)
+    t_csv = bk.io.read_quant(quant_files(FIX, type), type=type, tx2gene=FIX / T2G_NAME, tx_out=True)
+    _assert_same_quant(t, t_csv)
+
+
+def test_tx2gene_gtf_ensembl_style(_fixture_gene_level, tmp_path):
+    """Ensembl GTFs give versions apart: transcript ids get theirs back (they match the quant files
+    as they are), gene ids stay unversioned. Without versions, ignore_tx_version=True matches."""
+    t2g = pd.read_csv(FIX / T2G_NAME)
+    t2g = t2g[~t2g.TXNAME.str.endswith("_PAR_Y")]  # GENCODE's chrY copies have no Ensembl form
+    expected = _fixture_gene_level["salmon"]
+    keep = expected.var_names[~expected.var_names.str.endswith("_PAR_Y")]
+    files = quant_files(FIX, "salmon")
+    a = bk.io.read_quant(files, tx2gene=_write_gtf(tmp_path / "ens.gtf.gz", t2g, style="ensembl"))
+    assert list(a.var_names) == [g.split(".")[0] for g in keep]
+    np.testing.assert_array_equal(a.X, expected[:, keep].X)
+    np.testing.assert_array_equal(a.layers["length"], expected[:, keep].layers["length"])
+    n_par = int(pd.read_csv(FIX / T2G_NAME).TXNAME.str.endswith("_PAR_Y").sum())
+    assert a.uns["tximport"]["params"]["n_transcripts_missing"] == n_par
+
+    bare = _write_gtf(tmp_path / "bare.gtf", t2g, style="ensembl", versions=False)
+    with pytest.raises(ValueError, match=r"none of the transcripts.*ignore_tx_version=True"):
+        bk.io.read_quant(files, tx2gene=bare)
+    b = bk.io.read_quant(files, tx2gene=bare, ignore_tx_version=True)
+    c = bk.io.read_quant(files, tx2gene=t2g, ignore_tx_version=True)
+    assert list(b.var_names) == [g.split(".")[0] for g in c.var_names]
+    np.testing.assert_array_equal(b.X, c.X)
+    assert b.uns["tximport"]["params"]["ignore_tx_version"] is True
+
+
+def test_tx2gene_gtf_errors(tmp_path):
+    files = quant_files(FIX, "salmon")
+    gff3 = tmp_path / "genes.gff3"
+    gff3.write_text("##gff-version 3\nchr1\tsrc\tmRNA\t1\t9\t.\t+\t.\tID=transcript:T1;Parent=gene:G1\n")
+    with pytest.raises(ValueError, match="is a GFF3 file"):
+        bk.io.read_quant(files, tx2gene=gff3)
+    genes_only = tmp_path / "genes_only.gtf"
+    genes_only.write_text('chr1\tsrc\tgene\t1\t9\t.\t+\t.\tgene_id "G1";\n')
+    with pytest.raises(ValueError, match=r"has no 'transcript' or 'exon' line.*\['gene'\]"):
+        bk.io.read_quant(files, tx2gene=genes_only)
+    no_tx_id = tmp_path / "no_tx_id.gtf"
+    no_tx_id.write_text('chr1\tsrc\ttranscript\t1\t9\t.\t+\t.\tgene_id "G1"; transcript_name "A";\n')
+    with pytest.raises(ValueError, match=r"has the attribute\(s\) \['transcript_id'\]"):
+        bk.io.read_quant(files, tx2gene=no_tx_id)
+
+
+# ------------------------------------------------------------------------------------------
 # the engine on small hand-made cases
 
 

@@ -1,9 +1,10 @@
-"""Reading the formats people have: counts tables, transcript quantifications, gene set files."""
+"""Reading the formats people have: counts tables, transcript quantifications, GTF annotations, gene set files."""
 
 from ._counts import read_counts
 from ._gmt import read_gmt, write_gmt
+from ._gtf import read_gtf
 from ._quant import read_quant
 
 __all__ = [
-    "read_counts", "read_gmt", "read_quant", "write_gmt",
+    "read_counts", "read_gmt", "read_gtf", "read_quant", "write_gmt",
 ]

@@ -14,6 +14,7 @@ from anndata import AnnData
 from .._slots import COUNTS, write_params
 from .._stats import tximport as _tx
 from .._validate import check_choice
+from . import _gtf
 
 logger = logging.getLogger(__name__)
 
@@ -302,7 +303,9 @@ def _load_tx2gene(tx2gene) -> tuple[pd.DataFrame, bool]:
         if not p.exists():
             raise FileNotFoundError(f"tx2gene file not found: {str(p)!r}")
         if p.is_dir():
-            raise IsADirectoryError(f"tx2gene path {str(p)!r} is a directory; pass a CSV/TSV file")
+            raise IsADirectoryError(f"tx2gene path {str(p)!r} is a directory; pass a CSV/TSV or GTF file")
+        if _gtf.looks_like_gtf(p):
+            return _gtf.tx2gene(p), False
         comp = _compression(p)
         try:
             sep = _sep_for(p, comp)
@@ -312,8 +315,8 @@ def _load_tx2gene(tx2gene) -> tuple[pd.DataFrame, bool]:
         maybe_header = True
     else:
         raise TypeError(
-            f"tx2gene must be a DataFrame (first column transcript id, second gene id) or the path of a CSV/TSV file, "
-            f"got {_type_name(tx2gene)}"
+            "tx2gene must be a DataFrame (first column transcript id, second gene id) or the path of a CSV/TSV "
+            f"file of that shape or of a GTF file, got {_type_name(tx2gene)}"
         )
     if df.shape[1] < 2:
         raise ValueError(
@@ -428,9 +431,15 @@ def read_quant(
         are: no ``tx2gene``, no ``counts_from_abundance``).
     tx2gene
         Transcript-to-gene table: a DataFrame whose first two columns are transcript id and gene
-        id, or the path of a CSV/TSV file of that shape (with or without a header line). Needed for
-        gene-level output from transcript-level files. Transcripts missing from it are dropped
-        (their number is logged and stored in ``uns["tximport"]["params"]``).
+        id, the path of a CSV/TSV file of that shape (with or without a header line), or the path
+        of the GTF annotation the index was built from (``.gtf``/``.gtf.gz`` or any file whose
+        lines are GTF; see :func:`bulkpy.io.read_gtf`), for any organism: ``transcript_id`` ->
+        ``gene_id`` of its ``transcript`` lines (``exon`` lines when it has none), as
+        ``makeTxDbFromGFF`` and ``select(txdb, keys, "GENEID", "TXNAME")`` give in R. Where the
+        GTF gives versions apart (Ensembl's ``transcript_version``), transcript ids get theirs
+        appended (``ENST00000456328.2``), as in the transcript FASTA; gene ids are kept as the GTF
+        writes them. Needed for gene-level output from transcript-level files. Transcripts missing
+        from it are dropped (their number is logged and stored in ``uns["tximport"]["params"]``).
     counts_from_abundance
         ``"no"`` (the estimated counts), ``"scaledTPM"`` (TPM scaled up to the library size) or
         ``"lengthScaledTPM"`` (TPM times the feature's average length over samples, scaled up to the
