@@ -8,7 +8,7 @@ import anndata as ad
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import roundtrip
+from conftest import FIXTURES, roundtrip
 from helpers import assert_adata_equal
 
 import bulkpy as bk
@@ -169,3 +169,114 @@ def test_missing_ids_in_column_and_not_anndata():
         bk.pp.annotate_genes(a, id_column="gene_ids")
     with pytest.raises(TypeError, match="AnnData"):
         bk.pp.annotate_genes(pd.DataFrame({"x": [1]}))
+
+
+# ------------------------------------------------------------------------------------------
+# from a GTF, any organism (tests/fixtures/gtf: GENCODE, Ensembl mouse and UCSC styles)
+
+GTF = FIXTURES / "gtf"
+GENCODE = GTF / "gencode_v44_excerpt.gtf"
+ENSEMBL_MOUSE = GTF / "ensembl_110_grcm39_excerpt.gtf.gz"
+GTF_COLUMNS = ["symbol", "gene_type", "chromosome", "start", "end", "strand"]
+
+
+def test_gtf_gencode_versions_both_ways(tmp_h5ad):
+    a = _toy([
+        "ENSG00000000003",            # unversioned id, versioned GTF
+        "ENSG00000000005.6",          # the same version
+        "ENSG00000002586.19",         # another version: matched without versions, the chrX gene first
+        "ENSG00000002586.20_PAR_Y",   # GENCODE's chrY copy matches its own line
+        "ENSG99999999999",
+    ])  # fmt: skip
+    bk.pp.annotate_genes(a, gtf=GENCODE)
+    v = a.var
+    assert v.columns.tolist() == GTF_COLUMNS
+    assert v["symbol"].tolist()[:4] == ["TSPAN6", "TNMD", "CD99", "CD99"]
+    assert v["chromosome"].astype(str).tolist()[:4] == ["chrX", "chrX", "chrX", "chrY"]
+    assert v["start"].tolist()[:2] == [100627108, 100584936] and v["end"].tolist()[0] == 100639991
+    assert v["strand"].astype(str).tolist()[:2] == ["-", "+"]
+    assert v["gene_type"].astype(str).tolist()[0] == "protein_coding"
+    assert v.iloc[4].isna().all()
+    assert str(v["start"].dtype) == "Int64" and isinstance(v["symbol"].dtype, pd.CategoricalDtype)
+    rep = a.uns["annotate_genes"]
+    assert rep["n_matched"] == 4 and rep["n_genes"] == 5 and rep["match_rate"] == pytest.approx(0.8)
+    assert rep["n_matched_without_version"] == 2  # ENSG00000000003, ENSG00000002586.19
+    assert rep["n_multiple"] == 1  # ENSG00000002586 is on chrX and chrY
+    assert list(rep["columns"]) == GTF_COLUMNS
+    p = rep["params"]
+    assert p["gtf"] == str(GENCODE) and p["organism"] == "None"
+    assert p["source"].startswith("GTF gencode_v44_excerpt.gtf (description: evidence-based annotation")
+    back = roundtrip(a, tmp_h5ad)
+    pd.testing.assert_frame_equal(back.var, a.var)
+    assert back.uns["annotate_genes"]["n_matched_without_version"] == 2
+
+
+def test_gtf_ensembl_mouse_gzipped():
+    """Ensembl: unversioned gene_id plus gene_version; gene_biotype; a gene without a name."""
+    a = _toy(["ENSMUSG00000000001.5", "ENSMUSG00000000003", "ENSMUSG00000102693.2", "ENSMUSG00000000028.15", "Gnai3"])
+    out = bk.pp.annotate_genes(a, gtf=ENSEMBL_MOUSE, organism="mouse", copy=True)
+    v = out.var
+    assert v["symbol"].tolist()[:2] == ["Gnai3", "Pbsn"] and pd.isna(v["symbol"].iloc[2])
+    assert v["gene_type"].astype(str).tolist()[:4] == ["protein_coding", "protein_coding", "TEC", "protein_coding"]
+    assert v["chromosome"].astype(str).tolist()[:4] == ["3", "X", "1", "16"]
+    assert v["start"].tolist()[3] == 18599197
+    rep = out.uns["annotate_genes"]
+    assert rep["n_matched"] == 4
+    assert rep["n_matched_without_version"] == 1  # .15 against gene_version 16; .5 and .2 match as written
+    assert rep["params"]["source"].startswith("GTF ensembl_110_grcm39_excerpt.gtf.gz (genome-build GRCm39")
+
+
+def test_gtf_symbols_and_tables():
+    a = _toy(["TSPAN6", "CD99", "XX"])
+    bk.pp.annotate_genes(a, gtf=GENCODE, id_type="symbol")
+    assert a.var.columns.tolist() == ["ensembl_id", *GTF_COLUMNS[1:]]
+    assert a.var["ensembl_id"].tolist()[:2] == ["ENSG00000000003.16", "ENSG00000002586.20"]  # first in file order
+    assert a.uns["annotate_genes"]["n_multiple"] == 1
+    # a table read once with bk.io.read_gtf gives the same as the file
+    b = _toy(["ENSG00000000003", "ENSG00000290825"])
+    c = b.copy()
+    bk.pp.annotate_genes(b, gtf=GENCODE)
+    bk.pp.annotate_genes(c, gtf=bk.io.read_gtf(GENCODE, feature=None))
+    pd.testing.assert_frame_equal(b.var, c.var)
+    assert c.uns["annotate_genes"]["params"]["gtf"] == "DataFrame"
+    # a GTF without gene lines: each gene spans its lines
+    u = _toy(["SH3YL1", "FAM110C"])
+    bk.pp.annotate_genes(u, gtf=GTF / "ucsc_exons_only.gtf")
+    assert u.var["start"].tolist() == [218136, 38814] and u.var["end"].tolist() == [264869, 46385]
+    assert u.var["symbol"].isna().all()  # UCSC writes no gene_name
+
+
+@pytest.mark.parametrize(
+    ("kw", "err", "match"),
+    [
+        ({"gtf": 3}, TypeError, "gtf must be the path of a GTF file or a table"),
+        ({"gtf": "no/such/file.gtf"}, FileNotFoundError, "gtf file not found"),
+        ({"gtf": FIXTURES / "geuvadis6_quant" / "samples.txt"}, ValueError, "is not a GTF file"),
+        ({"gtf": pd.DataFrame({"x": [1]})}, ValueError, "has no gene_id column"),
+        ({"gtf": GENCODE, "id_column": "chromosome"}, ValueError, "would be overwritten"),
+        ({"gtf": GENCODE, "id_type": "symbol"}, ValueError, "look like gene ids: pass id_type='ensembl'"),
+    ],
+)
+def test_gtf_bad_input_leaves_adata_untouched(kw, err, match):
+    a = _toy(["ENSG00000000003", "ENSG00000000005"], chromosome=["1", "2"])
+    before = a.copy()
+    with pytest.raises(err, match=match):
+        bk.pp.annotate_genes(a, **kw)
+    assert_adata_equal(a, before)
+    assert a.uns == {}
+
+
+def test_gtf_no_match_explains():
+    a = _toy(["TSPAN6", "TNMD"])
+    with pytest.raises(ValueError, match=r"none of the 2 gene ids matched the GTF \(5 genes\).*pass id_type='symbol'"):
+        bk.pp.annotate_genes(a, gtf=GENCODE)
+
+
+@pytest.mark.filterwarnings("ignore:Variable names are not unique:UserWarning")  # anndata's, on purpose here
+def test_duplicated_var_names_refused():
+    a = _toy(["ENSG00000000003", "ENSG00000000005", "ENSG00000000003"])
+    before = a.copy()
+    for kw in ({}, {"gtf": GENCODE}):
+        with pytest.raises(ValueError, match=r"bk.pp.annotate_genes keys its results by gene.*\['ENSG00000000003'\]"):
+            bk.pp.annotate_genes(a, **kw)
+        assert_adata_equal(a, before)

@@ -20,9 +20,16 @@ def check_adata(adata) -> None:
         raise TypeError(f"expected an AnnData object, got {type(adata).__name__}")
 
 
-def get_matrix(adata, layer: str | None):
-    """Return ``adata.layers[layer]`` or ``adata.X`` (``layer=None``), raising with the available layers."""
+def get_matrix(adata, layer: str | None, *, unique_var_names: bool = True):
+    """Return ``adata.layers[layer]`` or ``adata.X`` (``layer=None``), raising with the available layers.
+
+    Every adapter reads its matrix here, so this is also where duplicated gene names are refused
+    (:func:`check_unique_var_names`): results keyed by gene would be ambiguous. Readers whose
+    results are per sample only (sample distances, PCA coordinates) pass ``unique_var_names=False``.
+    """
     check_adata(adata)
+    if unique_var_names:
+        check_unique_var_names(adata)
     if layer is None:
         if adata.X is None:
             raise ValueError("adata.X is empty; pass layer= naming one of: " + _layers_list(adata))
@@ -76,13 +83,34 @@ def check_counts(x, *, what: str = "counts", integer: bool = True, allow_sparse:
             )
 
 
+def check_unique_var_names(adata, *, what: str | None = None) -> None:
+    """Raise a ValueError naming duplicated gene names (``var_names``) and the ways out.
+
+    Functions that key results by gene (a DE table, a per-gene column, gene-set membership) call
+    this before touching ``adata``; ``what`` names the function in the message.
+    """
+    names = adata.var_names
+    if names.is_unique:
+        return
+    dup = names[names.duplicated()].unique()
+    who = f"{what} keys its results by gene: " if what else "results keyed by gene would be ambiguous: "
+    raise ValueError(
+        f"{who}gene names (adata.var_names) must be unique, but {len(dup)} occur more than once, "
+        f"e.g. {dup[:5].tolist()}. Make them unique with adata.var_names_make_unique() (adds -1, -2, ...), "
+        "use unique ids as var_names (e.g. Ensembl ids, keeping symbols in a var column), or sum the "
+        "duplicates into one gene each (e.g. adata.var['name'] = adata.var_names; "
+        "scanpy.get.aggregate(adata, by='name', func='sum', axis='var', layer='counts'))"
+    )
+
+
 def check_unique_names(adata) -> None:
-    for axis, names in (("sample (obs)", adata.obs_names), ("gene (var)", adata.var_names)):
-        if not names.is_unique:
-            dup = names[names.duplicated()].unique()[:10].tolist()
-            raise ValueError(
-                f"duplicated {axis} names, e.g. {dup}; make them unique (e.g. adata.{'obs' if 'obs' in axis else 'var'}_names_make_unique())"
-            )
+    names = adata.obs_names
+    if not names.is_unique:
+        dup = names[names.duplicated()].unique()[:10].tolist()
+        raise ValueError(
+            f"duplicated sample (obs) names, e.g. {dup}; make them unique (e.g. adata.obs_names_make_unique())"
+        )
+    check_unique_var_names(adata)
 
 
 def obs_column(adata, key: str, *, what: str = "column") -> pd.Series:

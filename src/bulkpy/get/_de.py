@@ -8,11 +8,12 @@ import numpy as np
 import pandas as pd
 
 from .._slots import de_varm_key
-from .._validate import check_adata
+from .._validate import check_adata, check_unique_var_names
 
 
 def _contrasts(adata, key: str) -> list[str]:
     check_adata(adata)
+    check_unique_var_names(adata)  # DE tables are indexed by gene (and ora/gsea start here)
     entry = adata.uns.get(key)
     if not isinstance(entry, Mapping) or "contrasts" not in entry:
         found = [k for k, v in adata.uns.items() if isinstance(v, Mapping) and "contrasts" in v]

@@ -7,7 +7,7 @@ from collections.abc import Mapping
 import numpy as np
 import pandas as pd
 
-from .._validate import check_adata, dense, get_matrix
+from .._validate import check_adata, check_unique_var_names, dense, get_matrix
 from ._de import de_df
 
 _METHODS = ("gsea", "ora")
@@ -236,6 +236,7 @@ def dispersions(adata, key: str) -> pd.DataFrame:
     ['mean', 'gene_wise', 'fitted', 'final', 'outlier']
     """
     check_adata(adata)
+    check_unique_var_names(adata, what="bk.get.dispersions")
     if not isinstance(key, str):
         raise TypeError(f"key must be the key_added of bk.tl.deseq or bk.pp.vst (a string), got {key!r}")
     var = adata.var

@@ -105,7 +105,7 @@ def expression(
     groups = _groupby_list(groupby)
     cols = {g: obs_column(adata, g, what="groupby") for g in groups}
     idx, names = var_indices(adata, var_names, gene_symbols=gene_symbols)
-    X = _dense_columns(get_matrix(adata, layer), idx)
+    X = _dense_columns(get_matrix(adata, layer, unique_var_names=False), idx)
     n_obs = adata.n_obs
     df = pd.DataFrame(
         {
@@ -149,7 +149,7 @@ def sample_distances(adata, *, layer: str | None = None) -> pd.DataFrame:
     """
     from scipy.spatial.distance import pdist, squareform
 
-    X = _dense_columns(get_matrix(adata, layer))
+    X = _dense_columns(get_matrix(adata, layer, unique_var_names=False))
     if not np.isfinite(X).all():
         raise ValueError("the layer has non-finite values (NaN or inf); use a log-scale layer with finite values")
     D = squareform(pdist(X, metric="euclidean"))
@@ -194,7 +194,7 @@ def rle(adata, *, layer: str | None = None, log: bool | None = None) -> pd.DataF
     """
     if log is not None and not isinstance(log, bool | np.bool_):
         raise TypeError(f"log must be True, False or None, got {log!r}")
-    X = _dense_columns(get_matrix(adata, layer))
+    X = _dense_columns(get_matrix(adata, layer, unique_var_names=False))
     if log is None:
         log = _is_counts(X)
     if log:

@@ -35,7 +35,7 @@ def sample_qc(adata, *, layer: str | None = "counts") -> pd.DataFrame:
     cols = ["total_counts", "n_genes_detected"]
     if all(c in adata.obs.columns for c in cols):
         return adata.obs[cols].copy()
-    X = get_matrix(adata, layer)
+    X = get_matrix(adata, layer, unique_var_names=False)
     if sparse.issparse(X):
         total = np.asarray(X.sum(axis=1)).ravel()
         detected = np.asarray((X > 0).sum(axis=1)).ravel()
@@ -77,7 +77,7 @@ def pca(adata, *, layer: str | None = None, n_comps: int = 2, n_top_genes: int |
     >>> coords.shape
     (7, 2)
     """
-    X = get_matrix(adata, layer)
+    X = get_matrix(adata, layer, unique_var_names=False)
     X = X.toarray() if sparse.issparse(X) else np.asarray(X, dtype=np.float64)
     if not np.isfinite(X).all():
         raise ValueError("the matrix for PCA has non-finite values; use a log-scale layer without NaN/inf")

@@ -291,6 +291,7 @@ def predict(
     from .._ml import training as tr
 
     check_adata(adata)
+    check_unique_names(adata)
     check_bool(copy, "copy")
     check_key(key_added, "key_added")
     source = "pipeline"
