@@ -1,7 +1,7 @@
 """limma (Smyth et al.): linear models with empirical Bayes moderation, vectorised over genes.
 
 =====================  =====================================================================
-file                   R function(s) it follows (limma 3.54; see each module)
+file                   R function(s) it follows (limma 3.68 by default, 3.54 behind legacy switches)
 =====================  =====================================================================
 ``lmfit.py``           ``lmFit`` (``lm.series``, ``mrlm`` weights, ``nonEstimable``), ``contrasts.fit``
 ``splines.py``         ``splines::ns`` for the variance trend of ``fitFDist``
