@@ -3,11 +3,16 @@
 =====================  =====================================================================
 file                   R function(s) it follows (limma 3.68 by default, 3.54 behind legacy switches)
 =====================  =====================================================================
-``lmfit.py``           ``lmFit`` (``lm.series``, ``mrlm`` weights, ``nonEstimable``), ``contrasts.fit``
+``lmfit.py``           ``lmFit`` (``lm.series``, ``gls.series`` with ``block``/``correlation``, ``nonEstimable``),
+                       ``contrasts.fit``
+``dupcor.py``          ``duplicateCorrelation`` with ``block`` (statmod's ``mixedModel2Fit``, limma 3.68)
+``array_weights.py``   ``arrayWeights`` (REML, gene by gene), ``voomWithQualityWeights`` (limma 3.68)
+``batch.py``           ``removeBatchEffect`` (limma 3.68)
+``_kernels.py``        compiled per-gene loops: statmod's ``glmgam.fit``, ``.arrayWeightsGeneByGene``
 ``splines.py``         ``splines::ns`` for the variance trend of ``fitFDist``
 ``squeeze_var.py``     ``fitFDist``, ``fitFDistRobustly``, ``trigammaInverse``, ``squeezeVar``
 ``ebayes.py``          ``eBayes``, ``treat`` (``tmixture.vector``)
-``voom.py``            ``voom``
+``voom.py``            ``voom`` (with ``weights``, ``block``, ``correlation`` for its linear model)
 ``lowess.py``          R's ``lowess`` (``clowess``), limma's ``loessFit`` without weights, ``approx(rule = 2)``
 ``weighted_lowess.py`` ``weightedLowess`` and the weighted branch of ``loessFit`` (limma 3.68)
 =====================  =====================================================================
@@ -16,6 +21,9 @@ The public names are re-exported here; adapters import this package, not the fil
 """
 
 from ..multitest import p_adjust_bh
+from .array_weights import QualityVoomResult, array_weights, voom_with_quality_weights
+from .batch import remove_batch_effect
+from .dupcor import DupCorResult, block_in_design, duplicate_correlation
 from .ebayes import EBayesResult, ebayes, treat
 from .lmfit import LinearFit, contrasts_fit, lm_fit
 from .lowess import lowess
@@ -24,10 +32,15 @@ from .squeeze_var import fit_f_dist, fit_f_dist_robustly, squeeze_var, trigamma_
 from .voom import VoomResult, voom
 
 __all__ = [
+    "DupCorResult",
     "EBayesResult",
     "LinearFit",
+    "QualityVoomResult",
     "VoomResult",
+    "array_weights",
+    "block_in_design",
     "contrasts_fit",
+    "duplicate_correlation",
     "ebayes",
     "fit_f_dist",
     "fit_f_dist_robustly",
@@ -35,8 +48,10 @@ __all__ = [
     "lowess",
     "natural_spline_basis",
     "p_adjust_bh",
+    "remove_batch_effect",
     "squeeze_var",
     "treat",
     "trigamma_inverse",
     "voom",
+    "voom_with_quality_weights",
 ]

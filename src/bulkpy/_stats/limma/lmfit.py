@@ -1,11 +1,14 @@
-"""limma's ``lmFit`` and ``contrasts.fit`` (the same in limma 3.54 and 3.68), vectorised over genes.
+"""limma's ``lmFit`` (``lm.series``, ``gls.series``) and ``contrasts.fit`` (the same in limma 3.54 and
+3.68), vectorised over genes.
 
 Arrays are samples × genes, like ``AnnData.X``. Per-gene results are 1-D arrays over genes and
 per-coefficient results are ``(coefficients, genes)`` arrays, so the gene axis is always last.
 
 :func:`lm_fit`
     ordinary or weighted least squares for every gene at once; missing values (NaN) per gene
-    as limma does (each gene fit on its observed samples, ``df_residual`` varies by gene).
+    as limma does (each gene fit on its observed samples, ``df_residual`` varies by gene). With
+    ``block`` and ``correlation`` (repeated measures), generalised least squares with the
+    block-diagonal correlation matrix, weights combined as ``W^-1/2 C W^-1/2`` (``gls.series``).
 :func:`contrasts_fit`
     a contrast matrix applied to the coefficients and their unscaled covariance, using the
     correlation of the coefficients for non-orthogonal designs.
@@ -86,6 +89,9 @@ class LinearFit:
         ``(samples, p)`` design matrix.
     contrasts
         ``(p, k)`` contrast matrix when made by :func:`contrasts_fit`, else ``None``.
+    block, correlation
+        the block labels and intra-block correlation of a generalised least-squares fit, else
+        ``None``.
     """
 
     coefficients: np.ndarray
@@ -96,6 +102,8 @@ class LinearFit:
     cov_coefficients: np.ndarray
     design: np.ndarray
     contrasts: np.ndarray | None = None
+    block: np.ndarray | None = None
+    correlation: float | None = None
 
 
 def _check_design(design, n: int) -> np.ndarray:
@@ -192,7 +200,79 @@ def _wls_block(y: np.ndarray, w: np.ndarray, X: np.ndarray):
     return (beta / scale).T, rss, (unscaled_var / scale**2).T
 
 
-def lm_fit(y, design, *, weights=None, chunk_elements: int = 4_000_000) -> LinearFit:
+def missing_patterns(missing: np.ndarray):
+    """Groups of genes (columns of the samples × genes boolean ``missing``) sharing one pattern of
+    missing values: yields ``(observed samples mask, gene indices)`` for each pattern."""
+    g = missing.shape[1]
+    if missing.any():
+        packed = np.packbits(missing, axis=0)
+        patterns, inverse = np.unique(packed.T, axis=0, return_inverse=True)
+        inverse = np.asarray(inverse).ravel()
+    else:
+        patterns = np.zeros((1, 1), dtype=np.uint8)
+        inverse = np.zeros(g, dtype=np.intp)
+    order = np.argsort(inverse, kind="stable")
+    bounds = np.searchsorted(inverse[order], np.arange(patterns.shape[0] + 1))
+    for k in range(patterns.shape[0]):
+        genes = order[bounds[k] : bounds[k + 1]]
+        if genes.size:
+            yield ~missing[:, genes[0]], genes
+
+
+def block_correlation_matrix(block, correlation: float) -> np.ndarray:
+    """limma's ``cormatrix`` for ``block``: ``correlation`` between samples of the same block, 1 on
+    the diagonal, 0 elsewhere."""
+    b = np.asarray(block)
+    same = b[:, None] == b[None, :]
+    C = np.where(same, float(correlation), 0.0)
+    np.fill_diagonal(C, 1.0)
+    return C
+
+
+def _check_block(block, correlation, n: int):
+    if block is None:
+        if correlation is not None:
+            raise ValueError("correlation is only used with block (the samples sharing a block are correlated)")
+        return None
+    b = np.asarray(block)
+    if b.ndim != 1 or b.size != n:
+        raise ValueError(f"block must have one value per sample ({n}), got shape {b.shape}")
+    if correlation is None:
+        raise ValueError("the correlation must be set with block (see duplicate_correlation)")
+    r = float(correlation)
+    if not np.isfinite(r) or abs(r) >= 1:
+        raise ValueError(f"correlation must be in (-1, 1) (1 or -1 makes the model degenerate), got {correlation!r}")
+    return block_correlation_matrix(b, r)
+
+
+def _gls_whitened_block(y, w, X, Linv):
+    """Generalised least squares of every column of ``y`` on ``X`` with the correlation whose
+    Cholesky factor has inverse ``Linv`` and per-observation weights ``w`` (or None): the data
+    and design are whitened by ``Linv diag(sqrt(w))`` (limma's ``backsolve(chol(V), ...)`` with
+    ``V = W^-1/2 C W^-1/2``), then least squares per gene by batched QR."""
+    if w is None:
+        return _ols_block(Linv @ y, Linv @ X)
+    sw = np.sqrt(w)
+    ys = Linv @ (sw * y)  # n × g
+    Xs = np.einsum("ij,jg,jk->gik", Linv, sw, X)  # g × n × p
+    Q, R = np.linalg.qr(Xs)
+    beta = np.linalg.solve(R, np.einsum("gnp,ng->gp", Q, ys)[:, :, None])[:, :, 0]
+    resid = ys - np.einsum("gnp,gp->ng", Xs, beta)
+    rss = np.einsum("ng,ng->g", resid, resid)
+    Rinv = np.linalg.inv(R)
+    unscaled_var = np.einsum("gij,gij->gi", Rinv, Rinv)
+    return beta.T, rss, unscaled_var.T
+
+
+def lm_fit(
+    y,
+    design,
+    *,
+    weights=None,
+    block=None,
+    correlation: float | None = None,
+    chunk_elements: int = 4_000_000,
+) -> LinearFit:
     """Fit ``y[:, g] ~ design`` for every gene ``g`` (limma ``lmFit`` with ``method="ls"``).
 
     Parameters
@@ -203,8 +283,14 @@ def lm_fit(y, design, *, weights=None, chunk_elements: int = 4_000_000) -> Linea
     design
         Design matrix, samples × coefficients, of full column rank.
     weights
-        Optional observation weights (samples × genes, or one per sample). Weights <= 0 or
-        non-finite mark the observation as missing, as in limma.
+        Optional observation weights (samples × genes, or one per sample: limma's array weights).
+        Weights <= 0 or non-finite mark the observation as missing, as in limma.
+    block
+        Optional block label per sample (repeated measures): samples of the same block have
+        intra-block correlation ``correlation`` and the fit is generalised least squares
+        (limma's ``gls.series``).
+    correlation
+        The intra-block correlation (e.g. from :func:`duplicate_correlation`), with ``block``.
     chunk_elements
         Genes are processed in blocks of about this many samples × genes elements.
 
@@ -221,10 +307,12 @@ def lm_fit(y, design, *, weights=None, chunk_elements: int = 4_000_000) -> Linea
     est_full = _estimable_columns(X)
     if est_full.size < p:
         raise ValueError("design is not of full column rank")
+    C = _check_block(block, correlation, n)
 
     amean = _row_nanmean(y)
     missing = ~np.isfinite(y)
     W = None
+    array_weights = weights is not None and np.ndim(weights) == 1
     if weights is not None:
         W = _weights_matrix(weights, y.shape)
         missing = missing | ~(W > 0) | ~np.isfinite(W)
@@ -234,55 +322,62 @@ def lm_fit(y, design, *, weights=None, chunk_elements: int = 4_000_000) -> Linea
     rss = np.full(g, np.nan)
     df = np.zeros(g)
 
-    if not missing.any() and W is None:
-        beta, r, uv = _ols_block(y, X)
+    if not missing.any() and (W is None or array_weights):
+        # limma's NoProbeWts branch: one fit for all genes; with array weights the covariance of
+        # the coefficients is the weighted one
+        w1 = None if W is None else np.asarray(W[:, 0], dtype=np.float64)
+        if C is None:
+            beta, r, uv = _ols_block(y, X) if w1 is None else _ols_block(np.sqrt(w1)[:, None] * y, np.sqrt(w1)[:, None] * X)
+            Xw = X if w1 is None else np.sqrt(w1)[:, None] * X
+        else:
+            V = C if w1 is None else C / np.sqrt(np.outer(w1, w1))
+            Linv = np.linalg.inv(np.linalg.cholesky(V))
+            Xw = Linv @ X
+            beta, r, uv = _ols_block(Linv @ y, Xw)
         coef[:] = beta
         su[:] = np.sqrt(uv)
         rss[:] = r
         df[:] = n - p
+        cov = np.linalg.inv(Xw.T @ Xw)
     else:
-        # group genes by their pattern of missing values: the estimable columns and the residual
-        # df depend only on the pattern
-        if missing.any():
-            packed = np.packbits(missing, axis=0)
-            patterns, inverse = np.unique(packed.T, axis=0, return_inverse=True)
-            inverse = np.asarray(inverse).ravel()
-        else:
-            patterns = np.zeros((1, 1), dtype=np.uint8)
-            inverse = np.zeros(g, dtype=np.intp)
-        order = np.argsort(inverse, kind="stable")
-        bounds = np.searchsorted(inverse[order], np.arange(patterns.shape[0] + 1))
-        for k in range(patterns.shape[0]):
-            genes = order[bounds[k] : bounds[k + 1]]
-            if genes.size == 0:
-                continue
-            obs = ~missing[:, genes[0]]
+        for obs, genes in missing_patterns(missing):
             nobs = int(obs.sum())
             if nobs == 0:
                 continue
             Xo = X[obs]
             est = _estimable_columns(Xo)
+            Linv = None if C is None else np.linalg.inv(np.linalg.cholesky(C[np.ix_(obs, obs)]))
             if est.size == 0:
                 df[genes] = nobs
                 yo = y[np.ix_(obs, genes)]
-                wo = 1.0 if W is None else W[np.ix_(obs, genes)]
-                rss[genes] = np.sum(wo * yo * yo, axis=0)
+                if W is not None:
+                    yo = np.sqrt(W[np.ix_(obs, genes)]) * yo
+                if Linv is not None:
+                    yo = Linv @ yo
+                rss[genes] = np.sum(yo * yo, axis=0)
                 continue
             Xe = Xo[:, est]
             df[genes] = nobs - est.size
-            for sl in gene_blocks(genes.size, n, block_elements=chunk_elements):
+            for sl in gene_blocks(genes.size, n if C is None else n * est.size, block_elements=chunk_elements):
                 gg = genes[sl]
                 yo = y[np.ix_(obs, gg)]
-                if W is None:
+                wo = None if W is None else W[np.ix_(obs, gg)]
+                if Linv is not None:
+                    beta, r, uv = _gls_whitened_block(yo, wo, Xe, Linv)
+                elif wo is None:
                     beta, r, uv = _ols_block(yo, Xe)
                 else:
-                    beta, r, uv = _wls_block(yo, W[np.ix_(obs, gg)], Xe)
+                    beta, r, uv = _wls_block(yo, wo, Xe)
                 coef[np.ix_(est, gg)] = beta
                 su[np.ix_(est, gg)] = np.sqrt(uv)
                 rss[gg] = r
+        if C is None:
+            cov = np.linalg.inv(X.T @ X)
+        else:
+            Xw = np.linalg.inv(np.linalg.cholesky(C)) @ X
+            cov = np.linalg.inv(Xw.T @ Xw)
     with np.errstate(invalid="ignore", divide="ignore"):
         sigma = np.where(df > 0, np.sqrt(np.maximum(rss, 0) / np.maximum(df, 1)), np.nan)
-    cov = np.linalg.inv(X.T @ X)
     return LinearFit(
         coefficients=coef,
         stdev_unscaled=su,
@@ -291,6 +386,8 @@ def lm_fit(y, design, *, weights=None, chunk_elements: int = 4_000_000) -> Linea
         amean=amean,
         cov_coefficients=cov,
         design=X,
+        block=None if block is None else np.asarray(block),
+        correlation=None if correlation is None else float(correlation),
     )
 
 

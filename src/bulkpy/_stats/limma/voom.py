@@ -1,4 +1,5 @@
-"""limma's ``voom``: log-CPM, the lowess mean-variance trend and the observation weights.
+"""limma's ``voom`` (and ``voomWithQualityWeights``, in ``array_weights.py``): log-CPM, the lowess
+mean-variance trend and the observation weights.
 
 Follows limma 3.68 (Bioconductor 3.23), whose ``voom(adaptive.span = TRUE)`` chooses the lowess
 span from the number of genes (``chooseLowessSpan``); ``adaptive_span=False`` gives the fixed
@@ -75,6 +76,9 @@ def voom(
     offset_prior=None,
     span: float = 0.5,
     adaptive_span: bool = True,
+    weights=None,
+    block=None,
+    correlation: float | None = None,
 ) -> VoomResult:
     """limma's ``voom`` on a samples × genes count matrix.
 
@@ -89,6 +93,12 @@ def voom(
     sizes per observation, as limma 3.68 does: ``lib_size * exp(offset_prior)`` with
     ``offset_prior = offset - gene mean of offset`` (or ``offset_prior`` given directly) in the
     log-CPM and the fitted log counts; the trend's x-axis keeps the mean log library size.
+
+    ``weights`` (prior weights, e.g. sample weights from :func:`array_weights`), ``block`` and
+    ``correlation`` (repeated measures) go to voom's internal :func:`lm_fit`, as in limma, and
+    shape the trend through the residual standard deviations and fitted values; the returned
+    weights are voom's alone (limma's ``voomWithQualityWeights`` multiplies them by the sample
+    weights afterwards).
     """
     counts = np.asarray(counts, dtype=np.float64)
     if counts.ndim != 2:
@@ -111,7 +121,7 @@ def voom(
     # log2(lib.size.matrix + 1): one row per sample, or per observation with offsets
     loglib_obs = loglib[:, None] if oprior is None else np.log2(np.exp(np.log(lib)[:, None] + oprior) + 1)
     E = np.log2(counts + 0.5) - loglib_obs + np.log2(1e6)
-    fit = lm_fit(E, X)
+    fit = lm_fit(E, X, weights=weights, block=block, correlation=correlation)
     n_with_reps = int(np.sum(fit.df_residual > 0))
     if n_with_reps < 2:
         if n_with_reps == 0:
