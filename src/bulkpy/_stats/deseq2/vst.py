@@ -5,7 +5,8 @@ variance function ``v(mu) = mu / s + alpha(mu) mu^2`` (``s`` the size factors):
 
 * ``parametric`` trend ``alpha(mu) = asymptDisp + extraPois / mu``: DESeq2's closed form;
 * ``mean`` trend (constant ``alpha``): ``(2 asinh(sqrt(alpha q)) - log(alpha) - log 4) / log 2``;
-* ``local`` trend: numerically, as DESeq2 does: the trapezoidal integral on 999 points spaced
+* ``local`` trend (R ``locfit`` as DESeq2 fits it, :mod:`bulkpy._stats.deseq2.locfit`):
+  numerically, as DESeq2 does: the trapezoidal integral on 999 points spaced
   evenly in ``asinh`` up to the largest normalised count, interpolated by R's ``fmm`` cubic spline
   (:func:`fmm_spline`) and scaled so that it matches ``log2`` between the 95% and 99.9%
   quantiles of the gene means.
