@@ -272,9 +272,46 @@ def estimate_gene_dispersions(
         y, nf, norm = y_all, nf_all, norm_all
     else:
         y, nf, norm = y_all[nz], nf_all[nz], norm_all[nz]
-    g = y.shape[0]
     max_disp = max(10.0, float(n))
+    alpha_hat = _starting_dispersions(
+        norm, X, base_mean[nz], base_var[nz], nz, g_all, alpha_init, xim, size_factors, norm_factors
+    )
+    alpha_hat = np.minimum(np.maximum(min_disp, alpha_hat), max_disp)
+    if linear_mu is None:
+        linear_mu = _model_matrix_groups(X) == p
+    disp, mu, disp_iter, conv = _alternate_means_and_dispersions(
+        y, nf, norm, X, alpha_hat, size_factors=size_factors, norm_factors=norm_factors, linear_mu=linear_mu,
+        niter=niter, minmu=minmu, min_disp=min_disp, max_disp=max_disp, kappa_0=kappa_0, disp_tol=disp_tol,
+        maxit=maxit, use_cr=use_cr,
+    )  # fmt: skip
 
+    def full(v, fill=np.nan, dtype=np.float64):
+        out = np.full(g_all, fill, dtype=dtype)
+        out[nz] = v
+        return out
+
+    if nz.all():
+        mu_full = mu
+    else:
+        mu_full = np.full((g_all, n), np.nan)
+        mu_full[nz] = mu
+    return GeneDispersions(
+        disp_gene_est=full(disp),
+        disp_gene_iter=full(disp_iter, 0, np.int64),
+        base_mean=base_mean,
+        base_var=base_var,
+        all_zero=all_zero,
+        mu=mu_full if gene_major else mu_full.T.copy(),
+        converged=full(conv, False, bool),
+        min_disp=float(min_disp),
+        max_disp=max_disp,
+    )
+
+
+def _starting_dispersions(norm, X, base_mean, base_var, nz, g_all, alpha_init, xim, size_factors, norm_factors):
+    """DESeq2's starting values: the smaller of the rough (``roughDispEstimate``) and moments
+    (``momentsDispEstimate``) estimates, or the given ``alpha_init``; genes not all zero only."""
+    n, g = norm.shape[1], norm.shape[0]
     if alpha_init is None:
         if xim is None:
             sf = None if size_factors is None else np.asarray(size_factors, dtype=np.float64)
@@ -283,23 +320,24 @@ def estimate_gene_dispersions(
             if sf is None and nf_sm is None:
                 sf = np.ones(n)
             xim = _xim(sf, nf_sm)
-        alpha_hat = np.minimum(
-            rough_dispersion(norm, X), moments_dispersion(base_mean[nz], base_var[nz], xim)
-        )
-    else:
-        a0 = np.asarray(alpha_init, dtype=np.float64)
-        alpha_hat = (
-            np.full(g, float(a0)) if a0.ndim == 0 else a0.ravel()[nz] if a0.size == g_all else a0.ravel()
-        )
-        if alpha_hat.shape != (g,):
-            raise ValueError("alpha_init must be a scalar or have one value per gene")
-    alpha_hat = np.minimum(np.maximum(min_disp, alpha_hat), max_disp)
+        return np.minimum(rough_dispersion(norm, X), moments_dispersion(base_mean, base_var, xim))
+    a0 = np.asarray(alpha_init, dtype=np.float64)
+    alpha_hat = np.full(g, float(a0)) if a0.ndim == 0 else a0.ravel()[nz] if a0.size == g_all else a0.ravel()
+    if alpha_hat.shape != (g,):
+        raise ValueError("alpha_init must be a scalar or have one value per gene")
+    return alpha_hat
+
+
+def _alternate_means_and_dispersions(y, nf, norm, X, alpha_hat, *, size_factors, norm_factors, linear_mu, niter, minmu,
+                                     min_disp, max_disp, kappa_0, disp_tol, maxit, use_cr):  # fmt: skip
+    """``estimateDispersionsGeneEst``'s loop: fit the means (a linear model of the normalised
+    counts, or the NB GLM), then the dispersions by line search on the Cox-Reid adjusted
+    likelihood; up to ``niter`` rounds for the genes whose dispersion still moves. Then DESeq2's
+    rules: keep the start where the likelihood did not increase (one round), refit genes that did
+    not converge on the grid, bound to ``[min_disp, max_disp]``."""
+    g, n = y.shape
     alpha_init_v = alpha_hat.copy()
     alpha_new = alpha_hat.copy()
-
-    if linear_mu is None:
-        linear_mu = _model_matrix_groups(X) == p
-
     fitidx = np.ones(g, dtype=bool)
     mu = np.empty((g, n))
     disp_iter = np.zeros(g, dtype=np.int64)
@@ -341,28 +379,7 @@ def estimate_gene_dispersions(
     if refit.any():
         disp[refit] = grid_dispersion(y[refit], mu[refit], X, use_prior=False, use_cr=use_cr)
     disp = np.minimum(np.maximum(disp, min_disp), max_disp)
-
-    def full(v, fill=np.nan, dtype=np.float64):
-        out = np.full(g_all, fill, dtype=dtype)
-        out[nz] = v
-        return out
-
-    if nz.all():
-        mu_full = mu
-    else:
-        mu_full = np.full((g_all, n), np.nan)
-        mu_full[nz] = mu
-    return GeneDispersions(
-        disp_gene_est=full(disp),
-        disp_gene_iter=full(disp_iter, 0, np.int64),
-        base_mean=base_mean,
-        base_var=base_var,
-        all_zero=all_zero,
-        mu=mu_full if gene_major else mu_full.T.copy(),
-        converged=full(conv, False, bool),
-        min_disp=float(min_disp),
-        max_disp=max_disp,
-    )
+    return disp, mu, disp_iter, conv
 
 
 # ----------------------------------------------------------------------------------------------
