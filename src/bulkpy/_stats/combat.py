@@ -271,46 +271,14 @@ def combat(
     skip = constant_within_batch(x, batch, n_batch)
     keep = ~skip
     dat = x if not skip.any() else x[:, keep]
-    g = dat.shape[1]
 
     design, nb = batch_design(batch, n_batch, mod, ref_batch)
     missing = bool(np.isnan(dat).any())
     obs = ~np.isnan(dat)
 
-    # standardise across genes
-    if not missing:
-        beta = np.linalg.solve(design.T @ design, design.T @ dat)
-    else:
-        beta = _masked_lstsq(design, dat, obs)
-    if ref_batch is not None:
-        grand_mean = beta[ref_batch]
-    else:
-        grand_mean = (sizes / n) @ beta[:nb]
-    # fitted = batch part + covariate part; stand_mean = grand mean + covariate part
-    cov_part = design[:, nb:] @ beta[nb:] if design.shape[1] > nb else np.zeros((1, g))
-    resid = dat - design[:, :nb] @ beta[:nb] - cov_part
-    if ref_batch is not None:
-        rs = resid[batch == ref_batch]
-        var_pooled = _row_var(rs) if missing else np.einsum("ng,ng->g", rs, rs) / rs.shape[0]
-    else:
-        var_pooled = _row_var(resid) if missing else np.einsum("ng,ng->g", resid, resid) / n
-    del resid
-    stand_mean = grand_mean[None, :] + cov_part
-    sd = np.sqrt(var_pooled)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        s = (dat - stand_mean) / sd[None, :]
-
-    # batch effect estimates
-    bdes = design[:, :nb]
-    if not missing:
-        gamma_hat = np.linalg.solve(bdes.T @ bdes, bdes.T @ s)
-    else:
-        gamma_hat = _masked_lstsq(bdes, s, obs)
-    if mean_only:
-        delta_hat = np.ones((n_batch, g))
-    else:
-        delta_hat = np.vstack([_row_var(s[batch == b]) for b in range(n_batch)])
-
+    # 1. standardise across genes; 2. batch effect estimates; 3. their priors; 4. empirical Bayes
+    s, stand_mean, sd, var_pooled = _standardise(dat, design, nb, batch, sizes, ref_batch, obs, missing)
+    gamma_hat, delta_hat = _batch_effects(s, design[:, :nb], batch, n_batch, obs, missing, mean_only)
     gamma_bar = gamma_hat.mean(axis=1)
     t2 = gamma_hat.var(axis=1, ddof=1)
     if mean_only:
@@ -319,22 +287,10 @@ def combat(
     else:
         ab = np.array([_moments_prior(delta_hat[b]) for b in range(n_batch)])
         a_prior, b_prior = ab[:, 0], ab[:, 1]
-
-    gamma_star = np.empty((n_batch, g))
-    delta_star = np.empty((n_batch, g))
-    iterations = np.zeros(n_batch, dtype=int)
-    for b in range(n_batch):
-        sb = s[batch == b]
-        if parametric:
-            if mean_only:
-                gamma_star[b] = _postmean(gamma_hat[b], gamma_bar[b], 1.0, 1.0, t2[b])
-                delta_star[b] = 1.0
-            else:
-                gamma_star[b], delta_star[b], iterations[b] = it_sol(
-                    sb, gamma_hat[b], delta_hat[b], gamma_bar[b], t2[b], a_prior[b], b_prior[b], conv=conv
-                )
-        else:
-            gamma_star[b], delta_star[b] = int_eprior(sb, gamma_hat[b], delta_hat[b])
+    gamma_star, delta_star, iterations = _shrink_batch_effects(
+        s, batch, gamma_hat, delta_hat, gamma_bar, t2, a_prior, b_prior,
+        parametric=parametric, mean_only=mean_only, conv=conv,
+    )  # fmt: skip
     if ref_batch is not None:
         gamma_star[ref_batch] = 0.0
         delta_star[ref_batch] = 1.0
@@ -371,6 +327,70 @@ def combat(
         mean_only=mean_only,
         missing=missing,
     )
+
+
+def _standardise(dat, design, nb, batch, sizes, ref_batch, obs, missing):
+    """sva's standardisation: the pooled fit of batches and covariates, the grand mean (or the
+    reference batch's), the pooled variance, and the standardised data."""
+    n, g = dat.shape
+    if not missing:
+        beta = np.linalg.solve(design.T @ design, design.T @ dat)
+    else:
+        beta = _masked_lstsq(design, dat, obs)
+    if ref_batch is not None:
+        grand_mean = beta[ref_batch]
+    else:
+        grand_mean = (sizes / n) @ beta[:nb]
+    # fitted = batch part + covariate part; stand_mean = grand mean + covariate part
+    cov_part = design[:, nb:] @ beta[nb:] if design.shape[1] > nb else np.zeros((1, g))
+    resid = dat - design[:, :nb] @ beta[:nb] - cov_part
+    if ref_batch is not None:
+        rs = resid[batch == ref_batch]
+        var_pooled = _row_var(rs) if missing else np.einsum("ng,ng->g", rs, rs) / rs.shape[0]
+    else:
+        var_pooled = _row_var(resid) if missing else np.einsum("ng,ng->g", resid, resid) / n
+    del resid
+    stand_mean = grand_mean[None, :] + cov_part
+    sd = np.sqrt(var_pooled)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        s = (dat - stand_mean) / sd[None, :]
+    return s, stand_mean, sd, var_pooled
+
+
+def _batch_effects(s, bdes, batch, n_batch, obs, missing, mean_only):
+    """Per batch and gene: the additive effect (least squares on the batch indicators) and the
+    multiplicative one (the within-batch variance; 1 with ``mean_only``)."""
+    if not missing:
+        gamma_hat = np.linalg.solve(bdes.T @ bdes, bdes.T @ s)
+    else:
+        gamma_hat = _masked_lstsq(bdes, s, obs)
+    if mean_only:
+        delta_hat = np.ones((n_batch, s.shape[1]))
+    else:
+        delta_hat = np.vstack([_row_var(s[batch == b]) for b in range(n_batch)])
+    return gamma_hat, delta_hat
+
+
+def _shrink_batch_effects(s, batch, gamma_hat, delta_hat, gamma_bar, t2, a_prior, b_prior, *, parametric, mean_only, conv):
+    """The empirical Bayes estimates per batch: ``it.sol`` (parametric), the posterior mean only
+    (``mean.only``) or ``int.eprior`` (non-parametric)."""
+    n_batch, g = gamma_hat.shape
+    gamma_star = np.empty((n_batch, g))
+    delta_star = np.empty((n_batch, g))
+    iterations = np.zeros(n_batch, dtype=int)
+    for b in range(n_batch):
+        sb = s[batch == b]
+        if parametric:
+            if mean_only:
+                gamma_star[b] = _postmean(gamma_hat[b], gamma_bar[b], 1.0, 1.0, t2[b])
+                delta_star[b] = 1.0
+            else:
+                gamma_star[b], delta_star[b], iterations[b] = it_sol(
+                    sb, gamma_hat[b], delta_hat[b], gamma_bar[b], t2[b], a_prior[b], b_prior[b], conv=conv
+                )
+        else:
+            gamma_star[b], delta_star[b] = int_eprior(sb, gamma_hat[b], delta_hat[b])
+    return gamma_star, delta_star, iterations
 
 
 # ============================================================================================
