@@ -298,6 +298,10 @@ def irls_kernel(y, nf, nf_shared, cell, XC, alpha, lam, beta, tol, maxit, minmu,
     iteration takes one logarithm per sample (``log(1 + alpha mu)``); the working response
     ``log(mu / nf)`` is the linear predictor itself. With ``nf_shared`` every row of ``nf`` is the
     same (size factors): it is then given as one row, and its logarithms are taken once."""
+    # One compiled loop body per gene, longer than 100 lines on purpose: it follows fitBeta's C++
+    # iteration step by step (weights, the penalised normal equations, the deviance test, the
+    # large-coefficient stop) so that each gene takes R's path, and splitting it into jitted calls
+    # would pass the per-gene scratch arrays around in the innermost loop.
     g, n = y.shape
     n_cells, p = XC.shape
     A = np.empty((p, p))

@@ -329,6 +329,8 @@ def _perturb(r, data, cnt, csum, ends, ns, bound, iters, state, q1):
     whole chunks whose best case stays below the bound; a prefix known to exceed the bound is
     updated in O(1) to accept most moves at once. Returns the number of moves (accepted
     proposals, plus proposals of the gene itself) and the sample's new weight sum."""
+    # Over 100 lines on purpose: the innermost loop of the multilevel method (most of GSEA's time),
+    # kept as one compiled body so that the chunk bookkeeping stays in registers.
     n = r.shape[0]
     nch = ends.shape[0]
     k = 0
