@@ -211,31 +211,7 @@ def pseudobulk(
     if x.shape[0] == 0:
         raise ValueError("adata has no cells")
 
-    # units: observed (sample, group) combinations, ordered by sample level then group level
-    s_codes, s_levels = _factor(s_col, sample_key, "sample_key")
-    if groups_key is not None:
-        g_codes, g_levels = _factor(g_col, groups_key, "groups_key")
-        combined = s_codes * len(g_levels) + g_codes
-    else:
-        combined = s_codes
-    observed, unit = np.unique(combined, return_inverse=True)
-    unit = unit.reshape(-1)
-    n_units = observed.size
-    if groups_key is not None:
-        u_samples = s_levels[observed // len(g_levels)].astype(str)
-        u_groups = g_levels[observed % len(g_levels)].astype(str)
-        names = pd.Index([f"{s}_{g}" for s, g in zip(u_samples, u_groups, strict=True)])
-    else:
-        u_samples = s_levels[observed].astype(str)
-        u_groups = None
-        names = pd.Index(list(u_samples))
-    if not names.is_unique:
-        dup = names[names.duplicated()].unique().tolist()[:5]
-        raise ValueError(
-            f"pseudobulk names are not unique: {dup} (values of {sample_key!r}"
-            f"{f' and {groups_key!r}' if groups_key else ''} that read the same as text, or that contain '_'"
-            " ambiguously); rename the values so that they differ"
-        )
+    unit, n_units, names, u_samples, u_groups = _units(s_col, g_col if groups_key is not None else None, sample_key, groups_key)
 
     n_cells = _agg.count_cells(unit, n_units)
     try:
@@ -257,37 +233,9 @@ def pseudobulk(
     kept = np.flatnonzero(keep)
     obs_names = names[kept]
 
-    # sample-level annotation: obs columns constant within every kept unit
-    order, starts = _agg.unit_segments(unit, n_units)
-    first = order[starts]
-    obs = pd.DataFrame(index=obs_names)
-    obs[sample_key] = _take(s_col, first[kept], obs_names)
-    if groups_key is not None:
-        obs[groups_key] = _take(g_col, first[kept], obs_names)
-    dropped_cols: list[str] = []
-    replaced: list[str] = []
-    for c in adata.obs.columns:
-        if c in (sample_key, groups_key):
-            continue
-        if c in _COMPUTED:
-            replaced.append(str(c))
-            continue
-        col = adata.obs[c]
-        codes = _column_codes(col)
-        if codes is None or not _agg.constant_within(codes, order, starts)[keep].all():
-            dropped_cols.append(str(c))
-            continue
-        obs[c] = _take(col, first[kept], obs_names)
+    obs, dropped_cols = _unit_obs(adata, unit, n_units, keep, obs_names, s_col, sample_key, g_col if groups_key is not None else None, groups_key)
     obs["n_cells"] = n_cells[kept]
     obs["total_counts"] = total[kept]
-    if dropped_cols:
-        logger.info(
-            "pseudobulk: %d obs columns vary within units and were not carried over: %s",
-            len(dropped_cols),
-            ", ".join(dropped_cols),
-        )
-    if replaced:
-        logger.info("pseudobulk: obs columns %s of the cells were replaced by the per-unit values", replaced)
 
     dropped = pd.DataFrame(
         {
@@ -331,3 +279,70 @@ def pseudobulk(
         dropped_obs_columns=dropped_cols,
     )
     return pdata
+
+
+def _units(s_col, g_col, sample_key, groups_key):
+    """The pseudobulk units: observed (sample, group) combinations, ordered by sample level then
+    group level; returns each cell's unit, the number of units, their names, samples and groups."""
+    s_codes, s_levels = _factor(s_col, sample_key, "sample_key")
+    if g_col is not None:
+        g_codes, g_levels = _factor(g_col, groups_key, "groups_key")
+        combined = s_codes * len(g_levels) + g_codes
+    else:
+        combined = s_codes
+    observed, unit = np.unique(combined, return_inverse=True)
+    unit = unit.reshape(-1)
+    n_units = observed.size
+    if g_col is not None:
+        u_samples = s_levels[observed // len(g_levels)].astype(str)
+        u_groups = g_levels[observed % len(g_levels)].astype(str)
+        names = pd.Index([f"{s}_{g}" for s, g in zip(u_samples, u_groups, strict=True)])
+    else:
+        u_samples = s_levels[observed].astype(str)
+        u_groups = None
+        names = pd.Index(list(u_samples))
+    if not names.is_unique:
+        dup = names[names.duplicated()].unique().tolist()[:5]
+        raise ValueError(
+            f"pseudobulk names are not unique: {dup} (values of {sample_key!r}"
+            f"{f' and {groups_key!r}' if groups_key else ''} that read the same as text, or that contain '_'"
+            " ambiguously); rename the values so that they differ"
+        )
+
+    return unit, n_units, names, u_samples, u_groups
+
+
+def _unit_obs(adata, unit, n_units, keep, obs_names, s_col, sample_key, g_col, groups_key):
+    """Sample-level annotation of the kept units: the obs columns constant within every kept unit
+    (the others are listed, not carried over)."""
+    kept = np.flatnonzero(keep)
+    order, starts = _agg.unit_segments(unit, n_units)
+    first = order[starts]
+    obs = pd.DataFrame(index=obs_names)
+    obs[sample_key] = _take(s_col, first[kept], obs_names)
+    if g_col is not None:
+        obs[groups_key] = _take(g_col, first[kept], obs_names)
+    dropped_cols: list[str] = []
+    replaced: list[str] = []
+    for c in adata.obs.columns:
+        if c in (sample_key, groups_key):
+            continue
+        if c in _COMPUTED:
+            replaced.append(str(c))
+            continue
+        col = adata.obs[c]
+        codes = _column_codes(col)
+        if codes is None or not _agg.constant_within(codes, order, starts)[keep].all():
+            dropped_cols.append(str(c))
+            continue
+        obs[c] = _take(col, first[kept], obs_names)
+    if dropped_cols:
+        logger.info(
+            "pseudobulk: %d obs columns vary within units and were not carried over: %s",
+            len(dropped_cols),
+            ", ".join(dropped_cols),
+        )
+    if replaced:
+        logger.info("pseudobulk: obs columns %s of the cells were replaced by the per-unit values", replaced)
+
+    return obs, dropped_cols
