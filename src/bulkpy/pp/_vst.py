@@ -46,6 +46,29 @@ def _normalisation(adata, counts: np.ndarray):
     return deseq2_size_factors(counts, method="poscounts"), None, "computed (poscounts: every gene has a zero)"
 
 
+def _dispersion_design(adata, blind: bool, design) -> tuple[np.ndarray, list[str]]:
+    """The design DESeq2's transformations estimate dispersions with: ``~ 1`` when blind, else
+    ``design`` (full rank, with residual degrees of freedom); and its column names."""
+    if blind:
+        if design is not None:
+            raise ValueError(
+                "design is only used with blind=False (blind=True always estimates dispersions with ~ 1); "
+                "drop design= or pass blind=False"
+            )
+        mm, columns = np.ones((adata.n_obs, 1)), ["Intercept"]
+    else:
+        if design is None:
+            raise ValueError("blind=False needs a design, e.g. design='~ condition'")
+        mm, columns = design_matrix(adata.obs, design)
+        check_full_rank(mm, columns)
+    if mm.shape[0] <= mm.shape[1]:
+        raise ValueError(
+            f"{mm.shape[0]} samples and {mm.shape[1]} design coefficients leave no replicates to estimate "
+            "dispersions; use a design with fewer coefficients (or blind=True)"
+        )
+    return mm, list(columns)
+
+
 @doc_params(adata=doc_adata, copy=doc_copy, copy_returns=doc_copy_returns)
 def vst(
     adata,
@@ -137,25 +160,7 @@ def vst(
         raise ValueError(f"the values in {where} look log-transformed; vst needs raw counts")
     counts = dense(X)
 
-    if blind:
-        if design is not None:
-            raise ValueError(
-                "design is only used with blind=False (blind=True always estimates dispersions with ~ 1); "
-                "drop design= or pass blind=False"
-            )
-        mm = np.ones((adata.n_obs, 1))
-        columns = ["Intercept"]
-    else:
-        if design is None:
-            raise ValueError("blind=False needs a design, e.g. design='~ condition'")
-        mm, columns = design_matrix(adata.obs, design)
-        check_full_rank(mm, columns)
-    if mm.shape[0] <= mm.shape[1]:
-        raise ValueError(
-            f"{mm.shape[0]} samples and {mm.shape[1]} design coefficients leave no replicates to estimate "
-            "dispersions; use a design with fewer coefficients (or blind=True)"
-        )
-
+    mm, columns = _dispersion_design(adata, blind, design)
     sf, nf, sf_source = _normalisation(adata, counts)
     res = _vst.variance_stabilizing_transformation(counts, mm, size_factors=sf, norm_factors=nf, fit_type=fit_type)
 
