@@ -1,6 +1,8 @@
-"""bk.tl.edger and the edgeR engine (bulkpy._stats.edger) against edgeR 3.40.2.
+"""bk.tl.edger and the edgeR engine (bulkpy._stats.edger) against edgeR 4.10.7 (the default,
+``../shared/data/<dataset>/r_current``, made by ``refscripts/make_refs_current.R``) and edgeR 3.40.2
+(``legacy=True``).
 
-References: ``../shared/data/<dataset>/r_reference`` (``refscripts/make_refs.R``: filterByExpr with
+edgeR 3.40 references: ``../shared/data/<dataset>/r_reference`` (``refscripts/make_refs.R``: filterByExpr with
 the design, ``y[keep, , keep.lib.sizes=FALSE]``, TMM, ``estimateDisp(y, mm)``, ``glmQLFit`` +
 ``glmQLFTest``, ``glmFit`` + ``glmLRT``); for pasilla a trimmed copy is committed in
 ``tests/fixtures/pasilla`` (the columns tested here, 9 significant digits), plus extra references
@@ -13,7 +15,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import FIXTURES, read_ref, roundtrip
+from conftest import FIXTURES, read_ref, roundtrip, shared_path
 from helpers import assert_adata_equal, rel_diff
 
 import bulkpy as bk
@@ -80,12 +82,14 @@ def test_edger_ql_matches_r(request, dataset):
     qlf = read_ref(dataset, "edger_qlf.csv.gz")
     ad = _filtered(request, dataset)
     formula, contrast = _contrast(dataset)
-    bk.tl.edger(ad, design=formula, contrast=contrast)
+    bk.tl.edger(ad, design=formula, contrast=contrast, legacy=True)
     # estimateDisp: observed max relative differences ~5e-13 (common), 5e-12 (trended), 8e-9 (tagwise)
     assert abs(ad.uns["edger"]["params"]["common_dispersion"] / common - 1) < 1e-8
     np.testing.assert_allclose(ad.var["edger_common_dispersion"], common, rtol=1e-8)
     for col in ("trended", "tagwise"):
-        _assert_close(ad.var[f"edger_{col}_dispersion"].loc[disp.index], disp[col], max_tol=1e-6, p99_tol=1e-8, what=col)
+        _assert_close(
+            ad.var[f"edger_{col}_dispersion"].loc[disp.index], disp[col], max_tol=1e-6, p99_tol=1e-8, what=col
+        )
     # glmQLFTest: observed F ~2.5e-4 max (a gene with F ~ 1e-5) / 1e-8 p99, p-values ~3e-8 max
     df = bk.get.de_df(ad, "edger").loc[qlf.index]
     names = {"logFC": "log2FoldChange", "F": "F", "PValue": "pvalue", "FDR": "padj", "logCPM": "logCPM"}
@@ -104,7 +108,13 @@ def test_edger_ql_matches_r(request, dataset):
     fit = E.glm_fit_genes(y, X, ad.var["edger_tagwise_dispersion"].to_numpy(), log_lib)
     r = E.glm_lrt(fit, y, X, log_lib, c, df["logCPM"].reindex(ad.var_names).to_numpy())
     ours = pd.DataFrame(
-        {"log2FoldChange": r.log2_fold_change, "LR": r.statistic, "pvalue": r.pvalue, "padj": r.padj, "logCPM": r.log_cpm},
+        {
+            "log2FoldChange": r.log2_fold_change,
+            "LR": r.statistic,
+            "pvalue": r.pvalue,
+            "padj": r.padj,
+            "logCPM": r.log_cpm,
+        },
         index=ad.var_names,
     )
     _check_lrt(ours.loc[lrt.index], lrt)
@@ -125,7 +135,14 @@ def _check_lrt(df, lrt):
 def test_edger_lrt_matches_r_pasilla(pasilla):
     lrt = read_ref("pasilla", "edger_glmlrt.csv.gz")
     ad = _pasilla_filtered(pasilla)
-    bk.tl.edger(ad, design="~ type + condition", contrast=["condition", "treated", "untreated"], test="LRT", key_added="lrt")
+    bk.tl.edger(
+        ad,
+        design="~ type + condition",
+        contrast=["condition", "treated", "untreated"],
+        test="LRT",
+        key_added="lrt",
+        legacy=True,
+    )
     df = bk.get.de_df(ad, "lrt")
     _check_lrt(df.loc[lrt.index], lrt)
     assert ad.uns["lrt"]["params"]["method"] == "edgeR-LRT"
@@ -149,9 +166,17 @@ def _extra(name):
 def test_edger_robust_matches_r(pasilla):
     ref = _extra("edger_robust_ql_every10.csv.gz")
     ad = _pasilla_filtered(pasilla)
-    bk.tl.edger(ad, design="~ type + condition", contrast=["condition", "treated", "untreated"], robust=True)
+    bk.tl.edger(
+        ad,
+        design="~ type + condition",
+        contrast=["condition", "treated", "untreated"],
+        robust=True,
+        legacy=True,
+    )
     # robust estimateDisp + glmQLFit(robust=TRUE): observed ~1e-9 (dispersions), 4e-6 (F), 4e-9 (p)
-    _assert_close(ad.var["edger_tagwise_dispersion"].loc[ref.index], ref["tagwise"], max_tol=1e-6, what="tagwise")
+    _assert_close(
+        ad.var["edger_tagwise_dispersion"].loc[ref.index], ref["tagwise"], max_tol=1e-6, what="tagwise"
+    )
     df = bk.get.de_df(ad, "edger").loc[ref.index]
     _assert_close(df["F"], ref["F"], max_tol=1e-3, p99_tol=1e-6, what="F")
     _assert_close(df["pvalue"], ref["PValue"], max_tol=1e-4, what="PValue")
@@ -166,7 +191,7 @@ def test_edger_contrast_vector_matches_r(pasilla, test):
     # model comes from the QR reparametrisation of glmLRT(contrast=)
     ref = _extra("edger_contrast_type_plus_condition_every10.csv.gz")
     ad = _pasilla_filtered(pasilla)
-    bk.tl.edger(ad, design="~ type + condition", contrast={"sr_plus_trt": [0, 1, 1]}, test=test)
+    bk.tl.edger(ad, design="~ type + condition", contrast={"sr_plus_trt": [0, 1, 1]}, test=test, legacy=True)
     df = bk.get.de_df(ad, "edger", contrast="sr_plus_trt").loc[ref.index]
     if test == "QL":
         _assert_close(df["log2FoldChange"], ref["logFC_ql"], max_tol=1e-6, atol=1e-9, what="logFC")
@@ -186,18 +211,155 @@ def test_edger_unfiltered_genes_with_zeros_match_r(pasilla):
     ad = pasilla[:, :3000].copy()
     _r_reference_level(ad, "pasilla")
     assert (ad.layers["counts"].sum(axis=0) == 0).sum() > 100
-    bk.tl.edger(ad, design="~ type + condition", contrast=["condition", "treated", "untreated"])
+    bk.tl.edger(ad, design="~ type + condition", contrast=["condition", "treated", "untreated"], legacy=True)
     np.testing.assert_allclose(ad.obs["edger_norm_factors"], nf.loc[ad.obs_names, "norm_factor"], rtol=1e-9)
     p = ad.uns["edger"]["params"]
     assert abs(p["common_dispersion"] / sc["common"].iloc[0] - 1) < 1e-8
     assert abs(p["prior_df"] / sc["prior_df"].iloc[0] - 1) < 1e-8
-    _assert_close(ad.var["edger_tagwise_dispersion"].loc[ref.index], ref["tagwise"], max_tol=1e-6, what="tagwise")
+    _assert_close(
+        ad.var["edger_tagwise_dispersion"].loc[ref.index], ref["tagwise"], max_tol=1e-6, what="tagwise"
+    )
     df = bk.get.de_df(ad, "edger").loc[ref.index]
     _assert_close(df["F"], ref["F"], max_tol=1e-3, atol=1e-9, what="F")
     _assert_close(df["pvalue"], ref["PValue"], max_tol=1e-4, what="PValue")
     _assert_close(df["df_total"], ref["df_total"], max_tol=1e-8, what="df_total")
-    bk.tl.edger(ad, design="~ type + condition", contrast=["condition", "treated", "untreated"], test="LRT", key_added="l")
-    _assert_close(bk.get.de_df(ad, "l").loc[ref.index, "pvalue"], ref["PValue_lrt"], max_tol=1e-4, what="LRT p")
+    bk.tl.edger(
+        ad,
+        design="~ type + condition",
+        contrast=["condition", "treated", "untreated"],
+        test="LRT",
+        key_added="l",
+        legacy=True,
+    )
+    _assert_close(
+        bk.get.de_df(ad, "l").loc[ref.index, "pvalue"], ref["PValue_lrt"], max_tol=1e-4, what="LRT p"
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# parity with edgeR 4.10.7 / limma 3.68.5 (Bioconductor 3.23, r_current)
+# --------------------------------------------------------------------------------------------
+
+
+def _current(dataset, name):
+    return pd.read_csv(shared_path(dataset, "r_current", name), index_col=0)
+
+
+def _current_filtered(request, dataset):
+    keep = _current(dataset, "edger_filter_by_expr.csv.gz")["keep"].astype(bool)
+    ad = request.getfixturevalue(f"_{dataset}")  # the session fixture (not modified: subset copy)
+    ad = ad[:, ad.var_names.isin(keep.index[keep.to_numpy()])].copy()
+    _r_reference_level(ad, dataset)
+    return ad
+
+
+def _agreement(ours: pd.DataFrame, ref: pd.DataFrame) -> dict:
+    """The issue's parity measures of a result table against R's ``topTags`` table."""
+    np.testing.assert_array_equal(ours.index, ref.index)
+    na = float(np.mean(np.isnan(ours["pvalue"].to_numpy()) == np.isnan(ref["PValue"].to_numpy())))
+    ok = ~np.isnan(ref["PValue"].to_numpy())
+    # p-values below ~1e-308 are 0 in bulkpy (subnormal in R): compared from 1e-300
+    lp = [np.log10(np.maximum(v.to_numpy()[ok], 1e-300)) for v in (ours["pvalue"], ref["PValue"])]
+    dlp = np.abs(lp[0] - lp[1])
+    dfc = np.abs(ours["log2FoldChange"].to_numpy()[ok] - ref["logFC"].to_numpy()[ok])
+    a = set(ours.index[ours["padj"] < 0.05])
+    b = set(ref.index[ref["FDR"] < 0.05])
+    return {
+        "jaccard": len(a & b) / max(len(a | b), 1),
+        "p99_dlog10p": float(np.percentile(dlp, 99)),
+        "p99_dlogfc": float(np.percentile(dfc, 99)),
+        "na": na,
+    }
+
+
+def _check_agreement(ag, *, p99_dlog10p, p99_dlogfc, jaccard=0.995):
+    assert ag["na"] >= 0.995, ag
+    assert ag["jaccard"] >= jaccard, ag
+    assert ag["p99_dlog10p"] < p99_dlog10p, ag
+    assert ag["p99_dlogfc"] < p99_dlogfc, ag
+
+
+@pytest.fixture(scope="module")
+def current_runs(request):
+    """Per dataset: the default (edgeR 4) QL and LRT, robust QL, and edgeR 4's
+    ``glmQLFit(legacy = TRUE)`` through the engine, each run once."""
+    cache = {}
+
+    def run(dataset):
+        if dataset not in cache:
+            ad = _current_filtered(request, dataset)
+            formula, contrast = _contrast(dataset)
+            bk.tl.edger(ad, design=formula, contrast=contrast)
+            bk.tl.edger(ad, design=formula, contrast=contrast, robust=True, key_added="rob")
+            bk.tl.edger(ad, design=formula, contrast=contrast, test="LRT", key_added="lrt")
+            X, cols = bk._design.design_matrix(ad.obs, formula)
+            c = np.zeros(len(cols))
+            c[cols.index(f"{contrast[0]}[T.{contrast[1]}]")] = 1.0
+            y = np.ascontiguousarray(np.asarray(ad.layers["counts"], dtype=float).T)
+            log_lib = np.log(ad.obs["edger_lib_size"].to_numpy())
+            alc = bk.get.de_df(ad, "edger")["logCPM"].to_numpy()  # estimateDisp's AveLogCPM
+            ql = E.glm_ql_fit(y, X, ad.var["edger_trended_dispersion"].to_numpy(), log_lib, alc)
+            r = E.glm_ql_ftest(ql, y, X, log_lib, c, alc)
+            legacy = pd.DataFrame(
+                {"log2FoldChange": r.log2_fold_change, "pvalue": r.pvalue, "padj": r.padj, "F": r.statistic},
+                index=ad.var_names,
+            )
+            cache[dataset] = (ad, legacy)
+        return cache[dataset]
+
+    return run
+
+
+@pytest.mark.parity
+@pytest.mark.slow
+@pytest.mark.parametrize("dataset", ["pasilla", "airway", "geuvadis85"])
+def test_edger4_estimate_disp_and_ql_fit_match_r(current_runs, dataset):
+    ad, _ = current_runs(dataset)
+    p = ad.uns["edger"]["params"]
+    # estimateDisp of edgeR 4.10 (span chooseLowessSpan, squeezeVar legacy = NULL): observed
+    # ~5e-13 (common), 7e-12 (trended), 1.4e-9 (tagwise)
+    common = _current(dataset, "edger_common_dispersion.csv.gz").iloc[0, 0]
+    assert abs(p["common_dispersion"] / common - 1) < 1e-8
+    rd = _current(dataset, "edger_dispersions.csv.gz").loc[ad.var_names]
+    for col in ("trended", "tagwise"):
+        _assert_close(ad.var[f"edger_{col}_dispersion"], rd[col], max_tol=1e-6, p99_tol=1e-8, what=col)
+    # glmQLFit (edgeR 4): the adjusted deviances and df use the moments of the NB unit deviance,
+    # which edgeR's C code takes from Chebyshev approximations accurate to ~1e-4..1e-3 and bulkpy
+    # computes from the distribution (to ~5e-6): observed on pasilla 2e-5 (df.residual.adj),
+    # 8e-4 (deviance.adj), 9e-4 (s2.prior), 3e-5 (df.prior). The leverages agree to 3e-15.
+    fit = _current(dataset, "edger_ql_fit.csv.gz").loc[ad.var_names]
+    _assert_close(
+        ad.var["edger_df_residual"], fit["df_residual_adj"], max_tol=1e-3, p99_tol=2e-4, what="df.adj"
+    )
+    _assert_close(
+        ad.var["edger_deviance_adj"], fit["deviance_adj"], max_tol=1e-2, p99_tol=3e-3, what="dev.adj"
+    )
+    _assert_close(ad.var["edger_ql_dispersion_prior"], fit["s2_prior"], max_tol=5e-3, what="s2.prior")
+    _assert_close(ad.var["edger_df_prior"], fit["df_prior"], max_tol=5e-3, what="df.prior")
+    assert p["r_release"] == "Bioconductor 3.23" and p["edger_version"] == "4.10.7" and p["legacy"] is False
+    np.testing.assert_allclose(bk.get.de_df(ad, "edger")["logCPM"], fit["ave_log_cpm"], rtol=1e-9)
+
+
+@pytest.mark.parity
+@pytest.mark.slow
+@pytest.mark.parametrize("dataset", ["pasilla", "airway", "geuvadis85"])
+@pytest.mark.parametrize("variant", ["default", "robust", "legacy", "lrt"])
+def test_edger4_tests_match_r(current_runs, dataset, variant):
+    ad, legacy = current_runs(dataset)
+    if variant == "legacy":  # edgeR 4.10 glmQLFit(legacy = TRUE) after edgeR 4's estimateDisp
+        ours, ref = legacy, _current(dataset, "edger_qlf_legacy.csv.gz")
+    else:
+        key = {"default": "edger", "robust": "rob", "lrt": "lrt"}[variant]
+        name = {"default": "edger_qlf", "robust": "edger_qlf_robust", "lrt": "edger_glmlrt"}[variant]
+        ours, ref = bk.get.de_df(ad, key), _current(dataset, f"{name}.csv.gz")
+    ref = ref.loc[ad.var_names]
+    ag = _agreement(ours, ref)
+    if variant in ("legacy", "lrt"):  # the same algorithms as edgeR: observed ~1e-8
+        _check_agreement(ag, p99_dlog10p=1e-6, p99_dlogfc=1e-6, jaccard=1.0)
+    else:
+        # edgeR 4's QL: limited by the unit-deviance moments (see above); observed on pasilla
+        # p99 |dlog10 p| 1.3e-3, p99 |dlogFC| 8e-7 (through the working dispersion), Jaccard 1
+        _check_agreement(ag, p99_dlog10p=1e-2, p99_dlogfc=1e-4)
 
 
 # --------------------------------------------------------------------------------------------
@@ -226,7 +388,9 @@ def test_edger_slots_and_roundtrip(small, tmp_h5ad):
         assert f"edger_{col}" in ad.var
     assert {"edger_lib_size", "edger_norm_factors"} <= set(ad.obs)
     p = ad.uns["edger"]["params"]
-    assert p["method"] == "edgeR-QL" and p["norm"] == "TMM" and p["edger_version"] == "3.40.2"
+    assert p["method"] == "edgeR-QL" and p["norm"] == "TMM" and p["edger_version"] == "4.10.7"
+    assert p["r_release"] == "Bioconductor 3.23" and p["legacy"] is False and p["poisson_bound"] is False
+    assert "edger_deviance_adj" in ad.var and 0 < p["top_proportion"] < 1 and p["average_ql_dispersion"] >= 1
     back = roundtrip(ad, tmp_h5ad)
     pd.testing.assert_frame_equal(bk.get.de_df(back, "edger"), df)
     assert list(back.uns["edger"]["params"]["design_columns"]) == list(p["design_columns"])
@@ -246,12 +410,15 @@ def test_edger_copy_and_several_contrasts(small):
     assert list(res.uns["edger"]["contrasts"]) == ["trt", "single"]
     one = bk.tl.edger(ad, design="~ type + condition", contrast="type[T.single_read]", copy=True)
     pd.testing.assert_frame_equal(
-        bk.get.de_df(res, "edger", contrast="single"), bk.get.de_df(one, "edger", contrast="type[T.single_read]")
+        bk.get.de_df(res, "edger", contrast="single"),
+        bk.get.de_df(one, "edger", contrast="type[T.single_read]"),
     )
     # the treated-vs-untreated fold change is minus the coefficient of the untreated level
     trt = bk.get.de_df(res, "edger", contrast="trt")
     coef = bk.tl.edger(ad, design="~ type + condition", contrast="condition[T.untreated]", copy=True)
-    np.testing.assert_allclose(trt["log2FoldChange"], -bk.get.de_df(coef, "edger")["log2FoldChange"], rtol=1e-12)
+    np.testing.assert_allclose(
+        trt["log2FoldChange"], -bk.get.de_df(coef, "edger")["log2FoldChange"], rtol=1e-12
+    )
     np.testing.assert_allclose(trt["pvalue"], bk.get.de_df(coef, "edger")["pvalue"], rtol=1e-12)
 
 
@@ -260,7 +427,9 @@ def test_edger_norm_none_and_matrix_design(small):
     X = np.column_stack([np.ones(7), (ad.obs["condition"] == "treated").to_numpy(float)])
     bk.tl.edger(ad, design=X, contrast=[0.0, 1.0], norm="none", test="LRT", key_added="m")
     np.testing.assert_array_equal(ad.obs["m_norm_factors"], 1.0)
-    bk.tl.edger(ad, design="~ condition", contrast=["condition", "treated", "untreated"], norm="none", test="LRT")
+    bk.tl.edger(
+        ad, design="~ condition", contrast=["condition", "treated", "untreated"], norm="none", test="LRT"
+    )
     a = bk.get.de_df(ad, "m", contrast="contrast")
     b = bk.get.de_df(ad, "edger")
     np.testing.assert_allclose(a["LR"], b["LR"], rtol=1e-6, atol=1e-10)
@@ -282,7 +451,9 @@ def test_edger_engine_pieces():
     zero[2, :] = True
     np.testing.assert_array_equal(E.resid_df(zero, X), [4, 2, 0])
     # R's qr pivoting keeps the first of two identical columns
-    np.testing.assert_array_equal(E.kept_columns(np.column_stack([np.ones(4), np.ones(4), [0, 1, 0, 1.0]])), [0, 2])
+    np.testing.assert_array_equal(
+        E.kept_columns(np.column_stack([np.ones(4), np.ones(4), [0, 1, 0, 1.0]])), [0, 2]
+    )
     # locfit degree 0 on a constant is that constant; with span 1 and two x values, their means
     y = np.tile(np.array([[1.0, 2.0]]), (10, 1))
     np.testing.assert_allclose(E.locfit_deg0_by_col(y, np.arange(10.0), 0.5), y)
@@ -298,16 +469,53 @@ def test_edger_engine_pieces():
 @pytest.mark.parametrize(
     ("kwargs", "exc", "match"),
     [
-        ({"design": "~ type + condition + group", "contrast": "type[T.single_read]"}, ValueError, "not of full rank"),
+        (
+            {"design": "~ type + condition + group", "contrast": "type[T.single_read]"},
+            ValueError,
+            "not of full rank",
+        ),
         ({"design": "~ type + condition", "contrast": "conditiontreated"}, KeyError, "not a coefficient"),
-        ({"design": "~ type + condition", "contrast": ["condition", "treated", "placebo"]}, ValueError, "not a level"),
+        (
+            {"design": "~ type + condition", "contrast": ["condition", "treated", "placebo"]},
+            ValueError,
+            "not a level",
+        ),
         ({"design": "~ type + condition", "contrast": [0, 1]}, ValueError, "one weight per design column"),
-        ({"design": "~ type + condition", "contrast": "type[T.single_read]", "test": "exact"}, ValueError, "test="),
-        ({"design": "~ type + condition", "contrast": "type[T.single_read]", "norm": "tmm"}, ValueError, "norm="),
-        ({"design": "~ type + condition", "contrast": "type[T.single_read]", "robust": "yes"}, TypeError, "robust"),
-        ({"design": "~ type + condition", "contrast": "type[T.single_read]", "progress": 1}, TypeError, "progress"),
-        ({"design": "~ type + condition", "contrast": "type[T.single_read]", "layer": "nope"}, KeyError, "layer"),
-        ({"design": "~ type + condition", "contrast": "type[T.single_read]", "key_added": "a/b"}, ValueError, "'/'"),
+        (
+            {"design": "~ type + condition", "contrast": "type[T.single_read]", "test": "exact"},
+            ValueError,
+            "test=",
+        ),
+        (
+            {"design": "~ type + condition", "contrast": "type[T.single_read]", "norm": "tmm"},
+            ValueError,
+            "norm=",
+        ),
+        (
+            {"design": "~ type + condition", "contrast": "type[T.single_read]", "robust": "yes"},
+            TypeError,
+            "robust",
+        ),
+        (
+            {"design": "~ type + condition", "contrast": "type[T.single_read]", "legacy": 1},
+            TypeError,
+            "legacy",
+        ),
+        (
+            {"design": "~ type + condition", "contrast": "type[T.single_read]", "progress": 1},
+            TypeError,
+            "progress",
+        ),
+        (
+            {"design": "~ type + condition", "contrast": "type[T.single_read]", "layer": "nope"},
+            KeyError,
+            "layer",
+        ),
+        (
+            {"design": "~ type + condition", "contrast": "type[T.single_read]", "key_added": "a/b"},
+            ValueError,
+            "'/'",
+        ),
         ({"design": "~ sample", "contrast": "sample[T.b]"}, ValueError, "no residual degrees of freedom"),
         ({"design": "~ 1", "contrast": "Intercept"}, ValueError, "at least two columns"),
     ],
@@ -338,7 +546,9 @@ def test_edger_bad_counts(small):
     assert_adata_equal(ad, before)
     # the rank-deficiency message names the confounded columns
     ad.obs["group"] = ad.obs["condition"].astype(str)
-    with pytest.raises(ValueError, match=r"group\[T\.untreated\].*condition\[T\.untreated\]|condition\[T\.untreated\].*group"):
+    with pytest.raises(
+        ValueError, match=r"group\[T\.untreated\].*condition\[T\.untreated\]|condition\[T\.untreated\].*group"
+    ):
         bk.tl.edger(ad, design="~ condition + group", contrast="condition[T.untreated]")
 
 

@@ -2,11 +2,13 @@
 over genes.
 
 =====================  =====================================================================
-file                   R function(s) it follows (edgeR 3.40; see each module)
+file                   R function(s) it follows (edgeR 4.10, edgeR 3.40 behind the legacy switches)
 =====================  =====================================================================
 ``glm.py``             ``glmFit`` (``mglmOneWay``, ``mglmLevenberg``), ``estimateDisp``
-                       (APL grid, ``WLEB``, ``locfitByCol``), ``glmQLFit``, ``glmQLFTest``,
-                       ``glmLRT``, ``aveLogCPM``
+                       (APL grid, ``WLEB``, ``locfitByCol``), ``glmQLFit(legacy = TRUE)``,
+                       ``glmQLFTest``, ``glmLRT``, ``aveLogCPM``
+``ql.py``              edgeR 4's ``glmQLFit`` (``estimateGLMCommonDisp`` of the top genes,
+                       ``compute_ave_qd``, ``compute_adjust_vec``) and its ``glmQLFTest``
 ``nb.py``              the same GLM and dispersion algorithms in plain numpy as sva's
                        ``ComBat_seq`` calls them (``glmFit``, ``estimateGLMCommonDisp``,
                        ``estimateGLMTagwiseDisp``), and R's ``pnbinom``/``qnbinom``

@@ -1,5 +1,10 @@
-"""edgeR 3.40's dispersion estimation, negative binomial GLMs, likelihood-ratio and
-quasi-likelihood F tests, vectorised over genes.
+"""edgeR's dispersion estimation, negative binomial GLMs, likelihood-ratio and quasi-likelihood F
+tests, vectorised over genes: edgeR 4.10 (Bioconductor 3.23) by default, edgeR 3.40
+(Bioconductor 3.16) behind the legacy switches.
+
+edgeR 4's ``glmQLFit(legacy = FALSE)`` (adjusted deviances and df) is in :mod:`.ql`; this module
+holds the GLM machinery, ``estimateDisp`` and the legacy quasi-likelihood fit, which edgeR 4 keeps
+as ``glmQLFit(legacy = TRUE)``.
 
 The public functions take counts as **samples × genes** (like ``AnnData.X``); internally every
 quantity is gene-major (genes × samples, as edgeR stores it) so that each per-gene fit is a row.
@@ -27,10 +32,14 @@ design columns as R the results agree with edgeR 3.40.2 to about 1e-9.
 4. common dispersion: the maximum of the spline through the summed APL (``maximizeInterpolant``);
 5. ``AveLogCPM`` (``aveLogCPM`` with the common dispersion, prior count 2);
 6. trend: the APL of each grid point smoothed against AveLogCPM by a local-constant ``locfit``
-   (tricube kernel, nearest-neighbour span ``0.25 + 0.75 * sqrt(50 / n_genes)``, locfit's
+   (tricube kernel, nearest-neighbour span ``chooseLowessSpan(n_genes)`` = ``0.3 + 0.7 *
+   (50 / n_genes)^(1/3)`` in edgeR 4, ``0.25 + 0.75 * sqrt(50 / n_genes)`` in edgeR 3 and with
+   ``legacy_span=True``, locfit's
    adaptive evaluation tree with linear interpolation between vertices), maximised per gene;
 7. prior df: deviances of a GLM with the trended dispersions over the residual df (adjusted for
-   zero fits, ``.residDF``) squeezed by ``squeezeVar`` with AveLogCPM as covariate (``robust``);
+   zero fits, ``.residDF``) squeezed by ``squeezeVar`` with AveLogCPM as covariate (``robust``;
+   edgeR 4 lets limma 3.68 choose the estimator, ``legacy = NULL``: the new one when zero fits
+   make the df differ; edgeR 3 always used the old one);
 8. tagwise: the maximum of ``APL + prior.n * trend APL`` with ``prior.n = prior.df / residual df``
    (weighted likelihood empirical Bayes, ``WLEB``).
 
@@ -49,12 +58,14 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import stats
 
+from ..limma.lowess import choose_lowess_span
 from ..limma.squeeze_var import squeeze_var
 from ..multitest import p_adjust_bh
 from . import nb
 
-#: edgeR version whose behaviour this module follows.
-EDGER_VERSION = "3.40.2"
+#: edgeR version whose behaviour the defaults follow, and the one behind the legacy switches.
+EDGER_VERSION = "4.10.7"
+EDGER_LEGACY_VERSION = "3.40.2"
 
 _LN2 = np.log(2.0)
 _LN_MILLION = np.log(1e6)
@@ -174,7 +185,9 @@ def deviance(y, mu, disp) -> np.ndarray:
 
     y = np.ascontiguousarray(y, dtype=np.float64)
     out = np.empty(y.shape[0])
-    (deviance_kernel if _parallel(y) else deviance_kernel_serial)(y, np.ascontiguousarray(mu, dtype=np.float64), _vec(disp, y.shape[0], "disp"), out)
+    (deviance_kernel if _parallel(y) else deviance_kernel_serial)(
+        y, np.ascontiguousarray(mu, dtype=np.float64), _vec(disp, y.shape[0], "disp"), out
+    )
     return out
 
 
@@ -379,7 +392,11 @@ def locfit_deg0_by_col(Y, x, span: float, *, cut: float = 0.8) -> np.ndarray:
     verts = np.array(sorted(h))
     hv = np.array([h[v] for v in verts])
     with np.errstate(divide="ignore", invalid="ignore"):
-        K = np.where(hv[:, None] > 0, _tricube((x[None, :] - verts[:, None]) / hv[:, None]), (x[None, :] == verts[:, None]) * 1.0)
+        K = np.where(
+            hv[:, None] > 0,
+            _tricube((x[None, :] - verts[:, None]) / hv[:, None]),
+            (x[None, :] == verts[:, None]) * 1.0,
+        )
     K /= K.sum(axis=1, keepdims=True)
     V = K @ Y  # vertex values
     if not cells:
@@ -475,9 +492,16 @@ def estimate_disp(
     grid_length: int = 21,
     grid_range=(-10.0, 10.0),
     span: float | None = None,
+    legacy_span: bool = False,
+    squeeze_legacy: bool | None = None,
     on_progress=None,
 ) -> Dispersions:
     """edgeR's ``estimateDisp`` with a design (``trend.method = "locfit"``, ``tagwise = TRUE``).
+
+    edgeR 4.10 by default; ``legacy_span=True`` (R's ``legacy.span = TRUE``) gives edgeR 3's
+    trend span, ``squeeze_legacy`` is the ``legacy`` of the ``squeezeVar`` call for the prior df
+    (``None``, edgeR 4: limma chooses; ``True``: edgeR 3's ``fitFDist``). Both ``True`` reproduce
+    edgeR 3.40.
 
     ``counts`` is samples × genes, ``design`` samples × coefficients (full rank), ``lib_size`` the
     effective library sizes (``lib.size * norm.factors``). See the module docstring for the steps.
@@ -489,11 +513,15 @@ def estimate_disp(
     G, n = y.shape
     p = X.shape[1]
     if p >= n:
-        raise ValueError(f"the design has {p} columns for {n} samples: no residual degrees of freedom for the dispersion")
+        raise ValueError(
+            f"the design has {p} columns for {n} samples: no residual degrees of freedom for the dispersion"
+        )
     log_lib = np.log(np.asarray(lib_size, dtype=np.float64))
     sel = y.sum(axis=1) >= min_row_sum
     if not sel.any():
-        raise ValueError(f"no gene has a total count of at least {min_row_sum}; the dispersion can not be estimated")
+        raise ValueError(
+            f"no gene has a total count of at least {min_row_sum}; the dispersion can not be estimated"
+        )
     ys = np.ascontiguousarray(y[sel])
     off = log_lib
     pts = np.linspace(grid_range[0], grid_range[1], grid_length)
@@ -506,7 +534,10 @@ def estimate_disp(
     cov = alc[sel]
     ns = int(sel.sum())
     if span is None:
-        span = 1.0 if ns <= 50 else 0.25 + 0.75 * (50.0 / ns) ** 0.5
+        if legacy_span:
+            span = 1.0 if ns <= 50 else 0.25 + 0.75 * (50.0 / ns) ** 0.5
+        else:
+            span = choose_lowess_span(ns)
     m0 = locfit_deg0_by_col(l0, cov, span)
     disp_trend = 0.1 * 2.0 ** nb.maximize_interpolant(pts, m0)
     trended = np.full(G, disp_trend[int(np.argmin(cov))])
@@ -520,7 +551,9 @@ def estimate_disp(
             s2 = dev / dfr
         s2[dfr == 0] = 0.0
         s2 = np.maximum(s2, 0.0)
-        _, _, prior_df = squeeze_var(s2, dfr, covariate=cov, robust=robust, winsor_tail_p=winsor_tail_p)
+        _, _, prior_df = squeeze_var(
+            s2, dfr, covariate=cov, robust=robust, winsor_tail_p=winsor_tail_p, legacy=squeeze_legacy
+        )
     prior_df_arr = np.asarray(prior_df, dtype=np.float64)
     prior_n = prior_df_arr / (n - p)
     tagwise = trended.copy()
@@ -603,10 +636,12 @@ class QLFit:
     df_prior: float | np.ndarray
 
 
-def glm_ql_fit(y_genes, X, dispersion, log_lib, ave_log_cpm, *, robust: bool = False, winsor_tail_p=(0.05, 0.1)):
-    """edgeR 3.x ``glmQLFit`` (``abundance.trend = TRUE``): NB GLM with the given (trended)
-    dispersions, QL dispersions ``deviance / df.residual.zeros`` squeezed towards a trend in
-    AveLogCPM."""
+def glm_ql_fit(
+    y_genes, X, dispersion, log_lib, ave_log_cpm, *, robust: bool = False, winsor_tail_p=(0.05, 0.1)
+):
+    """edgeR 3.x ``glmQLFit`` (``abundance.trend = TRUE``), kept by edgeR 4 as ``legacy = TRUE``:
+    NB GLM with the given (trended) dispersions, QL dispersions ``deviance / df.residual.zeros``
+    squeezed towards a trend in AveLogCPM (limma's ``fitFDist``/``fitFDistRobustly``)."""
     fit = glm_fit_genes(y_genes, X, dispersion, log_lib, prior_count=0.125)
     zero = (fit.fitted < _ZERO) & (np.asarray(y_genes) < _ZERO)
     dfr = resid_df(zero, X)
@@ -615,7 +650,7 @@ def glm_ql_fit(y_genes, X, dispersion, log_lib, ave_log_cpm, *, robust: bool = F
     s2[dfr == 0] = 0.0
     s2 = np.maximum(s2, 0.0)
     var_post, var_prior, df_prior = squeeze_var(
-        s2, dfr, covariate=ave_log_cpm, robust=robust, winsor_tail_p=winsor_tail_p
+        s2, dfr, covariate=ave_log_cpm, robust=robust, winsor_tail_p=winsor_tail_p, legacy=True
     )
     return QLFit(fit, dfr, s2, var_post, var_prior, df_prior)
 
@@ -632,8 +667,11 @@ def _f_sf(f, df1, df2):
     return out
 
 
-def glm_ql_ftest(ql: QLFit, y_genes, X, log_lib, contrast, ave_log_cpm, *, poisson_bound: bool = True) -> DETable:
-    """edgeR 3.40 ``glmQLFTest`` of one contrast vector."""
+def glm_ql_ftest(
+    ql: QLFit, y_genes, X, log_lib, contrast, ave_log_cpm, *, poisson_bound: bool = True
+) -> DETable:
+    """edgeR's ``glmQLFTest`` of one contrast vector on a legacy fit (:func:`glm_ql_fit`), with the
+    Poisson bound; edgeR 4's fits are tested by :func:`bulkpy._stats.edger.ql.glm_ql_ftest_v4`."""
     y = np.asarray(y_genes, dtype=np.float64)
     G, n = y.shape
     lr, logfc, df_test = _lrt(ql.glm, y, X, log_lib, contrast)
