@@ -19,7 +19,7 @@ from .._docs import doc_adata, doc_copy, doc_params
 from .._slots import check_key, write_de
 from .._stats import limma as _lin
 from .._utils import finish, start
-from .._validate import check_adata, check_bool, check_counts, dense, get_matrix
+from .._validate import check_adata, check_bool, check_counts, dense, get_matrix, obs_column
 from ._contrasts import DOC_CONTRAST as _doc_contrast
 from ._contrasts import DOC_DESIGN as _doc_design
 from ._contrasts import parse_contrasts as _contrasts
@@ -56,6 +56,17 @@ legacy
     counts...); ``True`` always uses the former (the results of limma 3.54 / Bioconductor 3.16),
     ``False`` always the latter."""
 
+_doc_block = """\
+block
+    ``obs`` column naming the block of each sample (patient, donor, cell line...) for repeated
+    measures: samples of the same block are correlated, with the intra-block correlation of
+    limma's ``duplicateCorrelation`` (a random effect instead of a fixed term). The block must
+    not also be in the design (that makes the correlation unidentifiable). Fitted by
+    generalised least squares (limma's ``lmFit(block =, correlation =)``).
+correlation
+    The intra-block correlation, in (-1, 1), with ``block``; ``None`` estimates it with
+    ``duplicateCorrelation`` (the consensus over genes)."""
+
 _doc_table = """\
 - ``varm[f"{key_added}_{contrast}"]``: one table per contrast, indexed like ``var_names``,
   with ``log2FoldChange`` (logFC), ``lfcSE`` (posterior standard error), ``stat`` (moderated
@@ -67,7 +78,10 @@ _doc_table = """\
   design and its column names, the contrast vectors, trend/robust/lfc, ``legacy`` (``"auto"``
   for ``None``) and ``legacy_used`` (the estimator actually used), the prior
   (``s2_prior``/``df_prior`` when they are one number), the layer, the R release followed
-  (``r_release``, ``limma_version``) and the Python versions."""
+  (``r_release``, ``limma_version``) and the Python versions; with ``block``, ``block``,
+  ``n_blocks``, ``correlation`` (the one used) and ``correlation_estimated``; with
+  ``sample_weights``, ``sample_weights`` (one per sample, in ``obs_names`` order) and
+  ``sample_weights_method``."""
 
 
 # --------------------------------------------------------------------------------------------
@@ -111,14 +125,27 @@ def _weights(adata: AnnData, weights, shape: tuple[int, int]):
     if weights is None:
         return None, "None"
     if isinstance(weights, str):
-        W = dense(get_matrix(adata, weights))
-        desc = f"layers[{weights!r}]"
+        if weights in adata.layers:
+            W = dense(get_matrix(adata, weights))
+            desc = f"layers[{weights!r}]"
+        elif weights in adata.obs.columns:
+            col = adata.obs[weights]
+            if not pd.api.types.is_numeric_dtype(col):
+                raise TypeError(f"obs column {weights!r} must hold numeric sample weights, got dtype {col.dtype}")
+            W = col.to_numpy(dtype=np.float64)
+            desc = f"obs[{weights!r}]"
+        else:
+            layers = ", ".join(repr(k) for k in adata.layers) or "none"
+            raise KeyError(
+                f"weights {weights!r} is neither a layer nor an obs column; available layers: {layers}; sample "
+                f"weights can be an obs column (e.g. from bk.pp.array_weights), columns are: {list(adata.obs.columns)}"
+            )
     else:
         try:
             W = np.asarray(weights.toarray() if hasattr(weights, "toarray") else weights, dtype=np.float64)
         except (TypeError, ValueError):
             raise TypeError(
-                f"weights must be a layer name or a numeric array, got {type(weights).__name__}"
+                f"weights must be a layer name, an obs column name or a numeric array, got {type(weights).__name__}"
             ) from None
         desc = f"array {W.shape}"
     n, g = shape
@@ -134,6 +161,65 @@ def _weights(adata: AnnData, weights, shape: tuple[int, int]):
             f"weights contain {int(np.sum(W < 0))} negative values; weights must be >= 0 (0 drops an observation)"
         )
     return W, desc
+
+
+def _block(adata: AnnData, block, X: np.ndarray, cols: list[str]) -> tuple[np.ndarray | None, int]:
+    """Integer codes of the block column (checked: no missing values, repeated, not in the design)."""
+    if block is None:
+        return None, 0
+    col = obs_column(adata, block, what="block")
+    na = pd.isna(col).to_numpy()
+    if na.any():
+        raise ValueError(
+            f"block column {block!r} has {int(na.sum())} missing values (samples "
+            f"{list(map(str, adata.obs_names[na][:10]))}); give every sample a block"
+        )
+    if isinstance(col.dtype, pd.CategoricalDtype):
+        codes = col.cat.remove_unused_categories().cat.codes.to_numpy().astype(np.intp)
+    else:
+        vals = col.to_numpy()
+        _, codes = np.unique(vals.astype(str) if vals.dtype == object else vals, return_inverse=True)
+        codes = np.asarray(codes, dtype=np.intp).ravel()
+    sizes = np.bincount(codes)
+    if sizes.max() < 2:
+        raise ValueError(
+            f"every sample is its own block in {block!r} ({sizes.size} blocks of one sample): there are no repeated "
+            "measures, so no intra-block correlation to estimate (limma sets it to 0); drop block="
+        )
+    if _lin.block_in_design(X, codes):
+        raise ValueError(
+            f"block {block!r} is already a fixed effect of the design (its levels are explained by the design "
+            f"columns {cols}), so the intra-block correlation is not identifiable (limma's duplicateCorrelation "
+            f"warns and sets it to 0). Either remove {block!r} from the design to model the blocks as correlated "
+            "repeated measures, or keep it in the design and drop block="
+        )
+    return codes, int(sizes.size)
+
+
+def _check_correlation(correlation, block) -> float | None:
+    if correlation is None:
+        return None
+    if block is None:
+        raise ValueError("correlation= is the intra-block correlation of block=; pass block= (an obs column) with it")
+    if isinstance(correlation, bool) or not isinstance(correlation, int | float | np.integer | np.floating):
+        raise TypeError(f"correlation must be a number in (-1, 1) or None (estimate it), got {correlation!r}")
+    r = float(correlation)
+    if not np.isfinite(r) or abs(r) >= 1:
+        raise ValueError(
+            f"correlation must be in (-1, 1) (1 or -1 makes the model degenerate), got {correlation!r}"
+        )
+    return r
+
+
+def _block_params(block, n_blocks: int, correlation: float, estimated: bool) -> dict:
+    if block is None:
+        return {}
+    return {
+        "block": block,
+        "n_blocks": n_blocks,
+        "correlation": float(correlation),
+        "correlation_estimated": estimated,
+    }
 
 
 def _expression(adata: AnnData, layer) -> np.ndarray:
@@ -164,8 +250,8 @@ def _expression(adata: AnnData, layer) -> np.ndarray:
 # --------------------------------------------------------------------------------------------
 
 
-def _fit_and_test(E, X, C, names, *, weights, trend, robust, lfc, legacy):
-    fit = _lin.lm_fit(E, X, weights=weights)
+def _fit_and_test(E, X, C, names, *, weights, trend, robust, lfc, legacy, block=None, correlation=None):
+    fit = _lin.lm_fit(E, X, weights=weights, block=block, correlation=correlation)
     if not np.any(fit.df_residual > 0):
         raise ValueError("no gene has residual degrees of freedom (too many missing values for the design)")
     cfit = _lin.contrasts_fit(fit, C)
@@ -242,6 +328,32 @@ def _write(adata, key, fit, cfit, eb, names, C, specs, params, *, legacy) -> Non
     write_de(adata, key, _tables(adata.var_names, cfit, eb, names), p)
 
 
+def _voom_rounds(counts, X, codes, correlation, sample_weights, **kw):
+    """voom (or voomWithQualityWeights) as the limma user's guide runs it with blocks: once
+    without the block, the consensus correlation, again with block and correlation in voom's linear
+    model, the correlation again. Returns the last voom, its sample weights (or None), the
+    estimated correlations and the correlation for the final fit."""
+
+    def one(block, cor):
+        if sample_weights:
+            q = _lin.voom_with_quality_weights(counts, X, block=block, correlation=cor, **kw)
+            return q.voom, q.sample_weights
+        return _lin.voom(counts, X, block=block, correlation=cor, **kw), None
+
+    if codes is None:
+        v, aw = one(None, None)
+        return v, aw, [], None
+    if correlation is not None:
+        v, aw = one(codes, correlation)
+        return v, aw, [], correlation
+    cors = []
+    v, aw = one(None, None)
+    cors.append(_lin.duplicate_correlation(v.E, X, codes, weights=v.weights).consensus_correlation)
+    v, aw = one(codes, cors[0])
+    cors.append(_lin.duplicate_correlation(v.E, X, codes, weights=v.weights).consensus_correlation)
+    return v, aw, cors, cors[1]
+
+
 # --------------------------------------------------------------------------------------------
 # public functions
 # --------------------------------------------------------------------------------------------
@@ -255,6 +367,7 @@ def _write(adata, key, fit, cfit, eb, names, C, specs, params, *, legacy) -> Non
     lfc=_doc_lfc,
     robust=_doc_robust,
     legacy=_doc_legacy,
+    block=_doc_block,
     table=_doc_table,
     copy=doc_copy,
 )
@@ -265,6 +378,9 @@ def limma(
     contrast,
     layer: str | None = None,
     weights=None,
+    sample_weights: bool = False,
+    block: str | None = None,
+    correlation: float | None = None,
     trend: bool = False,
     robust: bool = False,
     lfc: float = 0,
@@ -279,6 +395,11 @@ def limma(
     are allowed: each gene is fitted on its observed samples, as limma does. For RNA-seq counts
     use :func:`bulkpy.tl.voom`, or limma-trend (``trend=True`` on log-CPM with a prior count).
 
+    Repeated measures (several samples per patient, donor or cell line) are modelled as limma does
+    with ``block=``: ``duplicateCorrelation`` → ``lmFit(block, correlation)`` → ``eBayes``. Sample
+    quality weights (limma's ``arrayWeights``) come from ``sample_weights=True`` or from
+    :func:`bulkpy.pp.array_weights` passed as ``weights="array_weights"``.
+
     Parameters
     ----------
     {adata}
@@ -287,8 +408,15 @@ def limma(
     layer
         Layer of log-expression values; ``None`` uses ``adata.X``.
     weights
-        Optional observation weights: a layer name or an array, samples × genes or one weight
-        per sample (limma's array weights). Must be >= 0; 0 leaves the observation out.
+        Optional observation weights: a layer name (samples × genes), an ``obs`` column name (one
+        weight per sample, e.g. from :func:`bulkpy.pp.array_weights`) or an array, samples × genes
+        or one weight per sample (limma's array weights). Must be >= 0; 0 leaves the observation
+        out.
+    sample_weights
+        Estimate sample quality weights with limma's ``arrayWeights(E, design, weights)``
+        (``method="auto"``: REML for complete data without ``weights``, else gene by gene) and fit
+        with them (times ``weights`` when given).
+    {block}
     trend
         Let the prior variance depend on the average expression (limma-trend: a natural-spline
         trend of the log variances on ``AveExpr``).
@@ -303,6 +431,8 @@ def limma(
     ``None`` (``adata`` modified in place) or, with ``copy=True``, the modified copy, with
 
     {table}
+    - ``obs[f"{{key_added}}_sample_weights"]``: with ``sample_weights=True``, the weights of
+      ``arrayWeights``.
 
     Examples
     --------
@@ -318,9 +448,23 @@ def limma(
     ['log2FoldChange', 'lfcSE', 'stat', 'pvalue', 'padj', 'AveExpr', 'B']
     >>> int((df["padj"] < 0.05).sum()) > 100
     True
+
+    Repeated measures: airway's four cell lines, each treated and untreated, as blocks
+
+    >>> airway = bk.datasets.airway()
+    >>> airway = airway[:, airway.X.sum(axis=0) >= 200].copy()
+    >>> lib = airway.X.sum(axis=1, keepdims=True)
+    >>> airway.layers["log_cpm"] = np.log2((airway.X + 0.5) / (lib + 1) * 1e6)
+    >>> bk.tl.limma(airway, design="~ dex", contrast=["dex", "trt", "untrt"], layer="log_cpm", block="cell",
+    ...             sample_weights=True)
+    >>> 0 < airway.uns["limma"]["params"]["correlation"] < 1
+    True
+    >>> airway.obs["limma_sample_weights"].shape
+    (8,)
     """
     check_adata(adata)
     check_key(key_added, "key_added")
+    sample_weights = check_bool(sample_weights, "sample_weights")
     trend = check_bool(trend, "trend")
     robust = check_bool(robust, "robust")
     lfc = _check_lfc(lfc)
@@ -329,6 +473,8 @@ def limma(
     X, cols = _design(adata, design)
     names, C, specs = _contrasts(adata, design, cols, contrast)
     W, wdesc = _weights(adata, weights, E.shape)
+    correlation = _check_correlation(correlation, block)
+    codes, n_blocks = _block(adata, block, X, cols)
     if trend:
         empty = np.isnan(E).all(axis=0)
         if empty.any():
@@ -336,8 +482,16 @@ def limma(
                 f"{int(empty.sum())} genes have no observed value (e.g. {adata.var_names[empty][:5].tolist()}), so "
                 "their average expression, the covariate of trend=True, is undefined; drop them first"
             )
+    aw = None
+    if sample_weights:
+        aw = _lin.array_weights(E, X, weights=W)
+        W = aw if W is None else (aw * W if W.ndim == 1 else aw[:, None] * W)
+    estimated = codes is not None and correlation is None
+    if estimated:
+        correlation = _lin.duplicate_correlation(E, X, codes, weights=W).consensus_correlation
     fit, cfit, eb = _fit_and_test(
-        E, X, C, names, weights=W, trend=trend, robust=robust, lfc=lfc, legacy=legacy
+        E, X, C, names, weights=W, trend=trend, robust=robust, lfc=lfc, legacy=legacy,
+        block=codes, correlation=correlation,
     )
 
     adata = start(adata, copy)
@@ -355,6 +509,11 @@ def limma(
         "n_samples": int(E.shape[0]),
         "n_genes": int(E.shape[1]),
     }
+    params.update(_block_params(block, n_blocks, correlation, estimated))
+    if aw is not None:
+        method = "genebygene" if weights is not None or np.isnan(E).any() else "reml"
+        params.update(sample_weights=aw, sample_weights_method=method)
+        adata.obs[f"{key_added}_sample_weights"] = aw
     _write(adata, key_added, fit, cfit, eb, names, C, specs, params, legacy=legacy)
     return finish(adata, copy)
 
@@ -367,6 +526,7 @@ def limma(
     lfc=_doc_lfc,
     robust=_doc_robust,
     legacy=_doc_legacy,
+    block=_doc_block,
     table=_doc_table,
     copy=doc_copy,
 )
@@ -379,6 +539,9 @@ def voom(
     norm: str = "TMM",
     norm_factors_key: str | None = None,
     offset: str | None = None,
+    block: str | None = None,
+    correlation: float | None = None,
+    sample_weights: bool = False,
     adaptive_span: bool = True,
     span: float = 0.5,
     robust: bool = False,
@@ -401,6 +564,13 @@ def voom(
     ``chooseLowessSpan``; 0.43 for 8,000 genes, 0.40 for 17,000); ``adaptive_span=False`` uses
     ``span``, whose default 0.5 gives the results of limma < 3.66 (e.g. limma 3.54).
 
+    With ``block=`` (repeated measures) voom runs twice, as in the limma user's guide: voom →
+    ``duplicateCorrelation`` → voom with the block and that correlation in its linear model →
+    ``duplicateCorrelation`` again → ``lmFit(block, correlation)`` → ``eBayes``. With
+    ``sample_weights=True`` each voom is limma's ``voomWithQualityWeights``: voom, sample quality
+    weights (``arrayWeights``, gene by gene), voom again with them, the sample weights again, and
+    the observation weights are voom's times the sample weights.
+
     Parameters
     ----------
     {adata}
@@ -419,6 +589,10 @@ def voom(
         ``offset`` or log transcript lengths), limma 3.68's ``voom(offset=)``: centred per gene,
         they scale each sample's library size gene by gene, ``lib_size * exp(offset - gene mean)``.
         ``None``: one library size per sample.
+    {block}
+    sample_weights
+        Down-weight poor-quality samples with limma's ``voomWithQualityWeights`` (sample weights
+        estimated gene by gene from voom's output, ``arrayWeights(method = "genebygene")``).
     adaptive_span
         Choose the lowess span from the number of genes (limma's ``adaptive.span``, ``True``
         by default since limma 3.66, Bioconductor 3.22); ``False`` uses ``span``.
@@ -442,7 +616,12 @@ def voom(
     - ``var[f"{{key_added}}_mean_log_count"]``, ``var[f"{{key_added}}_sqrt_sigma"]``: the points of the
       mean-variance plot (NaN for all-zero genes) and ``uns[key_added]["trend"]`` the lowess
       line (``x``, ``y``); the span used is ``uns[key_added]["params"]["span"]``;
+    - ``obs[f"{{key_added}}_sample_weights"]``: with ``sample_weights=True``, the sample weights
+      (already in ``layers[f"{{key_added}}_weights"]``);
     {table}
+      With ``block`` and an estimated correlation, ``params["correlations"]`` holds the
+      consensus correlation of both rounds (the first went into the second voom's linear model,
+      ``params["correlation_voom"]``; the second into the final fit, ``params["correlation"]``).
 
     Examples
     --------
@@ -454,12 +633,22 @@ def voom(
     ['voom_E', 'voom_weights']
     >>> int((bk.get.de_df(adata, "voom")["padj"] < 0.05).sum()) > 100
     True
+
+    Repeated measures (the cell line of airway as block) and sample quality weights
+
+    >>> airway = bk.datasets.airway()
+    >>> airway = airway[:, airway.X.sum(axis=0) >= 200].copy()
+    >>> bk.tl.voom(airway, design="~ dex", contrast=["dex", "trt", "untrt"], block="cell", sample_weights=True)
+    >>> p = airway.uns["voom"]["params"]
+    >>> p["block"], len(p["correlations"]), 0 < p["correlation"] < 1
+    ('cell', 2, True)
     """
     from .._stats import normalization as _norm
 
     check_adata(adata)
     check_key(key_added, "key_added")
     robust = check_bool(robust, "robust")
+    sample_weights = check_bool(sample_weights, "sample_weights")
     adaptive_span = check_bool(adaptive_span, "adaptive_span")
     lfc = _check_lfc(lfc)
     legacy = _check_legacy(legacy)
@@ -484,6 +673,8 @@ def voom(
         raise ValueError("voom needs at least two genes to fit a mean-variance trend")
     X, cols = _design(adata, design)
     names, C, specs = _contrasts(adata, design, cols, contrast)
+    correlation = _check_correlation(correlation, block)
+    codes, n_blocks = _block(adata, block, X, cols)
     off = None
     if offset is not None:
         off = dense(get_matrix(adata, offset))
@@ -516,9 +707,13 @@ def voom(
         nf, _ = _norm.calc_norm_factors(counts, lib_size=lib, method=norm)
         norm_desc = norm
     eff_lib = lib * nf
-    vres = _lin.voom(counts, X, lib_size=eff_lib, offset=off, span=span, adaptive_span=adaptive_span)
+    vres, aw, cors, correlation = _voom_rounds(
+        counts, X, codes, correlation, sample_weights,
+        lib_size=eff_lib, offset=off, span=span, adaptive_span=adaptive_span,
+    )
     fit, cfit, eb = _fit_and_test(
-        vres.E, X, C, names, weights=vres.weights, trend=False, robust=robust, lfc=lfc, legacy=legacy
+        vres.E, X, C, names, weights=vres.weights, trend=False, robust=robust, lfc=lfc, legacy=legacy,
+        block=codes, correlation=correlation,
     )
 
     adata = start(adata, copy)
@@ -545,6 +740,14 @@ def voom(
         "n_samples": int(counts.shape[0]),
         "n_genes": int(counts.shape[1]),
     }
+    if codes is not None:
+        params.update(_block_params(block, n_blocks, correlation, bool(cors)))
+        params["correlation_voom"] = float(cors[0]) if cors else float(correlation)
+        if cors:
+            params["correlations"] = np.asarray(cors, dtype=np.float64)
+    if aw is not None:
+        params.update(sample_weights=aw, sample_weights_method="genebygene")
+        adata.obs[f"{key_added}_sample_weights"] = aw
     if not adaptive_span:
         params["note"] = (
             f"adaptive_span=False: voom's fixed lowess span {vres.span:g} (limma 3.68's voom(adaptive.span = FALSE); "

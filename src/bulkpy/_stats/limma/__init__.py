@@ -22,7 +22,7 @@ The public names are re-exported here; adapters import this package, not the fil
 
 from ..multitest import p_adjust_bh
 from .array_weights import QualityVoomResult, array_weights, voom_with_quality_weights
-from .batch import remove_batch_effect
+from .batch import batch_terms, remove_batch_effect
 from .dupcor import DupCorResult, block_in_design, duplicate_correlation
 from .ebayes import EBayesResult, ebayes, treat
 from .lmfit import LinearFit, contrasts_fit, lm_fit
@@ -38,6 +38,7 @@ __all__ = [
     "QualityVoomResult",
     "VoomResult",
     "array_weights",
+    "batch_terms",
     "block_in_design",
     "contrasts_fit",
     "duplicate_correlation",

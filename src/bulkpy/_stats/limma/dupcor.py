@@ -70,7 +70,7 @@ def block_in_design(design, block) -> bool:
     X = np.asarray(design, dtype=np.float64)
     codes, k = block_codes(block, X.shape[0])
     if k < 2:
-        return False
+        return True  # one block: the same for every sample, like an intercept (limma's check gives TRUE)
     B = (codes[:, None] == np.arange(1, k)[None, :]).astype(np.float64)
     Xe = X[:, _estimable_columns(X)]
     Q = np.linalg.qr(Xe, mode="complete")[0][:, Xe.shape[1] :]
