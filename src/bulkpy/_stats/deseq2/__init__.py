@@ -14,6 +14,9 @@ file                   R function(s) it follows (DESeq2 1.38 / 1.52; see each mo
 ``nbinom.py``          ``fitNbinomGLMs`` (IRLS with ridge penalty), ``fitBeta``
 ``vst.py``             ``varianceStabilizingTransformation`` (parametric closed form, local/mean
                        by spline of the integrated trend)
+``rlog.py``            ``rlog``/``rlogData`` (DESeq2 1.52): dispersion trend, prior variance of the
+                       sample coefficients (``matchWeightedUpperQuantileForVariance``), the ridge
+                       fit on the intercept + sample-indicator design, ``sparseTest``
 ``locfit.py``          ``locfit(lp(..., deg = 2))`` as DESeq2's local dispersion trend calls it
 ``priorvar_sim.py``    the simulation of ``estimateDispersionsPriorVar`` for few residual df
                        (R's Mersenne Twister, ``rnorm``/``rchisq``)

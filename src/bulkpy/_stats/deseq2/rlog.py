@@ -15,9 +15,12 @@ log2 scale, is the transformed value. The steps follow DESeq2 1.52's ``rlog``:
 3. the fit (:func:`sample_design`, :func:`rlog_fit`): the design ``Intercept + sample_1 + ... +
    sample_n`` (rank ``n``, one column more than samples), a ridge penalty ``1 / betaPriorVar`` on
    every sample column and ``1e-6`` on the intercept, the dispersions fixed at the trend,
-   DESeq2's IRLS (:func:`~.nbinom.fit_nb_glm`) with ``betaTol = 1e-4`` and no optimiser fallback
-   for genes that merely did not converge (``useOptim = FALSE``; genes with non-finite
-   coefficients or non-positive variances are still refitted, as ``fitNbinomGLMs`` does);
+   DESeq2's IRLS with ``betaTol = 1e-4`` and no optimiser fallback for genes that merely did not
+   converge (``useOptim = FALSE``). The iterations are those of :func:`~.nbinom.fit_nb_glm`, but
+   each step is solved in closed form (:func:`rlog_irls`: the penalised normal equations of this
+   design are an arrowhead system), O(samples) per gene instead of a dense solve with samples + 1
+   unknowns; genes with non-finite coefficients go to :func:`~.nbinom.fit_nb_glm` and its
+   optimiser, as ``fitNbinomGLMs`` refits them;
 4. the transformed values ``X beta`` on the log2 scale; genes with only zero counts get 0 (and
    an intercept of ``-inf``).
 
@@ -41,10 +44,11 @@ import scipy.stats as sst
 from .._blocks import for_each_block, gene_blocks, is_dask, read_block
 from .deseq import weighted_upper_quantile
 from .dispersion import DispersionTrend, estimate_gene_dispersions, fit_dispersion_trend
-from .nbinom import LOG2E, fit_nb_glm
+from .nbinom import _LARGE, LOG2E, fit_nb_glm, nb_logpmf
 
-#: DESeq2's ``rlogData`` convergence tolerance on the relative change of the deviance
-RLOG_BETA_TOL = 1e-4
+#: DESeq2's ``rlogData`` convergence tolerance on the relative change of the deviance, and
+#: ``fitNbinomGLMs``' iteration limit
+RLOG_BETA_TOL, RLOG_MAXIT = 1e-4, 100
 #: the (very wide) ridge penalty on the intercept, log2 scale
 INTERCEPT_LAMBDA = 1e-6
 #: ``sparseTest(x, p = 0.9, t1 = 100, t2 = 0.1)``
@@ -127,16 +131,98 @@ def rlog_fit(
     *,
     size_factors: np.ndarray | None = None,
     norm_factors: np.ndarray | None = None,
-):
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The penalised fit of ``rlogData`` for a block of genes that are not all zero (``y`` and
-    ``norm_factors`` genes × samples); returns the :class:`~.nbinom.NBGLMFit` (natural-log
-    coefficients, intercept first)."""
-    n = y.shape[1]
-    return fit_nb_glm(
-        y, sample_design(n), disp_fit, size_factors=size_factors, norm_factors=norm_factors,
-        lambda_=rlog_lambda(n, beta_prior_var), beta_tol=RLOG_BETA_TOL, use_optim=False, loglik=False,
-        gene_major=True,
-    )  # fmt: skip
+    ``norm_factors`` genes × samples).
+
+    DESeq2's IRLS (``fitBeta``) on :func:`sample_design`, run by :func:`rlog_irls`, which solves
+    each step in closed form; genes whose coefficients end up non-finite are refitted by the
+    general engine (:func:`~.nbinom.fit_nb_glm`, which then uses its optimiser, as
+    ``fitNbinomGLMs`` does for them). Returns the coefficients (genes × (1 + samples), natural
+    log, intercept first), convergence and which genes the optimiser refitted."""
+    g, n = y.shape
+    nf = np.asarray(size_factors, dtype=np.float64)[None, :] if norm_factors is None else norm_factors
+    beta, iters = rlog_irls(y, nf, disp_fit, beta_prior_var)
+    converged = iters < RLOG_MAXIT
+    optimized = np.zeros(g, dtype=bool)
+    bad = ~np.isfinite(beta).all(axis=1)
+    if bad.any():
+        fit = fit_nb_glm(
+            y[bad], sample_design(n), disp_fit[bad], size_factors=size_factors,
+            norm_factors=None if norm_factors is None else norm_factors[bad],
+            lambda_=rlog_lambda(n, beta_prior_var), beta_tol=RLOG_BETA_TOL, maxit=RLOG_MAXIT, use_optim=False,
+            loglik=False, gene_major=True,
+        )  # fmt: skip
+        beta[bad], converged[bad], optimized[bad] = fit.beta, fit.converged, fit.optimized
+    return beta, converged, optimized
+
+
+def rlog_irls(
+    y: np.ndarray,
+    nf: np.ndarray,
+    alpha: np.ndarray,
+    beta_prior_var: float,
+    *,
+    beta_tol: float = RLOG_BETA_TOL,
+    maxit: int = RLOG_MAXIT,
+    minmu: float = 0.5,
+) -> tuple[np.ndarray, np.ndarray]:
+    """DESeq2's ``fitBeta`` for :func:`sample_design`, all genes at once (genes × samples ``y``;
+    ``nf`` genes × samples or one row for all genes).
+
+    The same iterations as :func:`~.nbinom.fit_nb_glm` (start at the log mean normalised count
+    and zero sample coefficients; weights ``mu / (1 + alpha mu)`` at means bounded below by
+    ``minmu``; stop when the relative change of the deviance drops below ``beta_tol``, not on the
+    first iteration; a coefficient beyond ±30 or a NaN deviance stops the gene as not
+    converged), but each step's penalised normal equations are solved in closed form: with an
+    intercept ``b0`` and sample coefficients ``b_j``, the matrix ``X'WX + Λ`` is an arrowhead,
+    so ``b0 = Σ w z r / (λ0 + Σ w r)`` with ``r = λ / (w + λ)`` and ``b_j = w_j (z_j - b0) /
+    (w_j + λ)`` (``z`` the working response, ``λ0``/``λ`` the natural-log penalties). That is
+    O(samples) per gene and step instead of a dense solve with samples + 1 unknowns.
+
+    Returns the coefficients (genes × (1 + samples), natural log) and the iterations per gene
+    (``maxit`` for genes that did not converge)."""
+    g, n = y.shape
+    lam0 = INTERCEPT_LAMBDA * LOG2E**2
+    lam = LOG2E**2 / float(beta_prior_var)
+    alpha = np.asarray(alpha, dtype=np.float64)
+    shared = nf.shape[0] == 1
+    with np.errstate(divide="ignore"):
+        b0 = np.log((y / nf).mean(axis=1))
+    b = np.zeros((g, n))
+    iters = np.zeros(g, dtype=np.int64)
+    dev_old = np.zeros(g)
+    active = np.arange(g)
+
+    def bounded_means(rows, b0_r, b_r):
+        f = nf if shared else nf[rows]
+        return np.maximum(f * np.exp(b0_r[:, None] + b_r), minmu), f
+
+    mu, f = bounded_means(active, b0, b)
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        for t in range(maxit):
+            if active.size == 0:
+                break
+            yy, a = y[active], alpha[active]
+            iters[active] += 1
+            w = mu / (1.0 + a[:, None] * mu)
+            z = np.log(mu / f) + (yy - mu) / mu
+            r = lam / (w + lam)
+            nb0 = (w * z * r).sum(axis=1) / (lam0 + (w * r).sum(axis=1))
+            nb = w * (z - nb0[:, None]) / (w + lam)
+            b0[active], b[active] = nb0, nb
+            large = ~((np.abs(nb0) <= _LARGE) & (np.abs(nb) <= _LARGE).all(axis=1))
+            mu, f = bounded_means(active, nb0, nb)
+            dev = -2.0 * nb_logpmf(yy, mu, a[:, None]).sum(axis=1)
+            conv = np.abs(dev - dev_old[active]) / (np.abs(dev) + 0.1)
+            stop = large | np.isnan(conv)
+            iters[active[stop]] = maxit
+            done = stop | ((t > 0) & (conv < beta_tol))
+            dev_old[active] = dev
+            keep = ~done
+            active, mu = active[keep], mu[keep]
+            f = f if shared else f[keep]
+    return np.column_stack([b0, b]), iters
 
 
 class _Blocks:
@@ -294,14 +380,14 @@ def rlog(
         if not keep.any():
             return
         idx = np.flatnonzero(keep) + sl.start
-        fit = rlog_fit(
+        beta, conv, opt = rlog_fit(
             b.y(sl, keep), disp_fit[idx], beta_prior_var, size_factors=b.sf if b.nf is None else None,
             norm_factors=b.nf_block(sl, keep),
         )  # fmt: skip
-        beta = fit.beta * LOG2E
+        beta = beta * LOG2E
         out[:, idx] = Xs @ beta.T
         intercept[idx] = beta[:, 0]
-        converged[idx], optimized[idx] = fit.converged, fit.optimized
+        converged[idx], optimized[idx] = conv, opt
 
     for_each_block(one_block, b.blocks, on_block=on_block, stage="rlog fit")
     return RlogResult(
