@@ -10,6 +10,10 @@ is the best of ``--repeat`` calls, PyDESeq2's is one call (it takes long). Also 
 full DESeq2 dispersion fit (gene-wise, trend, prior, MAP) with the design ``~ cell + dex``.
 Agreement with DESeq2's ``varianceStabilizingTransformation(dds, blind=TRUE)`` (from
 ``../shared/data/airway/r_reference`` when present) is printed for both packages.
+
+``bk.pp.rlog`` (DESeq2's ``rlog``, blind) is timed on pasilla, airway and geuvadis85 beside DESeq2
+1.52's time for ``rlog(dds, blind = TRUE)`` from ``../shared/data/<dataset>/r_current/timings_r.csv.gz``
+(where the reference script ran it; PyDESeq2 has no rlog). ``--skip-rlog`` leaves it out.
 Not a test: run by hand, numbers are printed.
 """
 
@@ -26,7 +30,8 @@ from _common import ver
 
 import bulkpy as bk
 
-REF = Path(__file__).resolve().parents[2] / "shared" / "data" / "airway" / "r_reference"
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+REF = SHARED / "airway" / "r_reference"
 
 
 def r_vst(adata) -> np.ndarray | None:
@@ -43,10 +48,34 @@ def agreement(x: np.ndarray, r: np.ndarray | None) -> str:
     return f"|diff| vs DESeq2: 99th pct {np.quantile(d, 0.99):.2e}, max {d.max():.2e}"
 
 
+def r_rlog_seconds(dataset: str) -> float | None:
+    p = SHARED / dataset / "r_current" / "timings_r.csv.gz"
+    if not p.exists():
+        return None
+    t = pd.read_csv(p)
+    row = t[t.iloc[:, 0] == "deseq2_rlog"]
+    return None if row.empty else float(row.iloc[0, 1])
+
+
+def bench_rlog(repeat: int) -> None:
+    for name in ("pasilla", "airway", "geuvadis85"):
+        adata = getattr(bk.datasets, name)()
+        times = []
+        for _ in range(repeat):
+            a = adata.copy()
+            t = time.perf_counter()
+            bk.pp.rlog(a, progress=False)
+            times.append(time.perf_counter() - t)
+        t_bk, t_r = min(times), r_rlog_seconds(name)
+        vs = "R: n/a" if t_r is None else f"DESeq2 1.52 rlog: {t_r:8.2f} s   speed-up {t_r / t_bk:.0f}x"
+        print(f"bulkpy   bk.pp.rlog (blind) {name} {adata.n_obs} x {adata.n_vars}: {t_bk:6.2f} s   {vs}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--skip-pydeseq2", action="store_true")
+    ap.add_argument("--skip-rlog", action="store_true")
     args = ap.parse_args()
 
     adata = bk.datasets.airway()
@@ -77,6 +106,8 @@ def main() -> None:
     estimate_dispersions(counts, X, size_factors=sf)
     print(f"bulkpy   full dispersion fit (~ cell + dex, gene-wise + trend + prior + MAP): {time.perf_counter() - t:6.2f} s")
 
+    if not args.skip_rlog:
+        bench_rlog(args.repeat)
     if args.skip_pydeseq2:
         return
     from pydeseq2.dds import DeseqDataSet
