@@ -651,7 +651,7 @@ def test_bad_contrast_and_options():
     _bad(a, ValueError, "fit_type", fit_type="glmGamPoi")
     _bad(a, ValueError, "min_replicates_for_replace", min_replicates_for_replace=2)
     _bad(a, ValueError, "cooks_cutoff", cooks_cutoff=-1)
-    _bad(a, ValueError, "shrink", shrink="apeglm")
+    _bad(a, ValueError, "shrink", shrink="ashr")
     _bad(a, ValueError, "numeric contrast", shrink="normal", contrast=[0, 1.0])
     _bad(a, ValueError, "'/'", key_added="a/b")
     _bad(a, KeyError, "neither a method", size_factors="nope")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 
 import numpy as np
 import pandas as pd
@@ -12,6 +13,7 @@ from .._design import DESeqDesign, describe_design, deseq_design, expanded_model
 from .._docs import doc_adata, doc_copy, doc_params
 from .._progress import check_progress, progress_bar
 from .._slots import check_key, write_de
+from .._stats.deseq2 import apeglm as _ape
 from .._stats.deseq2 import deseq as _de
 from .._stats.deseq2.dispersion import FIT_TYPES
 from .._stats.deseq2.size_factors import (
@@ -33,7 +35,7 @@ R_RELEASE = "Bioconductor 3.23"
 NORM_FACTORS_LAYER = "norm_factors"
 SIZE_FACTORS_OBS = "size_factors"
 _SF_METHODS = ("ratio", "poscounts", "iterate")
-_SHRINK = (None, "normal")
+_SHRINK = (None, "normal", "apeglm")
 _RESERVED = ("coefficients", "coefficients_se", "cooks", "size_factors")
 
 
@@ -86,7 +88,10 @@ def _check_options(test, reduced, fit_type, alpha, lfc_threshold, alt_hypothesis
             f"outlier) or float('inf') to never replace outliers, got {min_rep!r}"
         )
     if shrink not in _SHRINK:
-        raise ValueError(f"shrink={shrink!r} is not supported; choose None or 'normal'")
+        raise ValueError(
+            f"shrink={shrink!r} is not supported; choose None, 'normal' or 'apeglm' (DESeq2's lfcShrink types; "
+            "'ashr' is not available)"
+        )
     return a, t, m
 
 
@@ -253,6 +258,77 @@ def _shrink(adata, counts, fit, d: DESeqDesign, contrasts: list[DESeqContrast], 
 
 
 # --------------------------------------------------------------------------------------------
+# lfcShrink(type = "apeglm")
+# --------------------------------------------------------------------------------------------
+
+
+def _apeglm_coefficients(d: DESeqDesign, contrasts: list[DESeqContrast]) -> dict[str, int]:
+    """The design column each contrast names, as ``lfcShrink(coef = )`` needs one: apeglm shrinks a
+    coefficient, never a contrast of several, and never the first column (the intercept)."""
+    out = {}
+    for c in contrasts:
+        v = np.asarray(c.vector, dtype=np.float64)
+        nz = np.flatnonzero(v)
+        if nz.size != 1 or v[nz[0]] != 1.0:
+            what = "the numeric contrast" if c.kind == "numeric" else "the contrast"
+            raise ValueError(
+                f"shrink='apeglm' shrinks coefficients (DESeq2's lfcShrink(coef=)), and {what} {c.name!r} is not one: "
+                f"use a coefficient name (one of {d.names[1:]}) or relevel the factor so that the comparison is a "
+                "coefficient (its reference level first among the categories), or use shrink='normal'"
+            )
+        if nz[0] == 0:
+            raise ValueError(
+                f"shrink='apeglm' does not shrink the first design column {d.names[0]!r} (apeglm's intercept); choose "
+                f"one of {d.names[1:]}"
+            )
+        out[c.name] = int(nz[0])
+    return out
+
+
+def _apeglm(counts, fit, d: DESeqDesign, coefs: dict[str, int], sf, nf, *, adapt: bool, lfc_threshold: float, progress):
+    """``lfcShrink(dds, coef = j, type = "apeglm", apeAdapt = adapt, lfcThreshold = t)`` for every
+    contrast: shrunken log2 fold change, posterior SD, s-value and what the prior was."""
+    threshold = lfc_threshold * math.log(2.0) if lfc_threshold > 0 else None
+    fits: dict[tuple[int, bool], _ape.ApeglmFit] = {}
+    todo = sorted({j for j in coefs.values()}) if adapt else [min(coefs.values())]
+    n_blk = _de.n_blocks(counts.shape[1], counts.shape[0])
+    with progress_bar(n_blk * len(todo), "DESeq2: apeglm", progress, counts.size) as bar:
+        for j in todo:
+            mle = None
+            if adapt:  # results(dds, name = coef): the MLE and its SE, 0 where the replaced counts are all zero
+                now_zero = fit.replace & (fit.base_mean == 0)
+                lfc = np.where(now_zero, 0.0, fit.beta[:, j] * _de.LOG2E)
+                se = np.where(now_zero, 0.0, fit.beta_se[:, j] * _de.LOG2E)
+                mle = math.log(2.0) * np.column_stack([lfc, se])
+            fits[(j, adapt)] = _ape.apeglm_shrink(
+                counts, d.X, j, fit.dispersion, size_factors=sf, norm_factors=nf, mle=mle, threshold=threshold,
+                on_block=lambda _stage: bar.update(1),
+            )
+    lfc_s, se_s, sval, info = {}, {}, {}, {}
+    for name, j in coefs.items():
+        f = fits[(j, adapt)] if adapt else fits[(todo[0], False)]
+        lfc_s[name] = _de.LOG2E * f.map[:, j]
+        se_s[name] = _de.LOG2E * f.sd[:, j]
+        # with a threshold: FSOS s-values; the noadapt fit shares one prior, its tail probabilities per coefficient
+        if f.coef == j:
+            sval[name] = f.svalue
+        else:
+            sval[name] = _ape.tail_svalue(f.map[:, j], f.sd[:, j], threshold)
+        prior = {
+            "coefficient": d.names[j],
+            "prior_scale": f.prior_scale,
+            "no_shrink": [d.names[k] for k in f.no_shrink],
+            "no_shrink_scale": _ape.NO_SHRINK_SCALE,
+            "n_not_converged": int(np.sum(f.conv == -1)),
+            "n_refitted": int(f.refit.sum()),
+        }
+        if f.prior_var is not None:
+            prior["prior_var"] = f.prior_var
+        info[name] = prior
+    return lfc_s, se_s, sval, info
+
+
+# --------------------------------------------------------------------------------------------
 # the steps of bk.tl.deseq
 # --------------------------------------------------------------------------------------------
 
@@ -393,6 +469,7 @@ def deseq(
     cooks_cutoff: float | bool | None = None,
     min_replicates_for_replace: float = 7,
     shrink: str | None = None,
+    ape_adapt: bool = True,
     progress: bool | None = None,
     key_added: str = "deseq",
     copy: bool = False,
@@ -463,7 +540,10 @@ def deseq(
     alpha
         FDR level the independent filtering optimises the number of rejections for.
     lfc_threshold
-        Test ``|log2FC|`` against this threshold instead of 0 (Wald only).
+        Test ``|log2FC|`` against this threshold instead of 0 (Wald only). With
+        ``shrink="apeglm"`` the ``svalue`` column then holds DESeq2's FSOS s-values (false sign or
+        ``|log2FC|`` below the threshold, ``lfcShrink(lfcThreshold = )``); with 0, the s-values of
+        the false sign rate (``lfcShrink(svalue = TRUE)``).
     alt_hypothesis
         With ``lfc_threshold``: ``"greaterAbs"`` (``|LFC| > t``), ``"lessAbs"`` (``|LFC| < t``),
         ``"greater"`` (``LFC > t``) or ``"less"`` (``LFC < -t``).
@@ -486,6 +566,21 @@ def deseq(
         extra columns ``log2FoldChange_shrunk`` and ``lfcSE_shrunk``. ``log2FoldChange`` stays the
         maximum likelihood estimate that the tests use. Numeric contrasts and designs with
         interactions are not supported (as DESeq2).
+        ``"apeglm"``: DESeq2's recommended ``lfcShrink(coef = ..., type = "apeglm")`` (apeglm 1.27,
+        Zhu, Ibrahim & Love 2018): the posterior mode under a heavy-tailed Cauchy prior on the
+        coefficient (wide normal priors, SD 15, on the others), whose scale is estimated from the
+        maximum likelihood fold changes and their standard errors (see ``ape_adapt``), with the
+        posterior SD from the Hessian at the mode; written as ``log2FoldChange_shrunk`` and
+        ``lfcSE_shrunk`` with an ``svalue`` column (see ``lfc_threshold``). apeglm shrinks
+        coefficients only: every contrast must be a coefficient other than the first — a name of
+        ``resultsNames``, ``[factor, test, reference]`` with the design's reference level, or a
+        unit vector —, otherwise relevel the factor (as DESeq2, which refuses ``contrast=``).
+        Works after ``test="LRT"`` too (the full model's estimates set the prior).
+    ape_adapt
+        With ``shrink="apeglm"`` (apeglm's ``apeAdapt``): ``True`` (default) estimates the Cauchy
+        scale from the data (``min(sqrt(A), 1)``, ``A`` the variance of a normal–normal model of
+        the estimates, apeglm's ``priorVar``); ``False`` uses scale 1 and shrinks every coefficient
+        but the intercept.
     progress
         Show a progress bar (tqdm; a widget in Jupyter) over the blocks of genes; ``None`` shows
         it for inputs of 10 million counts or more. Interrupting leaves ``adata`` unchanged.
@@ -500,8 +595,9 @@ def deseq(
 
     - ``varm[f"{{key_added}}_{{contrast}}"]``: per contrast, ``baseMean``, ``log2FoldChange``,
       ``lfcSE``, ``stat`` (Wald statistic or LRT deviance difference), ``pvalue``, ``padj`` (plus
-      ``log2FoldChange_shrunk`` and ``lfcSE_shrunk`` with ``shrink="normal"``), as DESeq2's
-      ``results()`` (read them with :func:`bulkpy.get.de_df`);
+      ``log2FoldChange_shrunk`` and ``lfcSE_shrunk`` with ``shrink="normal"`` or ``"apeglm"``,
+      and ``svalue`` with ``"apeglm"``), as DESeq2's ``results()`` and ``lfcShrink()`` (read
+      them with :func:`bulkpy.get.de_df`);
     - ``varm[f"{{key_added}}_coefficients"]`` and ``varm[f"{{key_added}}_coefficients_se"]``: the
       log2 coefficients and their standard errors (DESeq2's ``coef(dds)``; columns named as
       ``resultsNames``);
@@ -520,7 +616,12 @@ def deseq(
       (``tximport``: read_quant's ``counts_from_abundance`` or ``None``, ``lengths``: where the
       lengths came from or ``None``, ``counts_rounded``, ``n_counts_rounded``), the dispersion
       trend, its prior variance, filter thresholds per contrast, Cook's cutoff, outlier
-      replacement, beta prior variances, versions)
+      replacement, beta prior variances (``shrink="normal"``), versions; with ``shrink="apeglm"``:
+      ``apeglm_version``, ``apeglm_method`` (``"nbinomCR"``), ``ape_adapt``, ``svalue`` (what the
+      s-values are) and ``apeglm``, per contrast the ``coefficient`` shrunk, ``prior_scale``,
+      ``prior_var`` (adaptive prior only), ``no_shrink`` (the coefficients under the normal
+      prior), ``no_shrink_scale``, ``n_not_converged`` and ``n_refitted`` (genes whose L-BFGS
+      fits failed or disagreed, refitted with BFGS as apeglm does))
       and ``filtering`` (per contrast: ``theta``, ``num_rej`` and its ``lowess`` fit).
 
     Examples
@@ -535,11 +636,28 @@ def deseq(
     1330
     >>> round(adata.uns["deseq"]["params"]["filter_threshold"]["condition_treated_vs_untreated"], 3)
     3.898
+
+    apeglm shrinks a coefficient: make ``untreated`` the reference level so that treated vs
+    untreated is one, and ask for s-values of ``|log2FC| > 1``:
+
+    >>> adata.obs["condition"] = adata.obs["condition"].cat.reorder_categories(["untreated", "treated"])
+    >>> bk.tl.deseq(
+    ...     adata, design="~ type + condition", contrast="condition_treated_vs_untreated",
+    ...     shrink="apeglm", lfc_threshold=1, key_added="ape",
+    ... )
+    >>> df = bk.get.de_df(adata, "ape")
+    >>> list(df.columns[-3:])
+    ['log2FoldChange_shrunk', 'lfcSE_shrunk', 'svalue']
+    >>> round(adata.uns["ape"]["params"]["apeglm"]["condition_treated_vs_untreated"]["prior_scale"], 4)
+    0.2088
+    >>> int((df["svalue"] < 0.005).sum())
+    82
     """
     check_adata(adata)
     check_key(key_added, "key_added")
     copy = _check_bool(copy, "copy")
     independent_filtering = _check_bool(independent_filtering, "independent_filtering")
+    ape_adapt = _check_bool(ape_adapt, "ape_adapt")
     progress = check_progress(progress)
     alpha, lfc_threshold, min_rep = _check_options(
         test, reduced, fit_type, alpha, lfc_threshold, alt_hypothesis, cooks_cutoff, min_replicates_for_replace, shrink
@@ -554,6 +672,7 @@ def deseq(
     contrasts = deseq_contrasts(adata.obs, d, contrast, test, reserved=_RESERVED)
     if shrink == "normal":
         check_deseq_shrinkable(d, contrasts)
+    ape_coefs = _apeglm_coefficients(d, contrasts) if shrink == "apeglm" else {}
     if np.all(counts == counts[:1, :]):
         raise ValueError("all genes have equal values for all samples; differential analysis is not possible")
     if not (counts.sum(axis=0) > 0).any():
@@ -579,6 +698,15 @@ def deseq(
         for c in contrasts:
             tables[c.name]["log2FoldChange_shrunk"] = lfc_s[c.name]
             tables[c.name]["lfcSE_shrunk"] = se_s[c.name]
+    ape_info = {}
+    if shrink == "apeglm":
+        lfc_s, se_s, sval, ape_info = _apeglm(
+            counts, fit, d, ape_coefs, sf, nf, adapt=ape_adapt, lfc_threshold=lfc_threshold, progress=progress
+        )
+        for c in contrasts:
+            tables[c.name]["log2FoldChange_shrunk"] = lfc_s[c.name]
+            tables[c.name]["lfcSE_shrunk"] = se_s[c.name]
+            tables[c.name]["svalue"] = sval[c.name]
 
     used_cutoff = fit.cooks_cutoff if cutoff is None or cutoff is True else cutoff
     params = {
@@ -618,6 +746,17 @@ def deseq(
         "outliers_refitted": bool(fit.refitted),
         "shrink": shrink,
         "beta_prior_var": priors,
+        **(
+            {
+                "apeglm_version": _ape.APEGLM_VERSION,
+                "apeglm_method": _ape.APEGLM_METHOD,
+                "ape_adapt": ape_adapt,
+                "svalue": (f"FSOS (false sign or |log2FC| < {lfc_threshold:g})" if lfc_threshold > 0 else "false sign rate"),
+                "apeglm": ape_info,
+            }
+            if shrink == "apeglm"
+            else {}
+        ),
         "n_samples": int(d.X.shape[0]),
         "n_genes": int(adata.n_vars),
     }

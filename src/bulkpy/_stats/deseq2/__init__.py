@@ -18,6 +18,9 @@ file                   R function(s) it follows (DESeq2 1.38 / 1.52; see each mo
                        sample coefficients (``matchWeightedUpperQuantileForVariance``), the ridge
                        fit on the intercept + sample-indicator design, ``sparseTest``
 ``locfit.py``          ``locfit(lp(..., deg = 2))`` as DESeq2's local dispersion trend calls it
+``apeglm.py``          ``lfcShrink(type = "apeglm")``: apeglm 1.27's ``apeglm(method = "nbinomCR")``
+                       (adaptive Cauchy prior, ``priorVar``, L-BFGS mode, ``optimHess``, BFGS
+                       refits), ``svalue``
 ``priorvar_sim.py``    the simulation of ``estimateDispersionsPriorVar`` for few residual df
                        (R's Mersenne Twister, ``rnorm``/``rchisq``)
 ``_kernels.py``        numba per-gene kernels (IRLS, dispersion line search, Cook's, contrasts)
