@@ -312,7 +312,8 @@ def lm_fit(
     amean = _row_nanmean(y)
     missing = ~np.isfinite(y)
     W = None
-    array_weights = weights is not None and np.ndim(weights) == 1
+    # one weight per sample (limma's asMatrixWeights marks them "arrayweights")
+    array_weights = weights is not None and np.shape(weights) in ((n,), (n, 1))
     if weights is not None:
         W = _weights_matrix(weights, y.shape)
         missing = missing | ~(W > 0) | ~np.isfinite(W)
