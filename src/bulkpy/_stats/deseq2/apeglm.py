@@ -370,7 +370,11 @@ def _quad_interp(step_lo, step_hi, fx_lo, fx_hi, dg_lo):
 @njit(cache=True)
 def _lbfgs(x, X, y, off, size, sigma2, S2, shrink, cnst, w):
     """Minimise the C++ objective from ``x`` (updated in place, as LBFGSpp leaves it); returns
-    ``_OK`` or ``_LS_FAILED`` (LBFGSpp threw: RcppNumerical's status -1)."""
+    ``_OK`` or ``_LS_FAILED`` (LBFGSpp threw: RcppNumerical's status -1).
+
+    One long function on purpose: it replays LBFGSpp's ``minimize``, its line search and its
+    two-loop recursion statement by statement (same tests, same order of operations, inlined for
+    numba), because R's modes are whatever that sequence of iterates stops at."""
     p = x.shape[0]
     grad = np.empty(p)
     xp = np.empty(p)
@@ -595,7 +599,8 @@ def _inverse_diag(H, out):
 @njit(cache=True)
 def _vmmin(b, X, y, off, size, sigma, S, shrink, cnst, w):
     """R's ``vmmin`` (``optim(method = "BFGS")``, default controls) on ``nbinomFn``; ``b`` is
-    updated in place. Returns the number of gradient evaluations (R's ``counts[2]``)."""
+    updated in place. Returns the number of gradient evaluations (R's ``counts[2]``). Kept as one
+    function to follow R's loop (restarts, backtracking, the inverse-Hessian update) line by line."""
     n = b.shape[0]
     g = np.empty(n)
     t = np.empty(n)
