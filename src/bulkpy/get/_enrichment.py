@@ -1,4 +1,4 @@
-"""Tidy tables of enrichment results (``bk.tl.gsea``/``bk.tl.ora``), GSEA running scores and dispersions."""
+"""Tidy tables of enrichment results (``bk.tl.gsea``/``bk.tl.ora``/``bk.tl.camera``/``bk.tl.fry``), GSEA running scores and dispersions."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pandas as pd
 from .._validate import check_adata, check_unique_var_names, dense, get_matrix
 from ._de import de_df
 
-_METHODS = ("gsea", "ora")
+_METHODS = ("gsea", "ora", "camera", "fry")
 
 
 def _enrichment_keys(adata) -> list[str]:
@@ -30,7 +30,7 @@ def _entry(adata, key) -> tuple[Mapping, str, list[str]]:
     found = _enrichment_keys(adata)
     if key not in found:
         raise KeyError(
-            f"no enrichment result (bk.tl.gsea / bk.tl.ora) under key {key!r}; results in this object: {found or 'none'}"
+            f"no enrichment result (bk.tl.gsea / ora / camera / fry) under key {key!r}; results in this object: {found or 'none'}"
         )
     entry = adata.uns[key]
     method = str(entry["params"]["method"])
@@ -58,8 +58,8 @@ def _pick(contrasts: list[str], contrast, key: str) -> str:
 
 
 def enrichment(adata, key: str, *, contrast: str | None = None) -> pd.DataFrame:
-    """The table of one contrast of a gene set enrichment run (:func:`bulkpy.tl.gsea` or
-    :func:`bulkpy.tl.ora`).
+    """The table of one contrast of a gene set enrichment run (:func:`bulkpy.tl.gsea`,
+    :func:`bulkpy.tl.ora`, :func:`bulkpy.tl.camera` or :func:`bulkpy.tl.fry`).
 
     Parameters
     ----------
@@ -75,7 +75,10 @@ def enrichment(adata, key: str, *, contrast: str | None = None) -> pd.DataFrame:
     A DataFrame indexed by gene set, sorted by p-value (a copy: editing it does not change
     ``adata``). GSEA: ``ES``, ``NES``, ``pvalue``, ``padj``, ``log2err``, ``size``,
     ``leading_edge`` (and ``genes``); ORA: ``size``, ``overlap``, ``expected``,
-    ``fold_enrichment``, ``pvalue``, ``padj``, ``genes``.
+    ``fold_enrichment``, ``pvalue``, ``padj``, ``genes``; camera: ``size``, ``correlation``,
+    ``direction``, ``stat``, ``pvalue``, ``padj``, ``genes``; fry: ``size``, ``direction``,
+    ``stat``, ``pvalue``, ``padj``, ``pvalue_mixed``, ``padj_mixed``, ``genes`` (limma's column
+    names are in ``adata.uns[key]["params"]["r_columns"]``).
 
     Examples
     --------

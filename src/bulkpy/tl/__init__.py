@@ -1,5 +1,6 @@
 """Tools: differential expression, enrichment, machine learning."""
 
+from ._camera import camera, fry
 from ._deseq import deseq
 from ._edger import edger
 from ._enrichment import gsea, ora, score
@@ -8,6 +9,6 @@ from ._ml import classify, cluster, predict
 from ._rank_test import rank_test
 
 __all__ = [
-    "classify", "cluster", "deseq", "edger", "gsea", "limma", "ora", "predict", "rank_test", "score",
+    "camera", "classify", "cluster", "deseq", "edger", "fry", "gsea", "limma", "ora", "predict", "rank_test", "score",
     "voom",
 ]

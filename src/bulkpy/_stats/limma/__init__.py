@@ -13,6 +13,7 @@ file                   R function(s) it follows (limma 3.68 by default, 3.54 beh
 ``squeeze_var.py``     ``fitFDist``, ``fitFDistRobustly``, ``trigammaInverse``, ``squeezeVar``
 ``ebayes.py``          ``eBayes``, ``treat`` (``tmixture.vector``)
 ``voom.py``            ``voom`` (with ``weights``, ``block``, ``correlation`` for its linear model)
+``camera.py``          ``camera``, ``fry`` (``.lmEffects``, ``.fryEffects``), ``interGeneCorrelation``, ``zscoreT`` (Hill)
 ``lowess.py``          R's ``lowess`` (``clowess``), limma's ``loessFit`` without weights, ``approx(rule = 2)``
 ``weighted_lowess.py`` ``weightedLowess`` and the weighted branch of ``loessFit`` (limma 3.68)
 =====================  =====================================================================
