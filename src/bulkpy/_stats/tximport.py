@@ -171,11 +171,20 @@ def scale_offset(lib_size: np.ndarray, offset: np.ndarray) -> np.ndarray:
     offset = _as_2d(offset, "offset")
     lib = np.asarray(lib_size, dtype=np.float64).ravel()
     if lib.shape != (offset.shape[0],):
-        raise ValueError(f"lib_size must have one value per sample ({offset.shape[0]}), got shape {lib.shape}")
+        raise ValueError(
+            f"lib_size must have one value per sample ({offset.shape[0]}), got shape {lib.shape}"
+        )
     return np.mean(np.log(lib)) + offset - offset.mean(axis=0)
 
 
-def edger_length_offset(counts: np.ndarray, length: np.ndarray, *, lib_size: np.ndarray | None = None) -> np.ndarray:
+def edger_length_offset(
+    counts: np.ndarray,
+    length: np.ndarray,
+    *,
+    lib_size: np.ndarray | None = None,
+    method: str = "TMM",
+    return_norm_factors: bool = False,
+):
     """The gene × sample log offsets of the tximport vignette's edgeR route.
 
     As R::
@@ -187,9 +196,11 @@ def edger_length_offset(counts: np.ndarray, length: np.ndarray, *, lib_size: np.
         y <- scaleOffset(DGEList(txi$counts), normMat)
 
     ``counts`` and ``length`` are samples × genes (tximport's estimated counts, not counts from
-    abundance); ``lib_size`` is the ``DGEList``'s library size (default: the counts' totals, as
-    ``DGEList(counts)``). TMM (edgeR's default ``calcNormFactors``) on the length-corrected
-    counts. Returns ``y$offset`` as samples × genes (natural log).
+    abundance), all the genes of the experiment: the vignette makes the offsets before
+    ``filterByExpr``. ``lib_size`` is the ``DGEList``'s library size (default: the counts' totals,
+    as ``DGEList(counts)``); ``method`` the ``calcNormFactors`` method on the length-corrected
+    counts (edgeR's default TMM). Returns ``y$offset`` as samples × genes (natural log), and with
+    ``return_norm_factors`` also the normalisation factors of the length-corrected counts.
     """
     from .normalization import calc_norm_factors
 
@@ -199,7 +210,11 @@ def edger_length_offset(counts: np.ndarray, length: np.ndarray, *, lib_size: np.
         raise ValueError(f"counts and length must have the same shape, got {counts.shape} and {length.shape}")
     nm = length_norm_matrix(length)
     norm_cts = counts / nm
-    nf, _ = calc_norm_factors(norm_cts, method="TMM")
+    if method == "none":
+        nf = np.ones(counts.shape[0])
+    else:
+        nf, _ = calc_norm_factors(norm_cts, method=method)
     eff_lib = nf * norm_cts.sum(axis=1)
     lib = counts.sum(axis=1) if lib_size is None else lib_size
-    return scale_offset(lib, np.log(nm * eff_lib[:, None]))
+    off = scale_offset(lib, np.log(nm * eff_lib[:, None]))
+    return (off, nf) if return_norm_factors else off

@@ -9,12 +9,20 @@ file                   R function(s) it follows (edgeR 4.10, edgeR 3.40 behind t
                        ``glmQLFTest``, ``glmLRT``, ``aveLogCPM``
 ``ql.py``              edgeR 4's ``glmQLFit`` (``estimateGLMCommonDisp`` of the top genes,
                        ``compute_ave_qd``, ``compute_adjust_vec``) and its ``glmQLFTest``
+``treat.py``           ``glmTreat`` (interval and worst-case nulls, on glmFit and both QL fits)
+``exact.py``           ``estimateDisp`` without a design (classic mode: ``equalizeLibSizes``,
+                       ``q2qnbinom``, ``condLogLikDerDelta``), ``exactTest``
+                       (``exactTestDoubleTail``, ``exactTestBetaApprox``)
 ``nb.py``              the same GLM and dispersion algorithms in plain numpy as sva's
                        ``ComBat_seq`` calls them (``glmFit``, ``estimateGLMCommonDisp``,
                        ``estimateGLMTagwiseDisp``), and R's ``pnbinom``/``qnbinom``
 ``_kernels.py``        numba per-gene kernels of ``glm.py`` (unit deviance, one-way and Levenberg
-                       fits, adjusted profile likelihood)
+                       fits, adjusted profile likelihood) and ``exact.py`` (the double-tail sums)
 =====================  =====================================================================
+
+Offsets are one value per sample (log effective library sizes) or a genes × samples matrix
+(``y$offset``, e.g. tximport's lengths through ``scaleOffset``) everywhere edgeR takes them:
+``glmFit``, ``estimateDisp``, ``aveLogCPM``, ``addPriorCount``, both ``glmQLFit`` and the tests.
 
 Normalisation (``calcNormFactors``) and ``filterByExpr`` are shared with other tools and live in
 :mod:`bulkpy._stats.normalization` and :mod:`bulkpy._stats.filter`.

@@ -5,8 +5,9 @@ in parallel over genes, and follows edgeR's C++ per gene: the same start, dampin
 and stopping rules, so every gene takes the same path as in edgeR. Genes are independent, so
 the results do not depend on the block or on the number of threads.
 
-Counts are genes × samples (C order); offsets are one value per sample (``log`` effective
-library sizes, the same for every gene as in a DGEList) and dispersions one value per gene.
+Counts are genes × samples (C order); offsets are a 2-d array with one row shared by every gene
+(``log`` effective library sizes, as in a DGEList) or one row per gene (a gene × sample offset
+matrix, ``y$offset``); dispersions are one value per gene.
 """
 
 from __future__ import annotations
@@ -34,12 +35,20 @@ def unit_nb_deviance(y, mu, phi):
     if phi < 1e-4:
         resid = y - mu
         # the C++ writes 2/3 in integer arithmetic, i.e. 0
-        return 2.0 * (y * math.log(y / mu) - resid - 0.5 * resid * resid * phi * (1.0 + phi * (0.0 * resid - y)))
+        return 2.0 * (
+            y * math.log(y / mu) - resid - 0.5 * resid * resid * phi * (1.0 + phi * (0.0 * resid - y))
+        )
     product = mu * phi
     if product > 1e6:
         return 2.0 * ((y - mu) / mu - math.log(y / mu)) * mu / (1.0 + product)
     inv = 1.0 / phi
     return 2.0 * (y * math.log(y / mu) + (y + inv) * math.log((mu + inv) / (y + inv)))
+
+
+@njit(cache=True)
+def _off_row(off, g):
+    """The offsets of gene ``g``: row ``g`` of a gene × sample matrix, or the one shared row."""
+    return off[g] if off.shape[0] > 1 else off[0]
 
 
 @njit(cache=True)
@@ -167,8 +176,9 @@ def levenberg_kernel_serial(y, X, off, disp, beta, maxit, tol, mu_out, dev_out):
     w = np.empty(n)
     for g in range(G):
         dev_out[g] = _levenberg_one(
-            y, g, X, off, disp[g], beta[g], maxit, tol, mu_out[g], mu_new, beta_new, dl, dbeta, xwx, a, w
-        )
+            y, g, X, _off_row(off, g), disp[g], beta[g], maxit, tol, mu_out[g], mu_new, beta_new, dl, dbeta, xwx,
+            a, w,
+        )  # fmt: skip
 
 
 @njit(cache=True, parallel=True)
@@ -188,8 +198,9 @@ def levenberg_kernel(y, X, off, disp, beta, maxit, tol, mu_out, dev_out):
         w = np.empty(n)
         for g in range(blk * _BLOCK, min(G, (blk + 1) * _BLOCK)):
             dev_out[g] = _levenberg_one(
-                y, g, X, off, disp[g], beta[g], maxit, tol, mu_out[g], mu_new, beta_new, dl, dbeta, xwx, a, w
-            )
+                y, g, X, _off_row(off, g), disp[g], beta[g], maxit, tol, mu_out[g], mu_new, beta_new, dl, dbeta,
+                xwx, a, w,
+            )  # fmt: skip
 
 
 @njit(cache=True)
@@ -239,14 +250,14 @@ def one_way_kernel(y, off, disp, order, bounds, start, maxit, tol, beta_out):
     start is ``log(mean(y / exp(offset)))`` over the positive counts unless ``start[g, k]`` is
     finite; all-zero groups give ``-inf``."""
     for g in prange(y.shape[0]):
-        _one_way_gene(y, g, off, disp[g], order, bounds, start, maxit, tol, beta_out)
+        _one_way_gene(y, g, _off_row(off, g), disp[g], order, bounds, start, maxit, tol, beta_out)
 
 
 @njit(cache=True)
 def one_way_kernel_serial(y, off, disp, order, bounds, start, maxit, tol, beta_out):
     """:func:`one_way_kernel` on one thread."""
     for g in range(y.shape[0]):
-        _one_way_gene(y, g, off, disp[g], order, bounds, start, maxit, tol, beta_out)
+        _one_way_gene(y, g, _off_row(off, g), disp[g], order, bounds, start, maxit, tol, beta_out)
 
 
 @njit(cache=True)
@@ -390,3 +401,55 @@ def _apl_one(y, mu, g, disp, r, r_log_r, lg_r, X, a, w, u, use_tables, t_yr, t_y
                     a[i, jj] -= u[i] * u[jj] * dk
         adj = 0.5 * logd
     return ll - adj
+
+
+# --------------------------------------------------------------------------------------------
+# exactTestDoubleTail
+# --------------------------------------------------------------------------------------------
+
+
+@njit(cache=True)
+def _log_dnbinom(x, size, mu):
+    """log of R's ``dnbinom(x, size = size, mu = mu)`` for a whole number ``x >= 0``."""
+    lp = -size * math.log1p(mu / size)
+    if x == 0.0:
+        return lp
+    return (
+        lp + math.lgamma(x + size) - math.lgamma(size) - math.lgamma(x + 1.0) + x * math.log(mu / (size + mu))
+    )
+
+
+@njit(cache=True, parallel=True)
+def double_tail_kernel(s1, s2, n1, n2, disp, use, p):
+    """edgeR's ``exactTestDoubleTail`` for the genes with ``use``: ``p[g]`` becomes twice the
+    probability of a split of the total ``s = s1 + s2`` at least as far from its expectation, on
+    the observed side, under NB(size ``n_k / disp``, mean ``n_k s / (n1 + n2)``) per group, over
+    the probability of ``s``; summed in log space. Genes at their expected split keep ``p``."""
+    for g in prange(s1.size):
+        if not use[g]:
+            continue
+        s = s1[g] + s2[g]
+        mu = s / (n1 + n2)
+        mu1 = n1 * mu
+        mu2 = n2 * mu
+        if s1[g] < mu1:
+            lo, hi = 0.0, s1[g]
+        elif s1[g] > mu1:
+            lo, hi = s1[g], s
+        else:
+            continue
+        phi = disp[g]
+        size1 = n1 / phi
+        size2 = n2 / phi
+        m = -np.inf
+        acc = 0.0
+        x = lo
+        while x <= hi:
+            v = _log_dnbinom(x, size1, mu1) + _log_dnbinom(s - x, size2, mu2)
+            if v > m:
+                acc = acc * math.exp(m - v) + 1.0
+                m = v
+            else:
+                acc += math.exp(v - m)
+            x += 1.0
+        p[g] = 2.0 * math.exp(m + math.log(acc) - _log_dnbinom(s, (n1 + n2) / phi, s))

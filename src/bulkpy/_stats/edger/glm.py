@@ -89,13 +89,48 @@ def _vec(v, size: int, what: str) -> np.ndarray:
     return np.ascontiguousarray(v)
 
 
+def offsets(offset, n_genes: int, n_samples: int, what: str = "offset") -> np.ndarray:
+    """Log offsets as a C-contiguous 2-d array: ``(1, n_samples)`` for one value per sample (a
+    ``DGEList``'s log effective library sizes, the fast path) or ``(n_genes, n_samples)`` for a
+    gene × sample matrix (``y$offset``, e.g. from ``scaleOffset``). A matrix whose rows are all
+    equal is kept as a matrix (the kernels index its rows)."""
+    o = np.asarray(offset, dtype=np.float64)
+    if o.ndim == 0:
+        return np.full((1, n_samples), float(o))
+    if o.ndim == 1:
+        if o.size != n_samples:
+            raise ValueError(f"{what} must have {n_samples} values (one per sample), got {o.size}")
+        return np.ascontiguousarray(o[None, :])
+    if o.ndim != 2 or o.shape[1] != n_samples or o.shape[0] not in (1, n_genes):
+        raise ValueError(
+            f"{what} must be one value per sample or a genes × samples matrix ({n_genes} × {n_samples}), "
+            f"got shape {o.shape}"
+        )
+    if not np.all(np.isfinite(o)):
+        raise ValueError(f"{what} must be finite")
+    return np.ascontiguousarray(o)
+
+
+def offset_rows(off: np.ndarray, rows) -> np.ndarray:
+    """The offsets of the genes ``rows`` (an index or mask) of a 2-d offset from :func:`offsets`."""
+    if off.shape[0] == 1:
+        return off
+    return np.ascontiguousarray(off[rows])
+
+
 def add_prior_count(y, log_lib, prior_count: float):
-    """edgeR's ``addPriorCount`` with one library size per sample: ``prior_count * lib /
-    mean(lib)`` is added to each count and twice that to each library size. Returns the new
-    counts and log library sizes."""
-    lib = np.exp(np.asarray(log_lib, dtype=np.float64))
-    adj = prior_count * lib / lib.mean()
-    return np.asarray(y, dtype=np.float64) + adj[None, :], np.log(lib + 2 * adj)
+    """edgeR's ``addPriorCount``: ``prior_count * lib / mean(lib)`` is added to each count and
+    twice that to each library size, ``lib = exp(offset)``. ``log_lib`` is one value per sample
+    or genes × samples (then ``mean(lib)`` is taken per gene, as edgeR does). Returns the new
+    counts and log library sizes (a vector, or a matrix for a matrix offset)."""
+    y = np.asarray(y, dtype=np.float64)
+    o = np.asarray(log_lib, dtype=np.float64)
+    lib = np.exp(o)
+    if o.ndim <= 1:
+        adj = prior_count * lib / lib.mean()
+        return y + adj[None, :], np.log(lib + 2 * adj)
+    adj = prior_count * lib / lib.mean(axis=1, keepdims=True)
+    return y + adj, np.log(lib + 2 * adj)
 
 
 #: Blocks with at least this many counts run the compiled fits on all threads (smaller blocks
@@ -171,7 +206,7 @@ class GLMFit:
 
 def _fit(y, X, disp, offset, *, start=None):
     """``glmFit`` without prior count: the one-way shortcut or Levenberg. ``disp`` is per gene,
-    ``offset`` per sample. Returns ``(coef, fitted, deviance, method)``."""
+    ``offset`` per sample or genes × samples. Returns ``(coef, fitted, deviance, method)``."""
     if nb.is_one_way(X):
         coef, mu = fit_one_way(y, X, offset, disp, start=start)
         return coef, mu, deviance(y, mu, disp), "oneway"
@@ -201,7 +236,7 @@ def fit_one_way(y, X, offset, disp, *, start=None):
     y = np.ascontiguousarray(y, dtype=np.float64)
     X = np.asarray(X, dtype=np.float64)
     G, n = y.shape
-    off = _vec(offset, n, "offset")
+    off = offsets(offset, G, n)
     codes, uniq = nb._design_groups(X)
     ng = uniq.shape[0]
     if start is None:
@@ -214,7 +249,7 @@ def fit_one_way(y, X, offset, disp, *, start=None):
     kernel = one_way_kernel if _parallel(y) else one_way_kernel_serial
     kernel(y, off, _vec(disp, G, "disp"), order, bounds, gstart, 50, 1e-10, beta)
     beta = np.maximum(beta, -1e8)
-    mu = np.exp(off[None, :] + beta[:, codes])
+    mu = np.exp(off + beta[:, codes])
     indicator = np.sum(uniq == 1) == ng and np.sum(uniq == 0) == (ng - 1) * ng
     if indicator:
         coef = np.empty_like(beta)
@@ -259,14 +294,14 @@ _APL_TABLE_MAX = 1 << 22
 
 def fit_levenberg(y, X, offset, disp, *, start=None, maxit: int = 250, tol: float = 1e-6):
     """edgeR's ``mglmLevenberg`` (``maxit = 250`` as ``glmFit`` calls it) in compiled code; the
-    same algorithm as :func:`bulkpy._stats.nb.fit_levenberg`. ``offset`` per sample,
-    ``disp`` per gene. Returns ``(coefficients, fitted, deviance)``."""
+    same algorithm as :func:`bulkpy._stats.nb.fit_levenberg`. ``offset`` per sample or genes ×
+    samples, ``disp`` per gene. Returns ``(coefficients, fitted, deviance)``."""
     from ._kernels import levenberg_kernel, levenberg_kernel_serial
 
     y = np.ascontiguousarray(y, dtype=np.float64)
     X = np.ascontiguousarray(X, dtype=np.float64)
     G, n = y.shape
-    off = _vec(offset, n, "offset")
+    off = offsets(offset, G, n)
     dsp = _vec(disp, G, "disp")
     if start is None:
         beta = _levenberg_start(y, X, off, dsp)
@@ -282,7 +317,7 @@ def fit_levenberg(y, X, offset, disp, *, start=None, maxit: int = 250, tol: floa
 def _levenberg_start(y, X, off, disp):
     """edgeR's "null" start: the least-squares solution of ``X beta = log(weighted mean of
     count / library size)`` for every sample (``nb.levenberg_start`` with vectors)."""
-    N = np.exp(off)[None, :]
+    N = np.exp(off)
     w = N / (1 + disp[:, None] * N)
     with np.errstate(divide="ignore"):
         c = np.log(np.sum(y * (w / N), axis=1) / np.sum(w, axis=1))
@@ -292,11 +327,14 @@ def _levenberg_start(y, X, off, disp):
 
 def glm_fit_genes(y, X, dispersion, log_lib, *, prior_count: float = 0.125, start=None) -> GLMFit:
     """edgeR's ``glmFit`` on a genes × samples count matrix ``y`` with per-gene ``dispersion``
-    (scalar or (G,)) and per-sample offsets ``log_lib`` (log effective library sizes)."""
+    (scalar or (G,)) and offsets ``log_lib``: per sample (log effective library sizes) or genes ×
+    samples (``y$offset``)."""
     y = np.ascontiguousarray(y, dtype=np.float64)
     X = np.asarray(X, dtype=np.float64)
     disp = _vec(dispersion, y.shape[0], "dispersion")
-    off = _vec(log_lib, y.shape[1], "log_lib")
+    off = offsets(log_lib, y.shape[0], y.shape[1], "log_lib")
+    if off.shape[0] == 1:
+        off = off[0]
     coef, mu, dev, method = _fit(y, X, disp, off, start=start)
     shrunk = coef
     if prior_count > 0:
@@ -307,11 +345,14 @@ def glm_fit_genes(y, X, dispersion, log_lib, *, prior_count: float = 0.125, star
 
 def ave_log_cpm_genes(y, log_lib, dispersion, *, prior_count: float = 2.0) -> np.ndarray:
     """edgeR's ``aveLogCPM``: log2 CPM of the one-group NB fit after adding prior counts
-    (``prior_count * lib / mean(lib)`` to the counts, twice that to the library sizes)."""
+    (``prior_count * lib / mean(lib)`` to the counts, twice that to the library sizes).
+    ``log_lib`` is one value per sample or a genes × samples offset matrix (``aveLogCPM(y,
+    offset = )``; a ``DGEList`` with an offset still uses its library sizes, as edgeR does)."""
     y = np.asarray(y, dtype=np.float64)
     if y.shape[0] == 0:
         return np.zeros(0)
-    y2, off2 = add_prior_count(y, log_lib, prior_count)
+    off = offsets(log_lib, y.shape[0], y.shape[1], "log_lib")
+    y2, off2 = add_prior_count(y, off[0] if off.shape[0] == 1 else off, prior_count)
     beta = fit_one_group(y2, off2, dispersion)
     return (beta + _LN_MILLION) / _LN2
 
@@ -456,6 +497,7 @@ def _apl_grid(y, X, off, grid, *, zero_disp: float = 0.05, on_progress=None) -> 
     l0 = np.zeros((G, L))
     if G == 0:
         return l0
+    off = offsets(off, G, n)
     _, mu, _, _ = _fit(y, X, np.full(G, zero_disp), off)
     zerofit = (y < _ZERO) & (mu < _ZERO)
     for pattern, rows in _pattern_groups(zerofit):
@@ -469,7 +511,7 @@ def _apl_grid(y, X, off, grid, *, zero_disp: float = 0.05, on_progress=None) -> 
         else:
             Xr = X
         yy = y[rows] if nz.all() else np.ascontiguousarray(y[np.ix_(rows, np.flatnonzero(nz))])
-        oo = off[nz]
+        oo = np.ascontiguousarray(offset_rows(off, rows)[:, nz])
         beta = None
         for i in range(L):
             coef, mu_i, _, _ = _fit(yy, Xr, np.full(rows.size, grid[i]), oo, start=beta)
@@ -494,6 +536,7 @@ def estimate_disp(
     span: float | None = None,
     legacy_span: bool = False,
     squeeze_legacy: bool | None = None,
+    offset=None,
     on_progress=None,
 ) -> Dispersions:
     """edgeR's ``estimateDisp`` with a design (``trend.method = "locfit"``, ``tagwise = TRUE``).
@@ -504,7 +547,10 @@ def estimate_disp(
     edgeR 3.40.
 
     ``counts`` is samples × genes, ``design`` samples × coefficients (full rank), ``lib_size`` the
-    effective library sizes (``lib.size * norm.factors``). See the module docstring for the steps.
+    effective library sizes (``lib.size * norm.factors``). ``offset``: ``None`` (the model offsets
+    are ``log(lib_size)``) or samples × genes log offsets (a ``DGEList``'s ``y$offset``, e.g. from
+    ``scaleOffset``), which replace them in every fit; AveLogCPM still uses ``lib_size``, as
+    edgeR's ``estimateDisp`` does. See the module docstring for the steps.
     ``on_progress(k)``: called as ``k`` more of the (genes with a total count of at least
     ``min_row_sum``) × ``grid_length`` likelihood fits are done, for a progress bar.
     """
@@ -523,13 +569,37 @@ def estimate_disp(
             f"no gene has a total count of at least {min_row_sum}; the dispersion can not be estimated"
         )
     ys = np.ascontiguousarray(y[sel])
-    off = log_lib
+    if offset is None:
+        off = offsets(log_lib, G, n)
+    else:
+        o = np.asarray(offset, dtype=np.float64)
+        off = offsets(o.T if o.ndim == 2 else o, G, n)
+    off = offset_rows(off, sel)
     pts = np.linspace(grid_range[0], grid_range[1], grid_length)
     grid = 0.1 * 2.0**pts
     l0 = _apl_grid(ys, X, off, grid, on_progress=on_progress)
     overall = nb.maximize_interpolant(pts, l0.sum(axis=0)[None, :])[0]
     common = float(0.1 * 2.0**overall)
 
+    return trend_and_tagwise(
+        y, X, off, sel, l0, pts, common, log_lib,
+        prior_df=prior_df, robust=robust, winsor_tail_p=winsor_tail_p, span=span, legacy_span=legacy_span,
+        squeeze_legacy=squeeze_legacy,
+    )  # fmt: skip
+
+
+def trend_and_tagwise(
+    y, X, off, sel, l0, pts, common: float, log_lib, *, prior_df, robust, winsor_tail_p, span, legacy_span,
+    squeeze_legacy,
+) -> Dispersions:  # fmt: skip
+    """The second half of ``estimateDisp``, shared by the design and the classic mode: AveLogCPM
+    with the common dispersion, the locfit trend of the likelihoods ``l0`` (genes ``sel`` ×
+    grid points ``pts``), the prior df from the deviances of a GLM with the trended dispersions
+    (design ``X``, offsets ``off`` of the genes ``sel``), and the tagwise dispersions (WLEB).
+    ``y`` is genes × samples (all genes)."""
+    G, n = y.shape
+    p = X.shape[1]
+    ys = np.ascontiguousarray(y[sel])
     alc = ave_log_cpm_genes(y, log_lib, common)
     cov = alc[sel]
     ns = int(sel.sum())
@@ -599,7 +669,7 @@ def _null_design(X: np.ndarray, contrast: np.ndarray) -> np.ndarray:
 def _lrt(fit: GLMFit, y, X, log_lib, contrast):
     """LR statistic and log2 fold change of one contrast (edgeR's ``glmLRT``)."""
     X0 = _null_design(X, contrast)
-    _, _, dev0, _ = _fit(y, X0, fit.dispersion, np.asarray(log_lib, dtype=np.float64))
+    _, _, dev0, _ = _fit(y, X0, fit.dispersion, log_lib)
     lr = dev0 - fit.deviance
     logfc = (fit.coefficients @ contrast) / _LN2
     return lr, logfc, 1
@@ -685,7 +755,7 @@ def glm_ql_ftest(
         if below.any():
             yb = np.ascontiguousarray(y[below])
             zero = np.zeros(yb.shape[0])
-            off = np.asarray(log_lib, dtype=np.float64)
+            off = offset_rows(offsets(log_lib, G, n), below)
             _, _, dev1, _ = _fit(yb, X, zero, off, start=ql.glm.unshrunk[below])
             _, _, dev0, _ = _fit(yb, _null_design(X, contrast), zero, off)
             p_pois = stats.chi2.sf(dev0 - dev1, df_test)

@@ -194,10 +194,18 @@ def _adjust_kernel(y, mu, lev, disp, prior, glx, glw, dev, df):
 
 def leverages(mu, X, disp, prior) -> np.ndarray:
     """Diagonal of the hat matrix of the working weights ``mu / (1 + mu * disp / prior)`` per
-    gene (genes × samples); the design is assumed of full rank."""
+    gene (genes × samples). Where the weighted design loses rank (a group fitted as zero, e.g. a
+    gene with no counts in one group), the hat matrix of the columns it keeps, as edgeR's pivoting
+    QR (``qr_hat``) gives it: the pseudo-inverse of ``X'WX`` for those genes."""
     w = mu / (1.0 + mu * (np.asarray(disp)[:, None] / prior))
     xtwx = np.einsum("gi,ij,ik->gjk", w, X, X)
-    inv = np.linalg.inv(xtwx)
+    with np.errstate(all="ignore"):
+        cond = np.linalg.cond(xtwx)
+    bad = ~np.isfinite(cond) | (cond > 1e12)
+    inv = np.empty_like(xtwx)
+    inv[~bad] = np.linalg.inv(xtwx[~bad])
+    if bad.any():
+        inv[bad] = np.linalg.pinv(xtwx[bad], rcond=1e-10, hermitian=True)
     return w * np.einsum("ij,gjk,ik->gi", X, inv, X)
 
 
@@ -244,14 +252,17 @@ def common_dispersion_cox_reid(
 ) -> float:
     """edgeR's ``estimateGLMCommonDisp(method = "CoxReid")`` (``dispCoxReid``) on genes × samples
     counts: the dispersion maximising the summed Cox-Reid adjusted profile likelihood, by R's
-    ``optimize`` over its fourth root (genes with a total below ``min_row_sum`` left out)."""
+    ``optimize`` over its fourth root (genes with a total below ``min_row_sum`` left out).
+    ``log_lib``: offsets per sample or genes × samples."""
     from . import glm as _glm
 
     y = np.asarray(y, dtype=np.float64)
-    y = np.ascontiguousarray(y[y.sum(axis=1) >= min_row_sum])
+    off = _glm.offsets(log_lib, y.shape[0], y.shape[1], "log_lib")
+    keep = y.sum(axis=1) >= min_row_sum
+    y = np.ascontiguousarray(y[keep])
+    off = _glm.offset_rows(off, keep)
     if y.shape[0] < 1:
         raise ValueError("no data rows with required number of counts")
-    off = np.asarray(log_lib, dtype=np.float64)
     G = y.shape[0]
 
     def minus_apl(par):
@@ -317,7 +328,7 @@ def glm_ql_fit_v4(
             raise ValueError("top_prop should be between 0 and 1")
         ntop = int(np.ceil(top_prop * G))
         top = np.argsort(-alc, kind="stable")[:ntop]
-        dispersion = common_dispersion_cox_reid(y[top], X, off)
+        dispersion = common_dispersion_cox_reid(y[top], X, _glm.offset_rows(_glm.offsets(off, G, n), top))
     else:
         dispersion = np.minimum(np.asarray(dispersion, dtype=np.float64), 4.0)
         top_prop = None
