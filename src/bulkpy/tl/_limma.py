@@ -56,7 +56,8 @@ ftest
     An F-test needs two or more linearly independent contrasts: for one, use ``contrast=``
     (its moderated t test gives the same p-value). Linearly dependent contrasts (e.g. all
     pairwise differences of three groups) are tested on their rank, as limma does. Not with
-    ``lfc > 0`` (limma's ``treat`` has no F-test). ``contrast`` may then be ``None``."""
+    ``lfc > 0`` (limma's ``treat`` has no F-test). With ``ftest``, ``contrast`` may be ``None``
+    (F-tests only)."""
 
 _doc_lfc = """\
 lfc
