@@ -323,19 +323,20 @@ def test_edger4_estimate_disp_and_ql_fit_match_r(current_runs, dataset):
     rd = _current(dataset, "edger_dispersions.csv.gz").loc[ad.var_names]
     for col in ("trended", "tagwise"):
         _assert_close(ad.var[f"edger_{col}_dispersion"], rd[col], max_tol=1e-6, p99_tol=1e-8, what=col)
-    # glmQLFit (edgeR 4): the adjusted deviances and df use the moments of the NB unit deviance,
-    # which edgeR's C code takes from Chebyshev approximations accurate to ~1e-4..1e-3 and bulkpy
-    # computes from the distribution (to ~5e-6): observed on pasilla 2e-5 (df.residual.adj),
-    # 8e-4 (deviance.adj), 9e-4 (s2.prior), 3e-5 (df.prior). The leverages agree to 3e-15.
+    # glmQLFit (edgeR 4): the adjusted deviances and df use edgeR's own Chebyshev approximations
+    # of the NB unit-deviance moments, rebuilt by bulkpy (ql_moments.py, ~1e-11 from edgeR's,
+    # tests/test_edger_ql_moments.py); the leverages agree to 3e-15. Observed over the three
+    # datasets: df.residual.adj 4e-8 max / 1e-10 p99, deviance.adj 1.8e-8, s2.prior 1.9e-8,
+    # df.prior 2.3e-10.
     fit = _current(dataset, "edger_ql_fit.csv.gz").loc[ad.var_names]
     _assert_close(
-        ad.var["edger_df_residual"], fit["df_residual_adj"], max_tol=1e-3, p99_tol=2e-4, what="df.adj"
+        ad.var["edger_df_residual"], fit["df_residual_adj"], max_tol=1e-6, p99_tol=1e-8, what="df.adj"
     )
     _assert_close(
-        ad.var["edger_deviance_adj"], fit["deviance_adj"], max_tol=1e-2, p99_tol=3e-3, what="dev.adj"
+        ad.var["edger_deviance_adj"], fit["deviance_adj"], max_tol=1e-6, p99_tol=1e-7, what="dev.adj"
     )
-    _assert_close(ad.var["edger_ql_dispersion_prior"], fit["s2_prior"], max_tol=5e-3, what="s2.prior")
-    _assert_close(ad.var["edger_df_prior"], fit["df_prior"], max_tol=5e-3, what="df.prior")
+    _assert_close(ad.var["edger_ql_dispersion_prior"], fit["s2_prior"], max_tol=1e-6, what="s2.prior")
+    _assert_close(ad.var["edger_df_prior"], fit["df_prior"], max_tol=1e-8, what="df.prior")
     assert p["r_release"] == "Bioconductor 3.23" and p["edger_version"] == "4.10.7" and p["legacy"] is False
     np.testing.assert_allclose(bk.get.de_df(ad, "edger")["logCPM"], fit["ave_log_cpm"], rtol=1e-9)
 
@@ -357,9 +358,9 @@ def test_edger4_tests_match_r(current_runs, dataset, variant):
     if variant in ("legacy", "lrt"):  # the same algorithms as edgeR: observed ~1e-8
         _check_agreement(ag, p99_dlog10p=1e-6, p99_dlogfc=1e-6, jaccard=1.0)
     else:
-        # edgeR 4's QL: limited by the unit-deviance moments (see above); observed on pasilla
-        # p99 |dlog10 p| 1.3e-3, p99 |dlogFC| 8e-7 (through the working dispersion), Jaccard 1
-        _check_agreement(ag, p99_dlog10p=1e-2, p99_dlogfc=1e-4)
+        # edgeR 4's QL with edgeR's unit-deviance moments (see above): observed p99 |dlog10 p|
+        # 3e-9 (max 2e-7, geuvadis85), p99 |dlogFC| 9e-10, Jaccard 1, default and robust
+        _check_agreement(ag, p99_dlog10p=1e-7, p99_dlogfc=1e-7, jaccard=1.0)
 
 
 # --------------------------------------------------------------------------------------------

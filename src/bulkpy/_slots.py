@@ -141,30 +141,51 @@ def write_params(adata, key: str, params: Mapping[str, Any], **extra: Any) -> No
 #: Columns every differential-expression table has, whatever the method.
 DE_COLUMNS = ("log2FoldChange", "stat", "pvalue", "padj")
 
+#: Columns of a table testing several coefficients at once (an F-test: no single log2 fold change).
+FTEST_COLUMNS = ("stat", "pvalue", "padj")
+
 
 def de_varm_key(key: str, contrast: str) -> str:
     """The ``varm`` key of one contrast's result table: ``f"{key}_{contrast}"``."""
     return f"{check_key(key)}_{check_key(contrast, 'contrast name')}"
 
 
-def write_de(adata, key: str, results: Mapping[str, pd.DataFrame], params: Mapping[str, Any], **extra: Any) -> None:
+def write_de(
+    adata,
+    key: str,
+    results: Mapping[str, pd.DataFrame],
+    params: Mapping[str, Any],
+    *,
+    ftests: Mapping[str, pd.DataFrame] | None = None,
+    **extra: Any,
+) -> None:
     """Store differential expression results: one flat table per contrast in
     ``varm[f"{key}_{contrast}"]`` (so it follows gene subsetting), the list of contrasts and the
     parameters in ``uns[key]``. Tables must be indexed like ``adata.var_names`` and carry at least
-    :data:`DE_COLUMNS`. Earlier contrasts stored under the same key are removed first."""
+    :data:`DE_COLUMNS`. Tables of F-tests (several coefficients tested at once) go in ``ftests``:
+    stored the same way, listed in ``uns[key]["ftests"]``, with at least :data:`FTEST_COLUMNS`.
+    Earlier contrasts and F-tests stored under the same key are removed first."""
     check_key(key)
-    for name, df in results.items():
-        check_key(name, "contrast name")
-        missing = [c for c in DE_COLUMNS if c not in df.columns]
-        if missing:
-            raise ValueError(f"result table for {name!r} lacks columns {missing}")
-        if not df.index.equals(adata.var_names):
-            raise ValueError(f"result table for {name!r} is not indexed by adata.var_names")
+    ftests = {} if ftests is None else ftests
+    for kind, tables, required in (("contrast", results, DE_COLUMNS), ("F-test", ftests, FTEST_COLUMNS)):
+        for name, df in tables.items():
+            check_key(name, f"{kind} name")
+            missing = [c for c in required if c not in df.columns]
+            if missing:
+                raise ValueError(f"result table for {name!r} lacks columns {missing}")
+            if not df.index.equals(adata.var_names):
+                raise ValueError(f"result table for {name!r} is not indexed by adata.var_names")
+    clash = sorted(set(results) & set(ftests))
+    if clash:
+        raise ValueError(f"names used both for a contrast and an F-test: {clash}")
     old = adata.uns.get(key)
-    if isinstance(old, Mapping) and "contrasts" in old:
-        for c in np.atleast_1d(old["contrasts"]):
-            adata.varm.pop(de_varm_key(key, str(c)), None)
-    for name, df in results.items():
+    if isinstance(old, Mapping):
+        for slot in ("contrasts", "ftests"):
+            for c in np.atleast_1d(old.get(slot, [])):
+                adata.varm.pop(de_varm_key(key, str(c)), None)
+    for name, df in {**results, **ftests}.items():
         adata.varm[de_varm_key(key, name)] = h5ad_safe_frame(df)
     adata.uns.pop(key, None)
+    if ftests:
+        extra["ftests"] = list(ftests)
     write_params(adata, key, params, contrasts=list(results), **extra)

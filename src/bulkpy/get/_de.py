@@ -21,8 +21,42 @@ def _contrasts(adata, key: str) -> list[str]:
     return [str(c) for c in np.atleast_1d(entry["contrasts"])]
 
 
+def _ftests(adata, key: str) -> list[str]:
+    """Names of the F-tests (several coefficients tested at once) of a result; empty if none."""
+    entry = adata.uns.get(key)
+    if not isinstance(entry, Mapping) or "ftests" not in entry:
+        return []
+    return [str(c) for c in np.atleast_1d(entry["ftests"])]
+
+
+def is_ftest(adata, key: str, name: str) -> bool:
+    """Whether ``name`` is an F-test (no single log2 fold change) of result ``key``."""
+    return name in _ftests(adata, key)
+
+
+def _resolve(adata, key: str, contrast: str | None) -> str:
+    """The contrast or F-test meant by ``contrast``: omitted, the run's single contrast (or its single
+    F-test when it has no contrast)."""
+    names = _contrasts(adata, key)
+    fnames = _ftests(adata, key)
+    if contrast is None:
+        if len(names) == 1:
+            return names[0]
+        if not names and len(fnames) == 1:
+            return fnames[0]
+        raise ValueError(
+            f"result {key!r} has {len(names)} contrasts{f' and {len(fnames)} F-tests' if fnames else ''}; pass "
+            f"contrast= one of {names + fnames}"
+        )
+    if contrast not in names and contrast not in fnames:
+        raise KeyError(
+            f"contrast {contrast!r} not in result {key!r}; contrasts: {names}" + (f", F-tests: {fnames}" if fnames else "")
+        )
+    return contrast
+
+
 def de_df(adata, key: str, *, contrast: str | None = None) -> pd.DataFrame:
-    """The result table of one contrast of a differential expression run.
+    """The result table of one contrast (or F-test) of a differential expression run.
 
     Parameters
     ----------
@@ -31,12 +65,15 @@ def de_df(adata, key: str, *, contrast: str | None = None) -> pd.DataFrame:
     key
         The ``key_added`` of the run (e.g. ``"deseq"``, ``"limma"``).
     contrast
-        Contrast name; may be omitted when the run has a single contrast.
+        Contrast name, or the name of an F-test (``bk.tl.limma(ftest=...)``); may be omitted when
+        the run has a single contrast (or no contrast and a single F-test).
 
     Returns
     -------
     A DataFrame indexed by gene with at least ``log2FoldChange``, ``stat``, ``pvalue`` and ``padj``
-    (a copy: editing it does not change ``adata``).
+    (a copy: editing it does not change ``adata``). The table of an F-test has no single
+    ``log2FoldChange`` but one ``log2FoldChange_{contrast}`` per tested coefficient or contrast,
+    and ``stat`` is the F statistic.
 
     Examples
     --------
@@ -49,13 +86,7 @@ def de_df(adata, key: str, *, contrast: str | None = None) -> pd.DataFrame:
     >>> bk.get.de_df(adata, "toy").shape
     (3, 4)
     """
-    names = _contrasts(adata, key)
-    if contrast is None:
-        if len(names) != 1:
-            raise ValueError(f"result {key!r} has {len(names)} contrasts; pass contrast= one of {names}")
-        contrast = names[0]
-    if contrast not in names:
-        raise KeyError(f"contrast {contrast!r} not in result {key!r}; contrasts: {names}")
+    contrast = _resolve(adata, key, contrast)
     df = adata.varm[de_varm_key(key, contrast)]
     return pd.DataFrame(df).copy()
 
@@ -73,7 +104,8 @@ def de_stats(adata, key: str, *, stat: str = "stat", contrasts=None) -> pd.DataF
     stat
         Column to collect (``"stat"``, ``"log2FoldChange"``, ...). Missing values become 0.
     contrasts
-        Contrast names to include; all by default.
+        Contrast names to include; all by default. F-tests (unsigned F statistics) are included
+        only when named.
 
     Returns
     -------
@@ -92,6 +124,10 @@ def de_stats(adata, key: str, *, stat: str = "stat", contrasts=None) -> pd.DataF
     """
     names = _contrasts(adata, key)
     if contrasts is None:
+        if not names and _ftests(adata, key):
+            raise ValueError(
+                f"result {key!r} has no contrast, only the F-tests {_ftests(adata, key)}; name them with contrasts="
+            )
         contrasts = names
     contrasts = [contrasts] if isinstance(contrasts, str) else list(contrasts)
     rows = {}

@@ -7,7 +7,7 @@ import pandas as pd
 
 from .. import get
 from .._validate import check_positive, var_column
-from ..get._de import _contrasts
+from ..get._de import _resolve, is_ftest
 from ._plotter import (
     DOWN,
     NOT_SIGNIFICANT,
@@ -60,12 +60,18 @@ def _doc(func):
 def _table(adata, key, contrast, columns) -> tuple[pd.DataFrame, str]:
     if not isinstance(key, str):
         raise TypeError(f"key must be the key_added of a differential expression run (a string), got {key!r}")
+    contrast = _resolve(adata, key, contrast)
     df = get.de_df(adata, key, contrast=contrast)
     missing = [c for c in columns if c not in df.columns]
+    if missing and is_ftest(adata, key, contrast):
+        fcs = [c for c in df.columns if c.startswith("log2FoldChange_")]
+        raise ValueError(
+            f"{contrast!r} of result {key!r} is an F-test of {len(fcs)} coefficients or contrasts at once: it has no "
+            f"single log2 fold change to plot (its columns: {fcs}); plot one contrast of the run, or test it with "
+            "contrast= to draw it"
+        )
     if missing:
         raise KeyError(f"result {key!r} lacks columns {missing}; columns: {list(df.columns)}")
-    if contrast is None:
-        contrast = _contrasts(adata, key)[0]
     return df, contrast
 
 

@@ -9,12 +9,14 @@ Defaults follow limma 3.68 (Bioconductor 3.23): voom's adaptive lowess span and 
 from __future__ import annotations
 
 import warnings
+from collections.abc import Mapping
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 from anndata import AnnData
 
-from .._design import describe_design
+from .._design import describe_design, design_spec, expr_variable
 from .._docs import doc_adata, doc_copy, doc_params
 from .._slots import check_key, write_de
 from .._stats import limma as _lin
@@ -22,8 +24,8 @@ from .._utils import finish, start
 from .._validate import check_adata, check_bool, check_counts, dense, get_matrix, obs_column
 from ._contrasts import DOC_CONTRAST as _doc_contrast
 from ._contrasts import DOC_DESIGN as _doc_design
+from ._contrasts import _one_contrast, collect_contrasts, contrast_items, parse_design
 from ._contrasts import parse_contrasts as _contrasts
-from ._contrasts import parse_design
 
 #: limma version whose behaviour the defaults follow, and its Bioconductor release.
 LIMMA_VERSION = "3.68.5"
@@ -35,6 +37,27 @@ _doc_key = """\
 key_added
     Key of the result: tables in ``varm[f"{key_added}_{contrast}"]``, parameters in
     ``uns[key_added]``, per-gene model columns in ``var`` prefixed ``f"{key_added}_"``."""
+
+_doc_ftest = """\
+ftest
+    Moderated F-tests of several coefficients or contrasts at once (the null hypothesis: all of
+    them are zero), as limma's ``topTable(fit, coef = c(...))`` or ``topTable`` after
+    ``contrasts.fit`` with several contrasts:
+
+    - ``"all"``: every design column but the intercept (``topTable(fit, coef = 2:p)``), named
+      ``"F_all"``;
+    - an obs column of the formula, e.g. ``"cell"``: all columns of its term (a factor with more
+      than two levels, a spline...), named ``"F_cell"``;
+    - a list of contrasts in any form ``contrast`` accepts (coefficient names,
+      ``[factor, test, reference]``, numeric vectors) or of obs columns, tested together, named
+      ``"F_"`` followed by their names joined by ``_``;
+    - a dict ``{name: any of the above}`` for several F-tests or to choose the names.
+
+    An F-test needs two or more linearly independent contrasts: for one, use ``contrast=``
+    (its moderated t test gives the same p-value). Linearly dependent contrasts (e.g. all
+    pairwise differences of three groups) are tested on their rank, as limma does. Not with
+    ``lfc > 0`` (limma's ``treat`` has no F-test). With ``ftest``, ``contrast`` may be ``None``
+    (F-tests only)."""
 
 _doc_lfc = """\
 lfc
@@ -81,7 +104,14 @@ _doc_table = """\
   (``r_release``, ``limma_version``) and the Python versions; with ``block``, ``block``,
   ``n_blocks``, ``correlation`` (the one used) and ``correlation_estimated``; with
   ``sample_weights``, ``sample_weights`` (one per sample, in ``obs_names`` order) and
-  ``sample_weights_method``."""
+  ``sample_weights_method``;
+- with ``ftest``, ``varm[f"{key_added}_{name}"]``: one table per F-test with
+  ``log2FoldChange_{contrast}`` (the log fold change of each tested coefficient or contrast,
+  limma's columns named by the coefficients), ``AveExpr``, ``stat`` (the moderated F), ``pvalue``
+  and ``padj`` (there is no single ``log2FoldChange``); ``uns[key_added]["ftests"]`` (F-test
+  names) and ``params["ftests"]`` (per F-test its contrast vectors, ``df1`` and the spec). The
+  denominator degrees of freedom of each gene are ``var[f"{key_added}_df_prior"]`` +
+  ``var[f"{key_added}_df_residual"]``."""
 
 
 # --------------------------------------------------------------------------------------------
@@ -246,15 +276,166 @@ def _expression(adata: AnnData, layer) -> np.ndarray:
 
 
 # --------------------------------------------------------------------------------------------
+# F-tests (ftest=)
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class _FTest:
+    """One moderated F-test: its name, the coefficients x contrasts matrix and the contrast names."""
+
+    name: str
+    C: np.ndarray
+    columns: list[str]
+    spec: object
+
+
+def _intercept_columns(X: np.ndarray, cols: list[str]) -> list[int]:
+    return [j for j, c in enumerate(cols) if c in ("Intercept", "(Intercept)") or np.all(X[:, j] == 1)]
+
+
+def _term_columns(adata: AnnData, design, cols: list[str], column: str) -> list[int] | None:
+    """Design columns of the formula terms that read only obs ``column`` (None if it is no such term)."""
+    if not isinstance(design, str) or column not in adata.obs.columns:
+        return None
+    spec = design_spec(adata.obs, design)
+    out: list[int] = []
+    for st in spec.structure:
+        factors = [str(f) for f in st.term.factors]
+        if len(factors) == 1 and factors[0] != "1" and expr_variable(factors[0], adata.obs) == column:
+            out.extend(cols.index(c) for c in st.columns)
+    return out or None
+
+
+def _unit_columns(cols: list[str], idx: list[int]) -> list[tuple[str, np.ndarray]]:
+    out = []
+    for j in idx:
+        v = np.zeros(len(cols))
+        v[j] = 1.0
+        out.append((cols[j], v))
+    return out
+
+
+def _ftest_parts(adata: AnnData, design, X, cols: list[str], spec) -> tuple[str, list[tuple[str, np.ndarray]]]:
+    """Default name and the (name, vector) contrasts of one F-test spec."""
+    if isinstance(spec, str) and spec not in cols:
+        if spec == "all":
+            idx = [j for j in range(len(cols)) if j not in _intercept_columns(X, cols)]
+            return "F_all", _unit_columns(cols, idx)
+        idx = _term_columns(adata, design, cols, spec)
+        if idx is None:
+            raise KeyError(
+                f"ftest {spec!r} is neither 'all', an obs column of the formula design, nor a coefficient; "
+                f"coefficients are: {cols}; give a list of contrasts to test together"
+            )
+        return f"F_{spec}", _unit_columns(cols, idx)
+    items = contrast_items(spec, cols)
+    parts: list[tuple[str, np.ndarray]] = []
+    labels: list[str] = []
+    rest = []
+    for given, item in items:
+        if given is None and isinstance(item, str) and item not in cols:
+            idx = _term_columns(adata, design, cols, item)
+            if idx is not None:
+                parts.extend(_unit_columns(cols, idx))
+                labels.append(item)
+                continue
+        rest.append((given, item))
+    if rest:
+        pairs = collect_contrasts(rest, lambda sp, default: _one_contrast(adata, design, cols, sp, default))
+        parts.extend(pairs)
+        labels.extend(n for n, _ in pairs)
+    return "F_" + "_".join(labels), parts
+
+
+def _spec_record(spec):
+    if isinstance(spec, str):
+        return spec
+    if isinstance(spec, np.ndarray) or not isinstance(spec, list | tuple):
+        return [str(s) for s in np.atleast_1d(np.asarray(spec, dtype=object))]
+    return [_spec_record(s) if isinstance(s, list | tuple | np.ndarray) else str(s) for s in spec]
+
+
+def _parse_ftests(adata: AnnData, design, X, cols: list[str], ftest, taken: list[str], lfc: float) -> list[_FTest]:
+    """The F-tests of ``ftest=``, checked (two or more independent contrasts, unique names)."""
+    if ftest is None:
+        return []
+    if lfc > 0:
+        raise ValueError(
+            "ftest= can not be combined with lfc > 0: limma's treat tests one coefficient against a threshold and "
+            "has no F-test; run the F-tests in a call with lfc=0"
+        )
+    if isinstance(ftest, Mapping):
+        if not ftest:
+            raise ValueError("ftest is an empty dict; give {name: 'all' | obs column | list of contrasts}")
+        given = [(str(k), v) for k, v in ftest.items()]
+    elif isinstance(ftest, str | list | tuple | np.ndarray):
+        given = [(None, ftest)]
+    else:
+        raise TypeError(
+            f"could not read ftest {ftest!r}: give 'all', an obs column of the design, a list of contrasts or a dict "
+            "{name: any of these}"
+        )
+    cov = np.linalg.inv(X.T @ X)
+    out: list[_FTest] = []
+    for name, spec in given:
+        default, parts = _ftest_parts(adata, design, X, cols, spec)
+        name = default if name is None else name
+        check_key(name, "F-test name")
+        C = np.column_stack([v for _, v in parts]) if parts else np.zeros((len(cols), 0))
+        labels = [n for n, _ in parts]
+        if len(set(labels)) < len(labels):
+            raise ValueError(f"F-test {name!r} names a contrast twice: {labels}")
+        rank = _lin.f_projection(C.T @ cov @ C).shape[1] if C.shape[1] else 0
+        if rank < 2:
+            what = labels[0] if len(labels) == 1 else f"{labels} (of rank {rank})"
+            raise ValueError(
+                f"F-test {name!r} tests a single contrast, {what}: an F-test needs two or more linearly independent "
+                f"coefficients or contrasts; for one, use contrast= (its moderated t test, whose p-value equals the F-test's)"
+            )
+        if name in taken or any(f.name == name for f in out):
+            raise ValueError(
+                f"F-test name {name!r} is used twice (contrasts: {taken}); name the F-tests with a dict {{name: ftest}}"
+            )
+        out.append(_FTest(name, C, labels, _spec_record(spec)))
+    return out
+
+
+def _tests(adata: AnnData, design, X, cols: list[str], contrast, ftest, lfc: float):
+    """The t-test contrasts (names, matrix, specs) and the F-tests; ``contrast`` may be None with ``ftest``."""
+    if contrast is None and ftest is None:
+        raise TypeError(
+            f"contrast or ftest is required: e.g. contrast=['condition', 'treated', 'untreated'] or a coefficient name "
+            f"(one of {cols}), or ftest='all' for a moderated F-test of every coefficient but the intercept"
+        )
+    if contrast is None:
+        names, C, specs = [], np.zeros((len(cols), 0)), {}
+    else:
+        names, C, specs = _contrasts(adata, design, cols, contrast)
+    return names, C, specs, _parse_ftests(adata, design, X, cols, ftest, names, lfc)
+
+
+def _ftest_table(var_names, fit, eb, ft: _FTest) -> tuple[pd.DataFrame, int]:
+    ffit = _lin.contrasts_fit(fit, ft.C)
+    res = _lin.moderated_f(ffit, eb)
+    cols = {f"log2FoldChange_{c}": ffit.coefficients[j] for j, c in enumerate(ft.columns)}
+    cols.update(
+        AveExpr=ffit.amean, stat=res.F, pvalue=res.p_value, padj=_lin.p_adjust_bh(res.p_value)
+    )
+    return pd.DataFrame(cols, index=var_names), res.df1
+
+
+# --------------------------------------------------------------------------------------------
 # fit + tests shared by limma and voom
 # --------------------------------------------------------------------------------------------
 
 
-def _fit_and_test(E, X, C, names, *, weights, trend, robust, lfc, legacy, block=None, correlation=None):
+def _fit_and_test(E, X, C, names, *, weights, trend, robust, lfc, legacy, block=None, correlation=None, ftests=()):
     fit = _lin.lm_fit(E, X, weights=weights, block=block, correlation=correlation)
     if not np.any(fit.df_residual > 0):
         raise ValueError("no gene has residual degrees of freedom (too many missing values for the design)")
-    cfit = _lin.contrasts_fit(fit, C)
+    # the posterior variances do not depend on the contrasts: without t tests, moderate on the first F-test's
+    cfit = _lin.contrasts_fit(fit, C if C.shape[1] else ftests[0].C)
     if lfc > 0:
         eb = _lin.treat(cfit, lfc=lfc, trend=trend, robust=robust, legacy=legacy)
     else:
@@ -263,7 +444,7 @@ def _fit_and_test(E, X, C, names, *, weights, trend, robust, lfc, legacy, block=
 
 
 def _tables(var_names, cfit, eb, names) -> dict[str, pd.DataFrame]:
-    out = {}
+    out: dict[str, pd.DataFrame] = {}
     se = cfit.stdev_unscaled * np.sqrt(eb.s2_post)[None, :]
     for j, name in enumerate(names):
         cols = {
@@ -289,7 +470,7 @@ def _scalar_or_note(value, note: str):
     return note
 
 
-def _write(adata, key, fit, cfit, eb, names, C, specs, params, *, legacy) -> None:
+def _write(adata, key, fit, cfit, eb, names, C, specs, params, *, legacy, ftests=()) -> None:
     g = fit.sigma.size
     var_cols = {
         "sigma": fit.sigma,
@@ -323,9 +504,19 @@ def _write(adata, key, fit, cfit, eb, names, C, specs, params, *, legacy) -> Non
             else "legacy=False: fitFDistUnequalDF1 profile-likelihood estimates of the prior (limma >= 3.62)"
         )
         p["note"] = f"{p['note']}; {note}" if "note" in p else note
-    if eb.var_prior is not None:
+    if eb.var_prior is not None and names:
         p["var_prior"] = {name: float(eb.var_prior[j]) for j, name in enumerate(names)}
-    write_de(adata, key, _tables(adata.var_names, cfit, eb, names), p)
+    ftables = {}
+    if ftests:
+        p["ftests"] = {}
+        for ft in ftests:
+            ftables[ft.name], df1 = _ftest_table(adata.var_names, fit, eb, ft)
+            p["ftests"][ft.name] = {
+                "contrasts": {c: ft.C[:, j] for j, c in enumerate(ft.columns)},
+                "df1": df1,
+                "spec": ft.spec,
+            }
+    write_de(adata, key, _tables(adata.var_names, cfit, eb, names), p, ftests=ftables)
 
 
 def _voom_rounds(counts, X, codes, correlation, sample_weights, **kw):
@@ -363,6 +554,7 @@ def _voom_rounds(counts, X, codes, correlation, sample_weights, **kw):
     adata=doc_adata,
     design=_doc_design,
     contrast=_doc_contrast,
+    ftest=_doc_ftest,
     key_added=_doc_key,
     lfc=_doc_lfc,
     robust=_doc_robust,
@@ -375,7 +567,8 @@ def limma(
     adata: AnnData,
     *,
     design,
-    contrast,
+    contrast=None,
+    ftest=None,
     layer: str | None = None,
     weights=None,
     sample_weights: bool = False,
@@ -405,6 +598,7 @@ def limma(
     {adata}
     {design}
     {contrast}
+    {ftest}
     layer
         Layer of log-expression values; ``None`` uses ``adata.X``.
     weights
@@ -449,6 +643,15 @@ def limma(
     >>> int((df["padj"] < 0.05).sum()) > 100
     True
 
+    A moderated F-test of every coefficient but the intercept (limma's ``topTable(fit, coef = 2:3)``)
+
+    >>> bk.tl.limma(adata, design="~ type + condition", ftest="all", layer="log_cpm", trend=True, key_added="anova")
+    >>> f = bk.get.de_df(adata, "anova")  # the F-test "F_all"
+    >>> list(f.columns)
+    ['log2FoldChange_type[T.single_read]', 'log2FoldChange_condition[T.untreated]', 'AveExpr', 'stat', 'pvalue', 'padj']
+    >>> adata.uns["anova"]["params"]["ftests"]["F_all"]["df1"]
+    2
+
     Repeated measures: airway's four cell lines, each treated and untreated, as blocks
 
     >>> airway = bk.datasets.airway()
@@ -471,7 +674,7 @@ def limma(
     legacy = _check_legacy(legacy)
     E = _expression(adata, layer)
     X, cols = _design(adata, design)
-    names, C, specs = _contrasts(adata, design, cols, contrast)
+    names, C, specs, ftests = _tests(adata, design, X, cols, contrast, ftest, lfc)
     W, wdesc = _weights(adata, weights, E.shape)
     correlation = _check_correlation(correlation, block)
     codes, n_blocks = _block(adata, block, X, cols)
@@ -491,7 +694,7 @@ def limma(
         correlation = _lin.duplicate_correlation(E, X, codes, weights=W).consensus_correlation
     fit, cfit, eb = _fit_and_test(
         E, X, C, names, weights=W, trend=trend, robust=robust, lfc=lfc, legacy=legacy,
-        block=codes, correlation=correlation,
+        block=codes, correlation=correlation, ftests=ftests,
     )
 
     adata = start(adata, copy)
@@ -514,7 +717,7 @@ def limma(
         method = "genebygene" if weights is not None or np.isnan(E).any() else "reml"
         params.update(sample_weights=aw, sample_weights_method=method)
         adata.obs[f"{key_added}_sample_weights"] = aw
-    _write(adata, key_added, fit, cfit, eb, names, C, specs, params, legacy=legacy)
+    _write(adata, key_added, fit, cfit, eb, names, C, specs, params, legacy=legacy, ftests=ftests)
     return finish(adata, copy)
 
 
@@ -522,6 +725,7 @@ def limma(
     adata=doc_adata,
     design=_doc_design,
     contrast=_doc_contrast,
+    ftest=_doc_ftest,
     key_added=_doc_key,
     lfc=_doc_lfc,
     robust=_doc_robust,
@@ -534,7 +738,8 @@ def voom(
     adata: AnnData,
     *,
     design,
-    contrast,
+    contrast=None,
+    ftest=None,
     layer: str | None = "counts",
     norm: str = "TMM",
     norm_factors_key: str | None = None,
@@ -576,6 +781,7 @@ def voom(
     {adata}
     {design}
     {contrast}
+    {ftest}
     layer
         Layer of raw counts (finite, >= 0); ``None`` uses ``adata.X``.
     norm
@@ -634,6 +840,17 @@ def voom(
     >>> int((bk.get.de_df(adata, "voom")["padj"] < 0.05).sum()) > 100
     True
 
+    A t test and an F-test in one fit: do the four cell lines of airway differ at all?
+
+    >>> airway = bk.datasets.airway()
+    >>> airway = airway[:, airway.X.sum(axis=0) >= 200].copy()
+    >>> bk.tl.voom(airway, design="~ cell + dex", contrast=["dex", "trt", "untrt"], ftest="cell", key_added="vf")
+    >>> airway.uns["vf"]["contrasts"].tolist(), airway.uns["vf"]["ftests"].tolist()
+    (['trt_vs_untrt'], ['F_cell'])
+    >>> cells = bk.get.de_df(airway, "vf", contrast="F_cell")
+    >>> airway.uns["vf"]["params"]["ftests"]["F_cell"]["df1"], int((cells["padj"] < 0.05).sum()) > 100
+    (3, True)
+
     Repeated measures (the cell line of airway as block) and sample quality weights
 
     >>> airway = bk.datasets.airway()
@@ -672,7 +889,7 @@ def voom(
     if counts.shape[1] < 2:
         raise ValueError("voom needs at least two genes to fit a mean-variance trend")
     X, cols = _design(adata, design)
-    names, C, specs = _contrasts(adata, design, cols, contrast)
+    names, C, specs, ftests = _tests(adata, design, X, cols, contrast, ftest, lfc)
     correlation = _check_correlation(correlation, block)
     codes, n_blocks = _block(adata, block, X, cols)
     off = None
@@ -713,7 +930,7 @@ def voom(
     )
     fit, cfit, eb = _fit_and_test(
         vres.E, X, C, names, weights=vres.weights, trend=False, robust=robust, lfc=lfc, legacy=legacy,
-        block=codes, correlation=correlation,
+        block=codes, correlation=correlation, ftests=ftests,
     )
 
     adata = start(adata, copy)
@@ -753,7 +970,7 @@ def voom(
             f"adaptive_span=False: voom's fixed lowess span {vres.span:g} (limma 3.68's voom(adaptive.span = FALSE); "
             "span 0.5 is the default of limma < 3.66, e.g. limma 3.54 / Bioconductor 3.16)"
         )
-    _write(adata, key_added, fit, cfit, eb, names, C, specs, params, legacy=legacy)
+    _write(adata, key_added, fit, cfit, eb, names, C, specs, params, legacy=legacy, ftests=ftests)
     entry = dict(adata.uns[key_added])
     entry["trend"] = {
         "x": np.asarray(vres.trend_x, dtype=np.float64),

@@ -9,6 +9,8 @@ file                   R function(s) it follows (edgeR 4.10, edgeR 3.40 behind t
                        ``glmQLFTest``, ``glmLRT``, ``aveLogCPM``
 ``ql.py``              edgeR 4's ``glmQLFit`` (``estimateGLMCommonDisp`` of the top genes,
                        ``compute_ave_qd``, ``compute_adjust_vec``) and its ``glmQLFTest``
+``ql_moments.py``      the NB unit-deviance moments as edgeR 4's ``glmQLFit`` evaluates them
+                       (``compute_weight``: its Chebyshev interpolants, rebuilt from the moments)
 ``treat.py``           ``glmTreat`` (interval and worst-case nulls, on glmFit and both QL fits)
 ``exact.py``           ``estimateDisp`` without a design (classic mode: ``equalizeLibSizes``,
                        ``q2qnbinom``, ``condLogLikDerDelta``), ``exactTest``

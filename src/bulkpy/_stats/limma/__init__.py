@@ -25,7 +25,7 @@ from ..multitest import p_adjust_bh
 from .array_weights import QualityVoomResult, array_weights, voom_with_quality_weights
 from .batch import batch_terms, remove_batch_effect
 from .dupcor import DupCorResult, block_in_design, duplicate_correlation
-from .ebayes import EBayesResult, ebayes, treat
+from .ebayes import EBayesResult, FTestResult, ebayes, f_projection, moderated_f, treat
 from .lmfit import LinearFit, contrasts_fit, lm_fit
 from .lowess import lowess
 from .splines import natural_spline_basis
@@ -35,6 +35,7 @@ from .voom import VoomResult, voom
 __all__ = [
     "DupCorResult",
     "EBayesResult",
+    "FTestResult",
     "LinearFit",
     "QualityVoomResult",
     "VoomResult",
@@ -44,10 +45,12 @@ __all__ = [
     "contrasts_fit",
     "duplicate_correlation",
     "ebayes",
+    "f_projection",
     "fit_f_dist",
     "fit_f_dist_robustly",
     "lm_fit",
     "lowess",
+    "moderated_f",
     "natural_spline_basis",
     "p_adjust_bh",
     "remove_batch_effect",

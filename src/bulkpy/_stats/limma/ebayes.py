@@ -1,5 +1,7 @@
 """limma's ``eBayes`` and ``treat`` (limma 3.68, Bioconductor 3.23): moderated t statistics,
-p-values and the B statistic; TREAT tests against a fold-change threshold.
+p-values and the B statistic; TREAT tests against a fold-change threshold; the moderated F
+statistic of several coefficients or contrasts (``classifyTestsF(fstat.only = TRUE)`` as ``eBayes``
+and ``topTable(coef = )`` compute it).
 
 The variances are moderated by :func:`~bulkpy._stats.limma.squeeze_var.squeeze_var`, whose
 ``legacy`` switch both functions pass on: ``None`` (R's default) estimates the prior with
@@ -261,3 +263,97 @@ def treat(
         var_prior=None,
         lfc=treat_lfc,
     )
+
+
+# --------------------------------------------------------------------------------------------
+# moderated F (classifyTestsF(fstat.only = TRUE), eBayes' F / F.p.value, topTable(coef = 2:p))
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class FTestResult:
+    """A moderated F-test of ``k`` coefficients or contrasts together; ``(genes,)`` arrays unless noted.
+
+    Attributes
+    ----------
+    F
+        moderated F statistics (NaN where a tested coefficient is missing).
+    p_value
+        upper-tail p-values of ``F`` on ``df1`` and ``df2`` degrees of freedom.
+    df1
+        numerator degrees of freedom: the rank of the correlation of the tested coefficients.
+    df2
+        denominator degrees of freedom: ``df_prior + df_residual`` (not capped at the pooled
+        residual df as ``df_total`` is).
+    t
+        ``(k, genes)`` moderated t statistics of the tested coefficients.
+    """
+
+    F: np.ndarray
+    p_value: np.ndarray
+    df1: int
+    df2: np.ndarray
+    t: np.ndarray
+
+
+def f_projection(cov_coefficients) -> np.ndarray:
+    """The ``(k, r)`` matrix ``Q`` with ``F = |Q' t|^2``: eigenvectors of the correlation of the
+    coefficients scaled by ``1 / sqrt(eigenvalue * r)``, keeping the ``r`` eigenvalues above
+    ``1e-8`` times the largest (limma's ``classifyTestsF``; a zero variance counts as 1)."""
+    cov = np.array(cov_coefficients, dtype=np.float64, ndmin=2)
+    d = np.diag(cov).copy()
+    if np.any(d == 0):
+        idx = np.flatnonzero(d == 0)
+        cov[idx, idx] = 1.0
+        d[idx] = 1.0
+    sd = np.sqrt(d)
+    cor = cov / np.outer(sd, sd)
+    values, vectors = np.linalg.eigh(cor)
+    values, vectors = values[::-1], vectors[:, ::-1]
+    r = int(np.sum(values / values[0] > 1e-8))
+    return vectors[:, :r] / np.sqrt(values[:r])[None, :] / np.sqrt(r)
+
+
+def f_p_value(F, df1: int, df2) -> np.ndarray:
+    """``pf(F, df1, df2, lower.tail = FALSE)``, with the chi-square limit ``df1 * F`` on ``df1``
+    degrees of freedom where ``df2`` is infinite."""
+    F = np.asarray(F, dtype=np.float64)
+    df2 = np.broadcast_to(np.asarray(df2, dtype=np.float64), F.shape)
+    inf = np.isinf(df2)
+    with np.errstate(invalid="ignore"):
+        p = sst.f.sf(F, df1, np.where(inf, 1.0, df2))
+        if inf.any():
+            p = np.where(inf, sst.chi2.sf(df1 * F, df1), p)
+    return p
+
+
+def moderated_f(fit: LinearFit, eb: EBayesResult) -> FTestResult:
+    """Moderated F statistics testing all coefficients of ``fit`` together (limma's ``F`` and
+    ``F.p.value`` of ``eBayes``, which ``topTable(fit, coef = c(...))`` recomputes for a subset).
+
+    ``fit`` holds the coefficients to test (``contrasts_fit`` of the full fit for contrasts or a
+    subset of coefficients, with the covariance of those coefficients); ``eb`` is ``eBayes`` of the
+    same linear model (any contrasts: the posterior variances do not depend on them). With the
+    moderated t statistics ``t`` of the ``k`` coefficients and ``R`` their correlation,
+    ``F = t' R^-1 t / k``; linearly dependent coefficients are handled through the eigenvalues of
+    ``R`` (``df1`` is its rank). Genes with a missing coefficient get a missing F.
+    """
+    coef = np.asarray(fit.coefficients, dtype=np.float64)
+    if coef.ndim != 2 or coef.shape[0] < 1:
+        raise ValueError("moderated_f needs a (k, genes) array of coefficients")
+    k = coef.shape[0]
+    cov = np.asarray(fit.cov_coefficients, dtype=np.float64)
+    if cov.shape != (k, k):
+        raise ValueError(f"cov_coefficients must be {k} x {k} like the tested coefficients, got {cov.shape}")
+    with np.errstate(invalid="ignore", divide="ignore"):
+        t = coef / fit.stdev_unscaled / np.sqrt(eb.s2_post)[None, :]
+    df2 = np.asarray(fit.df_residual, dtype=np.float64) + np.asarray(eb.df_prior, dtype=np.float64)
+    df2 = np.broadcast_to(df2, t.shape[1:]).astype(np.float64)
+    if k == 1:
+        F = t[0] ** 2
+        df1 = 1
+    else:
+        Q = f_projection(cov)
+        df1 = Q.shape[1]
+        F = np.sum((Q.T @ t) ** 2, axis=0)
+    return FTestResult(F=F, p_value=f_p_value(F, df1, df2), df1=df1, df2=df2, t=t)
