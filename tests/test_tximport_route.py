@@ -265,8 +265,8 @@ def test_voom_on_length_scaled_tpm_matches_limma():
 def test_edger_length_offset_is_the_vignettes(_full_no):
     # edgeR route of the script: offsets from all genes (calcNormFactors on counts / normMat, then
     # scaleOffset), filterByExpr on the counts (lib sizes of all genes), estimateDisp, glmQLFit
-    # (edgeR 4). bk.tl.edger can not take gene x sample offsets yet (its engine works with one
-    # offset per sample), so this checks the offsets themselves through the fold changes: glmFit with
+    # (edgeR 4). This checks the offsets themselves through the fold changes (the whole route through
+    # bk.tl.edger is tested in tests/test_tl_edger_routes.py): glmFit with
     # them (prior count 0.125, as edgeR's logFC) and one common dispersion of 0.05 instead of R's
     # trended ones reproduces R's logFC to a median of 2e-4 (99th pct 1e-2, the dispersions'
     # doing); per-sample offsets (log library sizes), i.e. ignoring the lengths, miss by 0.2.
