@@ -294,7 +294,7 @@ def test_classifier_refuses_changed_data(sex_fit):
         bk.get.classifier(a)
     with pytest.raises(ValueError, match="differ from those"):
         bk.get.classifier(sex_fit[:, :-1].copy())
-    with pytest.raises(KeyError, match="no bk.tl.classify result"):
+    with pytest.raises(KeyError, match="no bk.tl.classify, bk.tl.regress or bk.tl.survival result"):
         bk.get.classifier(sex_fit, key="nothing")
 
 

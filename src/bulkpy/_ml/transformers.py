@@ -315,19 +315,27 @@ class SelectFeatures(TransformerMixin, BaseEstimator):
     Parameters
     ----------
     method
-        ``"variance"`` (variance across the training samples, unsupervised) or ``"de"`` (limma's
-        moderated F statistic of the training labels; the squared moderated t for two classes).
+        ``"variance"`` (variance across the training samples, unsupervised) or ``"de"``
+        (association with the training target ``y``, scored as ``target`` says).
     n_features
         Number of genes kept (all when there are fewer).
+    target
+        What ``y`` is, for ``method="de"``: ``"class"`` (limma's moderated F statistic of the
+        classes; the squared moderated t for two classes), ``"continuous"`` (the squared limma
+        moderated t of the slope of ``expression ~ y``) or ``"survival"`` (a structured array
+        with fields ``event`` and ``time``: the univariate Cox score statistic, squared z).
     """
 
-    def __init__(self, method="variance", n_features=500):
+    def __init__(self, method="variance", n_features=500, target="class"):
         self.method = method
         self.n_features = n_features
+        self.target = target
 
     def fit(self, X, y=None):
         if self.method not in ("variance", "de"):
             raise ValueError(f"method={self.method!r} is not supported; choose 'variance' or 'de'")
+        if self.target not in ("class", "continuous", "survival"):
+            raise ValueError(f"target={self.target!r} is not supported; choose 'class', 'continuous' or 'survival'")
         if isinstance(self.n_features, bool) or not isinstance(self.n_features, int | np.integer) or self.n_features < 1:
             raise ValueError(f"n_features must be a positive integer, got {self.n_features!r}")
         X = _validate(self, X, reset=True)
@@ -335,8 +343,13 @@ class SelectFeatures(TransformerMixin, BaseEstimator):
             scores = X.var(axis=0, ddof=1) if X.shape[0] > 1 else np.zeros(X.shape[1])
         else:
             if y is None:
-                raise ValueError("method='de' needs the class labels y")
-            scores = _ml.moderated_f(X, _codes(y))
+                raise ValueError("method='de' needs the target y")
+            if self.target == "class":
+                scores = _ml.moderated_f(X, _codes(y))
+            elif self.target == "continuous":
+                scores = _ml.moderated_t_slope(X, np.asarray(y, dtype=np.float64)) ** 2
+            else:
+                scores = _ml.cox_score_statistic(X, y["time"], y["event"]) ** 2
         keep = np.zeros(X.shape[1], dtype=bool)
         keep[_ml.top_indices(scores, int(self.n_features))] = True
         self.scores_ = scores

@@ -8,6 +8,15 @@ Arrays are samples × genes, like ``AnnData.X``; nothing here knows about AnnDat
   looking at the other new samples;
 * :func:`moderated_f` — limma's moderated F statistic of a one-way layout (for two groups the
   square of the moderated t), from :func:`bulkpy._stats.limma.squeeze_var.squeeze_var`;
+* :func:`moderated_t_slope` — limma's moderated t of the slope of ``expression ~ target`` (a
+  continuous covariate), the same empirical Bayes;
+* :func:`cox_score_statistic` — the univariate Cox proportional-hazards score test of every gene
+  (Breslow's handling of tied times), R ``survival::coxph``'s score test at beta = 0;
+* :func:`kaplan_meier` — the Kaplan–Meier estimate with its numbers at risk
+  (``survival::survfit``);
+* :func:`regression_scores`, :func:`harrell_c` — R², RMSE, Spearman and Pearson correlation of
+  predictions; Harrell's concordance index of risk scores (``survival::concordance``, ties in the
+  score counted one half);
 * :func:`correlation_distance`, :func:`cut_average_linkage` — hierarchical clustering of samples;
 * :func:`consensus_matrices`, :func:`consensus_cdf_area`, :func:`pac` — consensus clustering and
   the criteria to choose the number of clusters.
@@ -91,6 +100,161 @@ def moderated_f(x: np.ndarray, codes: np.ndarray) -> np.ndarray:
     elif ok.any():
         f[ok] = ms_between[ok] / s2[ok]
     return f
+
+
+def moderated_t_slope(x: np.ndarray, target: np.ndarray) -> np.ndarray:
+    """limma's moderated t statistic per gene of the slope in ``expression ~ 1 + target``.
+
+    Residual variances (``n - 2`` degrees of freedom) are squeezed towards a common prior by
+    empirical Bayes (limma ``squeezeVar``, no trend), as ``eBayes(lmFit(x, model.matrix(~ target)))``
+    gives for the ``target`` coefficient. Genes with no residual variance score 0.
+
+    Parameters
+    ----------
+    x
+        Log-scale expression, samples × genes.
+    target
+        One number per sample, not all equal; at least three samples.
+    """
+    from .limma.squeeze_var import squeeze_var
+
+    x = np.asarray(x, dtype=np.float64)
+    t = np.asarray(target, dtype=np.float64)
+    n = x.shape[0]
+    if n < 3:
+        raise ValueError(f"a slope with residual degrees of freedom needs at least 3 samples, got {n}")
+    tc = t - t.mean()
+    sxx = float(tc @ tc)
+    if sxx <= 0:
+        raise ValueError("the target is constant; a slope can not be estimated")
+    xc = x - x.mean(axis=0)
+    b = (tc @ xc) / sxx
+    resid = xc - np.outer(tc, b)
+    s2 = (resid**2).sum(axis=0) / (n - 2)
+    ok = s2 > 1e-300
+    out = np.zeros(x.shape[1])
+    if ok.sum() >= 2:
+        s2_post, _, _ = squeeze_var(s2[ok], np.full(int(ok.sum()), float(n - 2)))
+    else:
+        s2_post = s2[ok]
+    out[ok] = b[ok] / np.sqrt(s2_post / sxx)
+    return out
+
+
+def cox_score_statistic(x: np.ndarray, time: np.ndarray, event: np.ndarray) -> np.ndarray:
+    """Signed z of the Cox proportional-hazards score test of every gene on its own at beta = 0.
+
+    ``U / sqrt(I)`` with ``U = sum over events (x_i - mean of x over the risk set)`` and ``I`` the
+    sum over events of the variance of ``x`` over the risk set (Breslow's ties: every event at a
+    time sees all samples with ``time >=`` it), as R's ``coxph(Surv(time, event) ~ x)$score``
+    gives for ``ties = "breslow"``. Vectorised over genes by cumulative sums over the samples sorted
+    by time. Genes constant in every risk set score 0; with no event everything is 0.
+    """
+    x = np.asarray(x, dtype=np.float64)
+    time = np.asarray(time, dtype=np.float64)
+    event = np.asarray(event, dtype=bool)
+    order = np.argsort(time, kind="stable")
+    ts, xs, es = time[order], x[order], event[order]
+    # suffix sums over the samples at or after each position: the risk set of a time is its suffix
+    s0 = np.arange(ts.size, 0, -1, dtype=np.float64)
+    xm = xs - xs.mean(axis=0)  # centring does not change the statistic and keeps the sums accurate
+    s1 = np.cumsum(xm[::-1], axis=0)[::-1]
+    s2 = np.cumsum((xm**2)[::-1], axis=0)[::-1]
+    first = np.searchsorted(ts, ts[es], side="left")
+    n_risk = s0[first][:, None]
+    mean = s1[first] / n_risk
+    u = (xm[es] - mean).sum(axis=0)
+    info = (s2[first] / n_risk - mean**2).sum(axis=0)
+    out = np.zeros(x.shape[1])
+    ok = info > 1e-12 * np.maximum(1.0, (xm**2).sum(axis=0))
+    out[ok] = u[ok] / np.sqrt(info[ok])
+    return out
+
+
+def kaplan_meier(time: np.ndarray, event: np.ndarray) -> dict[str, np.ndarray]:
+    """Kaplan–Meier estimate at every distinct time (R ``survfit(Surv(time, event) ~ 1)``).
+
+    Returns arrays ``time`` (sorted distinct times), ``n_risk`` (samples with ``time >=`` it),
+    ``n_event``, ``n_censor`` and ``survival`` (the product-limit estimate just after the time).
+    """
+    time = np.asarray(time, dtype=np.float64)
+    event = np.asarray(event, dtype=bool)
+    ut, inv = np.unique(time, return_inverse=True)
+    n_event = np.bincount(inv, weights=event.astype(np.float64), minlength=ut.size)
+    n_all = np.bincount(inv, minlength=ut.size).astype(np.float64)
+    n_risk = n_all[::-1].cumsum()[::-1]
+    surv = np.cumprod(1.0 - n_event / n_risk)
+    return {"time": ut, "n_risk": n_risk.astype(np.int64), "n_event": n_event.astype(np.int64),
+            "n_censor": (n_all - n_event).astype(np.int64), "survival": surv}
+
+
+def harrell_c(time: np.ndarray, event: np.ndarray, risk: np.ndarray) -> float:
+    """Harrell's concordance index of risk scores (higher risk, earlier event).
+
+    Over the comparable pairs (the earlier time is an event; pairs tied in time are not
+    comparable), the fraction in which the earlier failure has the higher risk, ties in the risk
+    counted one half; NaN without a comparable pair. Equals R ``survival::concordance`` (with
+    ``timewt = "n"``) and scikit-survival's ``concordance_index_censored`` when times are untied.
+    """
+    time = np.asarray(time, dtype=np.float64)
+    event = np.asarray(event, dtype=bool)
+    risk = np.asarray(risk, dtype=np.float64)
+    ti, ri = time[event][:, None], risk[event][:, None]
+    comparable = ti < time[None, :]
+    n = comparable.sum()
+    if n == 0:
+        return float("nan")
+    conc = (comparable & (ri > risk[None, :])).sum() + 0.5 * (comparable & (ri == risk[None, :])).sum()
+    return float(conc / n)
+
+
+def logrank_test(time: np.ndarray, event: np.ndarray, groups: np.ndarray) -> tuple[float, float]:
+    """The log-rank test of equal survival between groups (R ``survival::survdiff``, rho = 0):
+    chi-squared statistic and p-value on (number of groups - 1) degrees of freedom."""
+    from scipy import stats
+
+    time = np.asarray(time, dtype=np.float64)
+    event = np.asarray(event, dtype=bool)
+    _, g = np.unique(np.asarray(groups), return_inverse=True)
+    k = int(g.max()) + 1 if g.size else 0
+    if k < 2:
+        return float("nan"), float("nan")
+    ut, inv = np.unique(time, return_inverse=True)
+    d = np.zeros((ut.size, k))
+    n_at = np.zeros((ut.size, k))
+    np.add.at(d, (inv, g), event.astype(np.float64))
+    np.add.at(n_at, (inv, g), 1.0)
+    r = n_at[::-1].cumsum(axis=0)[::-1]  # at risk per group
+    rt, dt = r.sum(axis=1), d.sum(axis=1)
+    keep = rt > 0
+    r, d, rt, dt = r[keep], d[keep], rt[keep], dt[keep]
+    expected = r * (dt / rt)[:, None]
+    o_e = (d - expected).sum(axis=0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        w = np.where(rt > 1, dt * (rt - dt) / (rt * rt * (rt - 1)), 0.0)
+    v = np.einsum("t,ti,tj->ij", w, r, r) * -1.0
+    v[np.diag_indices(k)] += (w[:, None] * r * rt[:, None]).sum(axis=0)
+    stat = float(o_e[:-1] @ np.linalg.pinv(v[:-1, :-1]) @ o_e[:-1])
+    return stat, float(stats.chi2.sf(stat, k - 1))
+
+
+def regression_scores(observed: np.ndarray, predicted: np.ndarray) -> dict[str, float]:
+    """R² (1 - residual sum of squares / total sum of squares around the observed mean; can be
+    negative), RMSE, Spearman's and Pearson's correlation of predictions with the observed values
+    (NaN for fewer than two samples or a constant vector)."""
+    from scipy import stats
+
+    y = np.asarray(observed, dtype=np.float64)
+    p = np.asarray(predicted, dtype=np.float64)
+    n = y.size
+    ss_tot = float(((y - y.mean()) ** 2).sum()) if n else 0.0
+    ss_res = float(((y - p) ** 2).sum())
+    r2 = 1.0 - ss_res / ss_tot if ss_tot > 0 else float("nan")
+    varies = n >= 2 and np.ptp(y) > 0 and np.ptp(p) > 0
+    spearman = float(stats.spearmanr(y, p).statistic) if varies else float("nan")
+    pearson = float(np.corrcoef(y, p)[0, 1]) if varies else float("nan")
+    return {"r2": r2, "rmse": float(np.sqrt(ss_res / n)) if n else float("nan"), "spearman": spearman,
+            "pearson": pearson}
 
 
 def top_indices(scores: np.ndarray, n: int) -> np.ndarray:

@@ -1,5 +1,6 @@
-"""Tables (and the fitted classifier) out of ``bk.tl.classify``, ``bk.tl.predict`` and
-``bk.tl.cluster`` results. Nothing is written to the AnnData."""
+"""Tables (and the fitted model) out of ``bk.tl.classify``, ``bk.tl.regress``,
+``bk.tl.survival``, ``bk.tl.predict`` and ``bk.tl.cluster`` results. Nothing is written to the
+AnnData."""
 
 from __future__ import annotations
 
@@ -13,19 +14,24 @@ from .._validate import check_adata
 
 
 def classifier(adata, *, key: str = "classify"):
-    """The final pipeline of a :func:`bulkpy.tl.classify` run, rebuilt and fitted.
+    """The final pipeline of a :func:`bulkpy.tl.classify`, :func:`bulkpy.tl.regress` or
+    :func:`bulkpy.tl.survival` run, rebuilt and fitted.
 
     The pipeline is not kept inside the AnnData (a pickled object would not survive h5ad, nor
-    open without bulkpy). Instead ``classify`` stores the settings, the hyper-parameters it chose
-    and a fingerprint of the training data; this function rebuilds the pipeline from them and
-    fits it on the same samples, which gives the identical model (every step is deterministic
-    given the seed). It works the same on an object read back from h5ad. The data (layer, labels,
-    sample and gene names) must be unchanged since ``classify``; otherwise a ``ValueError`` says so.
+    open without bulkpy). Instead the run stores the settings, the model (a built-in name, or an
+    estimator object's class path and parameters), the hyper-parameters it chose and a
+    fingerprint of the training data; this function rebuilds the pipeline from them and fits it on
+    the same samples, which gives the identical model (every step is deterministic given the
+    seed). It works the same on an object read back from h5ad. The data (layer, target, sample
+    and gene names) must be unchanged since the run; otherwise a ``ValueError`` says so. An
+    estimator object is rebuilt by importing its class by the stored path, which must be
+    importable here (a class defined inside a function is not), and from its stored parameters
+    (an ``ImportError`` or ``ValueError`` says when that is impossible).
 
     Parameters
     ----------
     adata
-        The AnnData :func:`bulkpy.tl.classify` was run on.
+        The AnnData the model was trained on.
     key
         The ``key_added`` of that run.
 
@@ -33,8 +39,8 @@ def classifier(adata, *, key: str = "classify"):
     -------
     A fitted :class:`sklearn.pipeline.Pipeline` (steps ``filter``, ``normalize``, ``select``,
     ``scale``, ``model``; some may be absent) taking a samples × genes DataFrame of the training
-    genes (its ``feature_names_in_``); ``classes_`` are the class names. Use it with
-    :func:`bulkpy.tl.predict`.
+    genes (its ``feature_names_in_``); for a classifier ``classes_`` are the class names. Use it
+    with :func:`bulkpy.tl.predict`.
 
     Examples
     --------
@@ -49,25 +55,26 @@ def classifier(adata, *, key: str = "classify"):
     from .._ml import training as tr
 
     p = tr.stored_params(adata, key)
-    label = str(p["label"])
+    task = p["task"]
     layer = None if str(p["layer"]) == "None" else str(p["layer"])
     normalization = str(p["normalization"])
-    if label not in adata.obs.columns:
-        raise KeyError(f"the label column obs[{label!r}] used by classify is no longer in adata.obs")
-    y, _ = tr.labels(adata, label)
+    y = tr.training_target(adata, p)
     X = tr.matrix(adata, layer, normalization)
     if tr.fingerprint(X, y, adata.obs_names, adata.var_names) != str(p["fingerprint"]):
+        what = {"classification": f"obs[{str(p.get('label'))!r}]", "regression": f"obs[{str(p.get('target'))!r}]",
+                "survival": f"obs[{str(p.get('time'))!r}]/obs[{str(p.get('event'))!r}]"}[task]
         raise ValueError(
-            f"the data differ from those bk.tl.classify(key={key!r}) was trained on (layer {layer!r}, obs[{label!r}], "
-            "or the sample / gene names changed); rebuild the classifier from the object classify ran on"
+            f"the data differ from those {tr.TOOL[task]}(key={key!r}) was trained on (layer {layer!r}, {what}, "
+            "or the sample / gene names changed); rebuild the model from the object it was trained on"
         )
     pipe = make_pipeline(
-        model=str(p["model"]),
+        model=tr.model_spec(p),
         normalization=normalization,
         features=str(p["features"]),
         n_features=int(p["n_features"]),
         filter_genes=bool(p["filter_genes"]),
         seed=int(p["seed"]),
+        task=task,
     )
     best = json.loads(str(p["final_params"]))
     if best:
@@ -76,6 +83,191 @@ def classifier(adata, *, key: str = "classify"):
 
     with threadpool_limits(limits=1):
         return pipe.fit(tr.frame(X, adata), y)
+
+
+def _metrics(adata, key: str, what: str, columns: list[str]) -> pd.DataFrame:
+    check_adata(adata)
+    entry = adata.uns.get(key) if isinstance(key, str) else None
+    ok = isinstance(entry, Mapping) and "metrics" in entry
+    if ok:
+        df = pd.DataFrame(entry["metrics"]).copy()
+        ok = set(columns) <= set(df.columns)
+    if not ok:
+        found = [k for k, v in adata.uns.items() if isinstance(v, Mapping) and "metrics" in v
+                 and set(columns) <= set(pd.DataFrame(v["metrics"]).columns)]
+        raise KeyError(f"no {what} metrics under uns[{key!r}]; results with {what} metrics: {found or 'none'}")
+    for c in ("n_samples", "n_events"):
+        if c in df.columns:
+            df[c] = df[c].astype(int)
+    return df
+
+
+def regression_metrics(adata, *, key: str = "regress") -> pd.DataFrame:
+    """Cross-validated performance of a :func:`bulkpy.tl.regress` run (or of
+    :func:`bulkpy.tl.predict` of a regression model with true values).
+
+    Parameters
+    ----------
+    adata
+        Annotated data matrix holding the result.
+    key
+        The ``key_added`` of the run.
+
+    Returns
+    -------
+    DataFrame with one row per outer fold (``fold_1``...) and ``overall`` (all out-of-fold
+    predictions pooled), columns ``r2`` (1 - residual / total sum of squares; 0 is predicting
+    the mean, negative is worse), ``rmse``, ``spearman``, ``pearson`` and ``n_samples``.
+
+    Examples
+    --------
+    >>> import bulkpy as bk
+    >>> adata = bk.datasets.pasilla()
+    >>> adata.obs["depth"] = adata.layers["counts"].sum(axis=1) / 1e6
+    >>> bk.tl.regress(adata, target="depth", model="ridge", cv=3, param_grid={}, n_features=50)
+    >>> bk.get.regression_metrics(adata).index.tolist()
+    ['fold_1', 'fold_2', 'fold_3', 'overall']
+    """
+    return _metrics(adata, key, "regression", ["r2", "rmse", "spearman", "n_samples"])
+
+
+def survival_metrics(adata, *, key: str = "survival") -> pd.DataFrame:
+    """Cross-validated performance of a :func:`bulkpy.tl.survival` run (or of
+    :func:`bulkpy.tl.predict` of a survival model with observed times).
+
+    Parameters
+    ----------
+    adata
+        Annotated data matrix holding the result.
+    key
+        The ``key_added`` of the run.
+
+    Returns
+    -------
+    DataFrame with one row per outer fold (``fold_1``...) and ``overall`` (all out-of-fold risk
+    scores pooled), columns ``concordance`` (Harrell's C: 0.5 is chance, 1 a perfect ordering),
+    ``n_samples``, ``n_events`` and, in the ``overall`` row of a ``tl.survival`` run,
+    ``logrank_chi2`` and ``logrank_p`` of the cross-validated risk groups.
+
+    Examples
+    --------
+    >>> import numpy as np, bulkpy as bk
+    >>> adata = bk.datasets.geuvadis85()[:, :300].copy()
+    >>> rng = np.random.default_rng(0)
+    >>> adata.obs["months"], adata.obs["died"] = rng.exponential(24, 85) + 1, rng.random(85) < 0.7
+    >>> bk.tl.survival(adata, time="months", event="died", cv=3, n_features=20, param_grid={})
+    >>> bk.get.survival_metrics(adata).index.tolist()
+    ['fold_1', 'fold_2', 'fold_3', 'overall']
+    """
+    return _metrics(adata, key, "survival", ["concordance", "n_samples"])
+
+
+def predictions(adata, *, key: str = "regress") -> pd.DataFrame:
+    """Observed and (out-of-fold) predicted values of a :func:`bulkpy.tl.regress` run, or of
+    :func:`bulkpy.tl.predict` of a regression model with true values.
+
+    Parameters
+    ----------
+    adata
+        Annotated data matrix holding the result.
+    key
+        The ``key_added`` of the run.
+
+    Returns
+    -------
+    DataFrame indexed by sample with columns ``observed``, ``predicted`` and (for
+    ``tl.regress``) ``fold``.
+
+    Examples
+    --------
+    >>> import bulkpy as bk
+    >>> adata = bk.datasets.pasilla()
+    >>> adata.obs["depth"] = adata.layers["counts"].sum(axis=1) / 1e6
+    >>> bk.tl.regress(adata, target="depth", model="ridge", cv=3, param_grid={}, n_features=50)
+    >>> bk.get.predictions(adata).columns.tolist()
+    ['observed', 'predicted', 'fold']
+    """
+    check_adata(adata)
+    entry = adata.uns.get(key) if isinstance(key, str) else None
+    params = entry.get("params") if isinstance(entry, Mapping) else None
+    column = None
+    if isinstance(params, Mapping):
+        if params.get("method") == "bulkpy nested cross-validated regressor":
+            column = params.get("target")
+        elif params.get("method") == "bulkpy regression prediction":
+            column = params.get("label")
+            if column is None or str(column) == "None":
+                raise ValueError(f"the prediction {key!r} was made without true values (label=None); nothing to compare")
+    if column is None:
+        raise KeyError(f"no bk.tl.regress result (or regression prediction with label=) under uns[{key!r}]")
+    column = str(column)
+    if column not in adata.obs.columns:
+        raise KeyError(f"the observed values obs[{column!r}] used by {key!r} are no longer in adata.obs")
+    out = pd.DataFrame({"observed": pd.to_numeric(adata.obs[column]).to_numpy(dtype=np.float64),
+                        "predicted": adata.obs[f"{key}_prediction"].to_numpy(dtype=np.float64)},
+                       index=adata.obs_names.copy())
+    if f"{key}_fold" in adata.obs.columns:
+        out["fold"] = adata.obs[f"{key}_fold"].to_numpy()
+    return out
+
+
+def kaplan_meier(adata, *, key: str = "survival", groupby: str | None = None) -> pd.DataFrame:
+    """Kaplan–Meier estimates of the risk groups of a :func:`bulkpy.tl.survival` run (or of any
+    ``obs`` grouping), with the numbers at risk, as R's ``survfit(Surv(time, event) ~ group)``.
+
+    Parameters
+    ----------
+    adata
+        Annotated data matrix holding the result.
+    key
+        The ``key_added`` of the survival run (its ``time`` and ``event`` columns are used).
+    groupby
+        ``obs`` column defining the groups; ``None`` uses the cross-validated risk groups
+        ``obs[f"{key}_risk_group"]``.
+
+    Returns
+    -------
+    Long DataFrame with columns ``group`` (categorical), ``time`` (0, then every distinct time of
+    the group), ``n_risk``, ``n_event``, ``n_censor`` and ``survival`` (the estimate just after
+    that time).
+
+    Examples
+    --------
+    >>> import numpy as np, bulkpy as bk
+    >>> adata = bk.datasets.geuvadis85()[:, :300].copy()
+    >>> rng = np.random.default_rng(0)
+    >>> adata.obs["months"], adata.obs["died"] = rng.exponential(24, 85) + 1, rng.random(85) < 0.7
+    >>> bk.tl.survival(adata, time="months", event="died", cv=3, n_features=20, param_grid={})
+    >>> bk.get.kaplan_meier(adata).columns.tolist()
+    ['group', 'time', 'n_risk', 'n_event', 'n_censor', 'survival']
+    """
+    from .._ml import training as tr
+    from .._stats import ml as eng
+    from .._validate import obs_column
+
+    p = tr.stored_params(adata, key)
+    if p["task"] != "survival":
+        raise KeyError(f"uns[{key!r}] holds a {p['task']} result, not a bk.tl.survival one")
+    t, e = tr.survival_outcome(adata, str(p["time"]), str(p["event"]))
+    col = obs_column(adata, f"{key}_risk_group" if groupby is None else groupby, what="group column")
+    if col.isna().any():
+        raise ValueError(f"obs[{col.name!r}] has missing values; every sample needs a group")
+    levels = list(col.cat.categories) if isinstance(col.dtype, pd.CategoricalDtype) else sorted(col.astype(str).unique())
+    values = col.astype(str).to_numpy()
+    parts = []
+    for lev in levels:
+        m = values == str(lev)
+        if not m.any():
+            continue
+        km = eng.kaplan_meier(t[m], e[m])
+        part = pd.DataFrame(km)[["time", "n_risk", "n_event", "n_censor", "survival"]]
+        start = pd.DataFrame({"time": [0.0], "n_risk": [int(m.sum())], "n_event": [0], "n_censor": [0], "survival": [1.0]})
+        part = pd.concat([start, part], ignore_index=True)
+        part.insert(0, "group", str(lev))
+        parts.append(part)
+    out = pd.concat(parts, ignore_index=True)
+    out["group"] = pd.Categorical(out["group"], categories=[str(v) for v in levels if (values == str(v)).any()])
+    return out
 
 
 def classification_metrics(adata, *, key: str = "classify") -> pd.DataFrame:
@@ -103,14 +295,7 @@ def classification_metrics(adata, *, key: str = "classify") -> pd.DataFrame:
     >>> bk.get.classification_metrics(adata).index.tolist()
     ['fold_1', 'fold_2', 'fold_3', 'overall']
     """
-    check_adata(adata)
-    entry = adata.uns.get(key) if isinstance(key, str) else None
-    if not isinstance(entry, Mapping) or "metrics" not in entry:
-        found = [k for k, v in adata.uns.items() if isinstance(v, Mapping) and "metrics" in v]
-        raise KeyError(f"no classification metrics under uns[{key!r}]; results with metrics: {found or 'none'}")
-    df = pd.DataFrame(entry["metrics"]).copy()
-    df["n_samples"] = df["n_samples"].astype(int)
-    return df
+    return _metrics(adata, key, "classification", ["roc_auc", "accuracy", "n_samples"])
 
 
 def _proba(adata, key: str, classes: np.ndarray) -> np.ndarray:

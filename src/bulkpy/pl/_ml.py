@@ -1,11 +1,13 @@
-"""Plots of classification and clustering results: ROC curves, confusion matrix, consensus matrix."""
+"""Plots of machine-learning results: ROC curves, confusion matrix, consensus matrix, predicted
+against observed values, Kaplan–Meier curves of risk groups."""
 
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 
 from .. import get
-from ._plotter import OKABE_ITO, category_colors, get_ax, style_axes
+from ._plotter import OKABE_ITO, category_colors, get_ax, legend, style_axes
 
 
 def roc(adata, *, key: str = "classify", ax=None):
@@ -178,4 +180,124 @@ def consensus_matrix(adata, *, key: str = "cluster", ax=None):
     cb.set_label("consensus", fontsize="small")
     cb.ax.tick_params(labelsize="small")
     ax.set_title(f"{key}: k = {len(levels)}", fontsize="medium", pad=14)
+    return ax
+
+
+def predicted_vs_observed(adata, *, key: str = "regress", ax=None):
+    """Out-of-fold predictions of :func:`bulkpy.tl.regress` (or predictions of new samples made
+    with true values) against the observed values: one point per sample coloured by outer fold,
+    the identity line dashed, R², RMSE and Spearman's correlation in the title.
+
+    Parameters
+    ----------
+    adata
+        Annotated data matrix holding the result.
+    key
+        The ``key_added`` of the regression or prediction.
+    ax
+        Axes to draw into; a new figure is made when ``None``.
+
+    Returns
+    -------
+    The :class:`~matplotlib.axes.Axes` drawn into.
+
+    Examples
+    --------
+    >>> import bulkpy as bk
+    >>> adata = bk.datasets.pasilla()
+    >>> adata.obs["depth"] = adata.layers["counts"].sum(axis=1) / 1e6
+    >>> bk.tl.regress(adata, target="depth", model="ridge", cv=3, param_grid={}, n_features=50)
+    >>> ax = bk.pl.predicted_vs_observed(adata)
+    >>> len(ax.collections[0].get_offsets())
+    7
+    """
+    from .._stats.ml import regression_scores
+
+    df = get.predictions(adata, key=key)
+    ax = get_ax(ax)
+    if "fold" in df.columns:
+        folds = df["fold"].astype(str)
+        colors, mapping = category_colors(pd.Categorical(folds, categories=sorted(folds.unique(), key=int)))
+    else:
+        colors, mapping = np.array([OKABE_ITO[4]] * len(df), dtype=object), {}
+    ax.scatter(df["observed"], df["predicted"], c=list(colors), s=18, linewidths=0, alpha=0.85)
+    lo = float(np.nanmin(df[["observed", "predicted"]].to_numpy()))
+    hi = float(np.nanmax(df[["observed", "predicted"]].to_numpy()))
+    pad = 0.04 * (hi - lo if hi > lo else 1.0)
+    ax.plot([lo - pad, hi + pad], [lo - pad, hi + pad], linestyle="--", color="0.6", linewidth=0.8)
+    ax.set_xlim(lo - pad, hi + pad)
+    ax.set_ylim(lo - pad, hi + pad)
+    ax.set_aspect("equal")
+    ax.set_xlabel("observed")
+    ax.set_ylabel("predicted (out of fold)" if "fold" in df.columns else "predicted")
+    s = regression_scores(df["observed"].to_numpy(), df["predicted"].to_numpy())
+    ax.set_title(f"R² {s['r2']:.2f}, RMSE {s['rmse']:.3g}, Spearman {s['spearman']:.2f}", fontsize="medium")
+    if mapping:
+        legend(ax, mapping, title="fold")
+    style_axes(ax)
+    return ax
+
+
+def kaplan_meier(adata, *, key: str = "survival", groupby: str | None = None, censor_marks: bool = True, ax=None):
+    """Kaplan–Meier curves of the cross-validated risk groups of :func:`bulkpy.tl.survival` (or
+    of any ``obs`` grouping), with censored samples marked and the log-rank p-value in the title.
+
+    Parameters
+    ----------
+    adata
+        Annotated data matrix holding the result.
+    key
+        The ``key_added`` of the survival run.
+    groupby
+        ``obs`` column defining the groups; ``None`` uses ``obs[f"{key}_risk_group"]``.
+    censor_marks
+        Mark censoring times with a ``+`` on the curves.
+    ax
+        Axes to draw into; a new figure is made when ``None``.
+
+    Returns
+    -------
+    The :class:`~matplotlib.axes.Axes` drawn into.
+
+    Examples
+    --------
+    >>> import numpy as np, bulkpy as bk
+    >>> adata = bk.datasets.geuvadis85()[:, :300].copy()
+    >>> rng = np.random.default_rng(0)
+    >>> adata.obs["months"], adata.obs["died"] = rng.exponential(24, 85) + 1, rng.random(85) < 0.7
+    >>> bk.tl.survival(adata, time="months", event="died", cv=3, n_features=20, param_grid={})
+    >>> ax = bk.pl.kaplan_meier(adata)
+    >>> len(ax.get_lines()) >= 2
+    True
+    """
+    from .._stats.ml import logrank_test
+
+    km = get.kaplan_meier(adata, key=key, groupby=groupby)
+    ax = get_ax(ax)
+    groups = list(km["group"].cat.categories)
+    palette = {"low": OKABE_ITO[4], "intermediate": OKABE_ITO[0], "high": OKABE_ITO[5]}
+    for i, grp in enumerate(groups):
+        d = km[km["group"] == grp]
+        color = palette.get(grp, OKABE_ITO[i % len(OKABE_ITO)]) if groupby is None else OKABE_ITO[i % len(OKABE_ITO)]
+        n = int(d["n_risk"].iloc[0])
+        ax.step(d["time"], d["survival"], where="post", color=color, linewidth=1.5, label=f"{grp} (n = {n})")
+        if censor_marks:
+            c = d[d["n_censor"] > 0]
+            ax.plot(c["time"], c["survival"], linestyle="", marker="+", color=color, markersize=6)
+    ax.set_ylim(-0.02, 1.02)
+    ax.set_xlim(left=0)
+    ax.set_xlabel("time")
+    ax.set_ylabel("survival probability")
+    if groupby is None:  # the stored test of the cross-validated groups
+        pval = float(get.survival_metrics(adata, key=key).loc["overall", "logrank_p"])
+    else:
+        from .._ml import training as tr
+
+        p = tr.stored_params(adata, key)
+        t, e = tr.survival_outcome(adata, str(p["time"]), str(p["event"]))
+        _, pval = logrank_test(t, e, adata.obs[groupby].astype(str).to_numpy())
+    title = "cross-validated risk groups" if groupby is None else str(groupby)
+    ax.set_title(f"{title}: log-rank p = {pval:.2g}", fontsize="medium")
+    ax.legend(frameon=False, fontsize="small", loc="lower left")
+    style_axes(ax)
     return ax

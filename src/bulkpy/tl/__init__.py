@@ -5,10 +5,10 @@ from ._deseq import deseq
 from ._edger import edger
 from ._enrichment import gsea, ora, score
 from ._limma import limma, voom
-from ._ml import classify, cluster, predict
+from ._ml import classify, cluster, predict, regress, survival
 from ._rank_test import rank_test
 
 __all__ = [
-    "camera", "classify", "cluster", "deseq", "edger", "fry", "gsea", "limma", "ora", "predict", "rank_test", "score",
-    "voom",
+    "camera", "classify", "cluster", "deseq", "edger", "fry", "gsea", "limma", "ora", "predict", "rank_test", "regress",
+    "score", "survival", "voom",
 ]

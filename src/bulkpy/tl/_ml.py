@@ -1,10 +1,13 @@
 """Machine learning on samples: leak-free cross-validated classification (``bk.tl.classify``),
-prediction of new samples (``bk.tl.predict``) and (consensus) clustering (``bk.tl.cluster``).
+regression (``bk.tl.regress``) and survival (``bk.tl.survival``, penalised Cox), prediction of new
+samples (``bk.tl.predict``) and (consensus) clustering (``bk.tl.cluster``).
 
-The fitted scikit-learn pipeline is not stored in the AnnData (pickled objects do not round-trip
-through h5ad and would not open without bulkpy). ``bk.tl.classify`` stores everything needed to
-rebuild it — the data fingerprint, the settings and the hyper-parameters chosen — and
-:func:`bulkpy.get.classifier` refits the identical pipeline from them on demand.
+The three supervised tools share one pipeline (:mod:`bulkpy._ml`) and one nested
+cross-validation (:func:`bulkpy._ml.training.cross_validate`). The fitted scikit-learn pipeline is
+not stored in the AnnData (pickled objects do not round-trip through h5ad and would not open
+without bulkpy). Each tool stores everything needed to rebuild it — the data fingerprint, the
+settings (for an estimator object its class path and parameters) and the hyper-parameters chosen —
+and :func:`bulkpy.get.classifier` refits the identical pipeline from them on demand.
 """
 
 from __future__ import annotations
@@ -43,13 +46,76 @@ def _check_int(value, name: str, minimum: int) -> int:
     return int(value)
 
 
-@doc_params(adata=doc_adata, copy=doc_copy, copy_returns=doc_copy_returns, key_added=_doc_key_classify)
+_doc_pipeline = """\
+layer
+    Layer with raw counts (``None`` for ``X``); with ``normalization="none"`` a layer already
+    on a log scale (e.g. ``"vst"``; then that transformation saw all samples).
+features
+    Gene selection in each training fold: ``"variance"`` (most variable genes after
+    normalisation), ``"de"`` (genes most associated with the target in the training fold: limma's
+    moderated F between classes, the squared moderated t of the slope of a continuous target, or
+    the squared univariate Cox score statistic for survival) or ``"all"``.
+n_features
+    Number of genes selected.
+normalization
+    ``"log_cpm"`` (edgeR TMM log-CPM, prior count 2), ``"vst"`` (DESeq2 VST; slow on many
+    genes), ``"log_norm"`` (DESeq2 ``normTransform``: log2 of size-factor normalised counts
+    + 1) or ``"none"`` (``layer`` used as it is).
+filter_genes
+    Apply ``filterByExpr`` in each training fold (count normalisations only).
+cv
+    Number of outer folds.
+inner_cv
+    Number of inner folds for the hyper-parameter search.
+seed
+    Seed of the fold assignment and of the models' randomness (an estimator object whose
+    ``random_state`` is ``None`` gets ``seed``)."""
+
+_doc_estimator = """\
+An estimator object (any scikit-learn compatible estimator, unfitted; it is cloned) takes the
+place of the built-in model: it gets the same per-fold filtering, normalisation, selection and
+scaling. Its ``param_grid`` names its own parameters; without one it is fitted as given. The
+stored parameters describe it (``estimator``: the import path of its class,
+``estimator_params``: its ``get_params(deep=False)`` as JSON, nested estimators included), and
+:func:`bulkpy.get.classifier` rebuilds it from them when the class can be imported by that path."""
+
+
+def _check_common(adata, *, copy, filter_genes, key_added, features, normalization, n_features, cv, inner_cv, seed):
+    from .. import _ml
+
+    check_adata(adata)
+    check_bool(copy, "copy")
+    check_bool(filter_genes, "filter_genes")
+    check_key(key_added, "key_added")
+    check_choice(features, _ml.FEATURES, "features")
+    check_choice(normalization, _ml.NORMALIZATIONS, "normalization")
+    return (_check_int(n_features, "n_features", 1), _check_int(cv, "cv", 2), _check_int(inner_cv, "inner_cv", 2),
+            _check_int(seed, "seed", 0))
+
+
+def _resolve_model(model, task: str, seed: int) -> tuple[object, dict]:
+    """The model for the pipeline (a name, or a checked clone of an estimator object) and the
+    params that describe it."""
+    from .._ml import TASK_MODELS
+    from .._ml.estimators import check_estimator, describe
+
+    if isinstance(model, str):
+        check_choice(model, TASK_MODELS[task], "model")
+        return model, {"model": model}
+    est = check_estimator(model, task, seed)
+    d = describe(est)
+    return est, {"model": "estimator", "estimator": d["estimator"], "estimator_params": d["estimator_params"],
+                 "estimator_rebuildable": d["rebuildable"]}
+
+
+@doc_params(adata=doc_adata, copy=doc_copy, copy_returns=doc_copy_returns, key_added=_doc_key_classify,
+            pipeline=_doc_pipeline, estimator=_doc_estimator)
 def classify(
     adata,
     *,
     label: str,
     layer: str | None = "counts",
-    model: str = "logistic",
+    model="logistic",
     features: str = "variance",
     n_features: int = 500,
     normalization: str = "log_cpm",
@@ -80,43 +146,28 @@ def classify(
     :func:`bulkpy.get.classifier` rebuilds it (for :func:`bulkpy.tl.predict`). Results do not
     depend on the number of threads: everything runs with ``n_jobs=1`` and fixed seeds.
 
+    {estimator}
+
     Parameters
     ----------
     {adata}
     label
         ``obs`` column with the class of every sample (two or more classes; values are compared
-        as strings; missing values are an error).
-    layer
-        Layer with raw counts (``None`` for ``X``); with ``normalization="none"`` a layer already
-        on a log scale (e.g. ``"vst"``; then that transformation saw all samples).
+        as strings; missing values are an error). Every class needs at least ``cv`` samples.
     model
         ``"logistic"`` (L2 logistic regression), ``"random_forest"``, ``"svm"`` (linear SVM with
-        sigmoid-calibrated probabilities, scikit-learn's ``CalibratedClassifierCV``) or ``"knn"``.
-    features
-        Gene selection in each training fold: ``"variance"`` (most variable genes after
-        normalisation), ``"de"`` (largest limma moderated F / squared moderated t between the
-        classes) or ``"all"``.
-    n_features
-        Number of genes selected.
-    normalization
-        ``"log_cpm"`` (edgeR TMM log-CPM, prior count 2), ``"vst"`` (DESeq2 VST; slow on many
-        genes), ``"log_norm"`` (DESeq2 ``normTransform``: log2 of size-factor normalised counts
-        + 1) or ``"none"`` (``layer`` used as it is).
-    filter_genes
-        Apply ``filterByExpr`` in each training fold (count normalisations only).
-    cv
-        Number of outer folds; every class needs at least ``cv`` samples.
-    inner_cv
-        Number of inner folds for the hyper-parameter search.
+        sigmoid-calibrated probabilities, scikit-learn's ``CalibratedClassifierCV``), ``"knn"``,
+        ``"mlp"`` (scikit-learn's ``MLPClassifier``: one hidden layer of 32 ReLU units, L-BFGS,
+        L2 penalty ``alpha`` tuned), or a classifier object with ``predict_proba``.
     param_grid
         Hyper-parameter grid ``{{name: [values]}}``; names without ``"__"`` are parameters of the
-        model (``C``, ``n_estimators``, ``max_depth``, ``n_neighbors``...), names with it
-        address pipeline steps (``"select__n_features"``). ``None`` uses the defaults (logistic:
-        ``C`` in 0.001–1; random forest: ``n_estimators`` 100/300 × ``max_depth`` None/5; SVM:
-        ``C`` in 0.001–1; k-NN: ``n_neighbors`` 3–9); ``{{}}`` fits without tuning. Values must be
+        model (``C``, ``n_estimators``, ``max_depth``, ``n_neighbors``, ``alpha``...), names with
+        it address pipeline steps (``"select__n_features"``). ``None`` uses the defaults
+        (logistic: ``C`` in 0.001–1; random forest: ``n_estimators`` 100/300 × ``max_depth``
+        None/5; SVM: ``C`` in 0.001–1; k-NN: ``n_neighbors`` 3–9; MLP: ``alpha`` 1/10/100; an
+        estimator object: no tuning); ``{{}}`` fits without tuning. Values must be
         JSON-serialisable so that the choice can be stored.
-    seed
-        Seed of the fold assignment and of the models' randomness.
+    {pipeline}
     {key_added}
     {copy}
 
@@ -131,12 +182,13 @@ def classify(
         - ``obsm[f"{{key_added}}_proba"]``: out-of-fold class probabilities, one column per class;
         - ``var[f"{{key_added}}_importance"]``: importance of each gene in the final model
           (mean absolute coefficient of the standardised gene, or impurity importance; 0 for genes
-          not selected; NaN for k-NN, which has none);
+          not selected; NaN for models without either: k-NN, MLP, many estimator objects);
         - ``var[f"{{key_added}}_selected_fraction"]``: fraction of the outer folds that selected the gene;
         - ``uns[key_added]["metrics"]``: ROC AUC, accuracy, balanced accuracy and size of every
           outer fold and of all out-of-fold predictions pooled (row ``"overall"``);
-        - ``uns[key_added]["params"]``: the settings, the classes, the hyper-parameters chosen per
-          fold and for the final model (JSON text), the data fingerprint and versions.
+        - ``uns[key_added]["params"]``: the settings, the model (or the estimator's class path and
+          parameters), the classes, the hyper-parameters chosen per fold and for the final model
+          (JSON text), the data fingerprint and versions.
 
     Examples
     --------
@@ -147,54 +199,40 @@ def classify(
     ['treated', 'untreated']
     >>> bk.get.classification_metrics(adata).columns.tolist()
     ['roc_auc', 'accuracy', 'balanced_accuracy', 'n_samples']
+
+    Any scikit-learn classifier with ``predict_proba`` fits into the same pipeline:
+
+    >>> from sklearn.linear_model import LogisticRegression
+    >>> bk.tl.classify(adata, label="condition", model=LogisticRegression(C=0.1), cv=3, n_features=100,
+    ...                key_added="lr")
+    >>> adata.uns["lr"]["params"]["estimator"]
+    'sklearn.linear_model.LogisticRegression'
     """
     from .. import _ml
     from .._ml import training as tr
 
-    check_adata(adata)
-    check_bool(copy, "copy")
-    check_bool(filter_genes, "filter_genes")
-    check_key(key_added, "key_added")
-    check_choice(model, _ml.MODELS, "model")
-    check_choice(features, _ml.FEATURES, "features")
-    check_choice(normalization, _ml.NORMALIZATIONS, "normalization")
-    n_features = _check_int(n_features, "n_features", 1)
-    cv = _check_int(cv, "cv", 2)
-    inner_cv = _check_int(inner_cv, "inner_cv", 2)
-    seed = _check_int(seed, "seed", 0)
+    n_features, cv, inner_cv, seed = _check_common(
+        adata, copy=copy, filter_genes=filter_genes, key_added=key_added, features=features,
+        normalization=normalization, n_features=n_features, cv=cv, inner_cv=inner_cv, seed=seed)
+    est, model_params = _resolve_model(model, "classification", seed)
     y, classes = tr.labels(adata, label)
-    grid, grid_json = tr.resolve_grid(model, param_grid)
+    grid, grid_json = tr.resolve_grid(est, param_grid, "classification")
     tune = bool(grid)
-    tr.check_class_sizes(y, classes, cv=cv, inner_cv=inner_cv, model=model, tune=tune)
+    tr.check_class_sizes(y, classes, cv=cv, inner_cv=inner_cv, model=model if isinstance(model, str) else "", tune=tune)
     if model == "knn":
         grid = tr.check_knn_grid(grid, y, cv=cv, inner_cv=inner_cv, tune=tune)
     X = tr.matrix(adata, layer, normalization)
     check_unique_names(adata)
-    n, g = X.shape
+    g = X.shape[1]
 
-    from sklearn.model_selection import StratifiedKFold
-
-    proba = np.full((n, classes.size), np.nan)
-    fold_of = np.zeros(n, dtype=np.int64)
-    selected = np.zeros(g)
-    fold_params, fold_rows = [], {}
-    settings = {"model": model, "normalization": normalization, "features": features, "n_features": n_features,
+    settings = {"normalization": normalization, "features": features, "n_features": n_features,
                 "filter_genes": filter_genes, "seed": seed}
-    pipe = _ml.make_pipeline(**settings)
-    # one BLAS thread: small model fits are far faster without thread start-up and contention, and
-    # the results can not depend on how the machine splits a reduction between threads
-    with threadpool_limits(limits=1):
-        outer = StratifiedKFold(cv, shuffle=True, random_state=seed)
-        for i, (train, test) in enumerate(outer.split(X, y), start=1):
-            fitted, best = tr.fit_tuned(pipe, grid, X[train], y[train], inner_cv=inner_cv, seed=seed)
-            proba[test] = tr.proba_frame(fitted, X[test], classes)
-            fold_of[test] = i
-            selected[_ml.pipeline.selected_genes(fitted, g)] += 1
-            fold_params.append(json.dumps(best, sort_keys=True))
-            fold_rows[f"fold_{i}"] = tr.metrics(y[test], proba[test], classes)
-        final, final_best = tr.fit_tuned(pipe, grid, X, y, inner_cv=inner_cv, seed=seed)
-        importance = _ml.gene_importances(final, g)
-        n_selected = int(_ml.pipeline.selected_genes(final, g).size)
+    pipe = _ml.make_pipeline(model=est, **settings)
+    res = tr.cross_validate(pipe, grid, X, y, task="classification", cv=cv, inner_cv=inner_cv, seed=seed,
+                            predict=lambda fit, x: tr.proba_frame(fit, x, classes), n_out=classes.size)
+    proba = res["predictions"]
+    final = res["final"]
+    fold_rows = {f"fold_{i}": tr.metrics(y[t], proba[t], classes) for i, t in enumerate(res["tests"], start=1)}
     fold_rows["overall"] = tr.metrics(y, proba, classes)
     table = pd.DataFrame.from_dict(fold_rows, orient="index")[["roc_auc", "accuracy", "balanced_accuracy", "n_samples"]]
     pred = pd.Categorical(classes[np.argmax(proba, axis=1)], categories=list(classes))
@@ -203,60 +241,83 @@ def classify(
         "method": tr.METHOD,
         "label": label,
         "layer": layer,
+        **model_params,
         **settings,
         "cv": cv,
         "inner_cv": inner_cv,
         "param_grid": grid_json,
         "scoring": "roc_auc" if classes.size == 2 else "roc_auc_ovr (macro)",
         "classes": list(classes),
-        "best_params_per_fold": fold_params,
-        "final_params": json.dumps(final_best, sort_keys=True),
-        "n_genes_final_model": n_selected,
+        "best_params_per_fold": res["fold_params"],
+        "final_params": json.dumps(res["final_params"], sort_keys=True),
+        "n_genes_final_model": int(_ml.pipeline.selected_genes(final, g).size),
         "fingerprint": tr.fingerprint(X, y, adata.obs_names, adata.var_names),
     }
 
     adata = start(adata, copy)
-    adata.obs[f"{key_added}_prediction"] = pd.Categorical(pred, categories=list(classes))
-    adata.obs[f"{key_added}_fold"] = fold_of
+    adata.obs[f"{key_added}_prediction"] = pred
+    adata.obs[f"{key_added}_fold"] = res["fold"]
     adata.obsm[f"{key_added}_proba"] = pd.DataFrame(proba, index=adata.obs_names, columns=[str(c) for c in classes])
-    adata.var[f"{key_added}_importance"] = importance
-    adata.var[f"{key_added}_selected_fraction"] = selected / cv
+    adata.var[f"{key_added}_importance"] = _ml.gene_importances(final, g)
+    adata.var[f"{key_added}_selected_fraction"] = res["selected"] / cv
     adata.uns.pop(key_added, None)
     write_params(adata, key_added, params, metrics=table)
     return finish(adata, copy)
 
 
-@doc_params(adata=doc_adata, copy=doc_copy, copy_returns=doc_copy_returns)
-def predict(
+@doc_params(adata=doc_adata, copy=doc_copy, copy_returns=doc_copy_returns, pipeline=_doc_pipeline,
+            estimator=_doc_estimator)
+def regress(
     adata,
     *,
-    model,
-    model_key: str = "classify",
+    target: str,
     layer: str | None = "counts",
-    label: str | None = None,
-    key_added: str = "predict",
+    model="elastic_net",
+    features: str = "variance",
+    n_features: int = 500,
+    normalization: str = "log_cpm",
+    filter_genes: bool = True,
+    cv: int = 5,
+    inner_cv: int = 3,
+    param_grid: dict | None = None,
+    seed: int = 0,
+    key_added: str = "regress",
     copy: bool = False,
 ):
-    """Predict the class of new samples with a classifier trained by :func:`bulkpy.tl.classify`.
+    """Predict a continuous sample outcome (age, a score, a dose...) from expression with
+    nested, leak-free cross-validation.
 
-    The pipeline normalises each new sample against what it learnt from the training samples
-    (the TMM reference sample, the DESeq2 geometric means, the dispersion trend), so a sample's
-    prediction does not depend on the other new samples. The genes are matched by name: every
-    training gene must be present in ``adata`` (others are ignored).
+    The pipeline of :func:`bulkpy.tl.classify`, with a regressor at the end: ``filterByExpr``
+    (without groups), the normalisation, the gene selection (variance, or the squared limma
+    moderated t of the slope of ``expression ~ target`` in the training fold) and the
+    standardisation are all learnt on the training samples of each fold only. The samples are
+    split into ``cv`` shuffled folds; in each, the hyper-parameters are chosen by an inner
+    ``inner_cv``-fold grid search on the training part (mean R² over the inner folds), the
+    pipeline refitted on the whole training part and the held-out samples predicted. A final
+    pipeline is tuned and fitted the same way on all samples (gene importances;
+    :func:`bulkpy.get.classifier` rebuilds it for :func:`bulkpy.tl.predict`). The built-in models
+    learn the standardised target (scikit-learn's ``TransformedTargetRegressor``), so that the
+    default penalty grids suit any unit; predictions are on the target's scale.
+
+    {estimator}
 
     Parameters
     ----------
     {adata}
+    target
+        Numeric ``obs`` column to predict (finite for every sample; NaN is an error: subset to
+        the samples where it is known).
     model
-        A fitted pipeline from :func:`bulkpy.get.classifier`, or the AnnData that
-        :func:`bulkpy.tl.classify` was run on (its classifier is rebuilt first).
-    model_key
-        The ``key_added`` of the classification when ``model`` is an AnnData.
-    layer
-        Layer of ``adata`` holding the same kind of values the model was trained on (raw counts
-        for the count normalisations); ``None`` uses ``X``.
-    label
-        Optional ``obs`` column with the true classes; when given, the metrics are stored too.
+        ``"elastic_net"`` (``ElasticNet``, ``alpha`` tuned, ``l1_ratio`` 0.5), ``"ridge"``,
+        ``"random_forest"`` (``RandomForestRegressor``, 300 trees, ``max_features`` tuned),
+        ``"mlp"`` (``MLPRegressor``: one hidden layer of 32 ReLU units, L-BFGS, ``alpha``
+        tuned), or a regressor object.
+    param_grid
+        Hyper-parameter grid ``{{name: [values]}}`` (names without ``"__"`` are the model's
+        parameters, with it pipeline steps). ``None`` uses the defaults (elastic net: ``alpha``
+        0.01–0.3; ridge: ``alpha`` 1–1000; random forest: ``max_features`` 0.1/0.3; MLP:
+        ``alpha`` 1/10/100; an estimator object: no tuning); ``{{}}`` fits without tuning.
+    {pipeline}
     key_added
         Key of the result.
     {copy}
@@ -267,11 +328,323 @@ def predict(
         {copy_returns}
         Writes
 
-        - ``obs[f"{{key_added}}_prediction"]``: the predicted class (categorical);
-        - ``obsm[f"{{key_added}}_proba"]``: class probabilities, one column per class;
-        - ``uns[key_added]["params"]``: the model's classes and settings, ``label``, layer, versions;
-        - ``uns[key_added]["metrics"]``: with ``label``, ROC AUC, accuracy and balanced accuracy
-          (row ``"overall"``).
+        - ``obs[f"{{key_added}}_prediction"]``: out-of-fold prediction of the target;
+        - ``obs[f"{{key_added}}_fold"]``: the outer fold (1..cv) in which each sample was tested;
+        - ``var[f"{{key_added}}_importance"]``: importance of each gene in the final model
+          (absolute coefficient of the standardised gene, or impurity importance; 0 for genes not
+          selected; NaN for models without either, such as the MLP);
+        - ``var[f"{{key_added}}_selected_fraction"]``: fraction of the outer folds that selected the gene;
+        - ``uns[key_added]["metrics"]``: ``r2``, ``rmse``, ``spearman``, ``pearson`` and
+          ``n_samples`` of every outer fold and of all out-of-fold predictions pooled (row
+          ``"overall"``);
+        - ``uns[key_added]["params"]``: the settings, the model (or the estimator's class path and
+          parameters), the hyper-parameters chosen per fold and for the final model (JSON text),
+          the data fingerprint and versions.
+
+    Examples
+    --------
+    >>> import bulkpy as bk
+    >>> adata = bk.datasets.pasilla()
+    >>> adata.obs["depth"] = adata.layers["counts"].sum(axis=1) / 1e6
+    >>> bk.tl.regress(adata, target="depth", model="ridge", cv=3, param_grid={{}}, n_features=50)
+    >>> bk.get.regression_metrics(adata).columns.tolist()
+    ['r2', 'rmse', 'spearman', 'pearson', 'n_samples']
+    """
+    from .. import _ml
+    from .._ml import training as tr
+
+    n_features, cv, inner_cv, seed = _check_common(
+        adata, copy=copy, filter_genes=filter_genes, key_added=key_added, features=features,
+        normalization=normalization, n_features=n_features, cv=cv, inner_cv=inner_cv, seed=seed)
+    est, model_params = _resolve_model(model, "regression", seed)
+    y = tr.target(adata, target)
+    grid, grid_json = tr.resolve_grid(est, param_grid, "regression")
+    tr.check_fold_sizes(y.size, cv=cv, inner_cv=inner_cv, tune=bool(grid))
+    X = tr.matrix(adata, layer, normalization)
+    check_unique_names(adata)
+    g = X.shape[1]
+
+    settings = {"normalization": normalization, "features": features, "n_features": n_features,
+                "filter_genes": filter_genes, "seed": seed}
+    pipe = _ml.make_pipeline(model=est, task="regression", **settings)
+    res = tr.cross_validate(pipe, grid, X, y, task="regression", cv=cv, inner_cv=inner_cv, seed=seed,
+                            predict=lambda fit, x: fit.predict(x), n_out=1)
+    pred = res["predictions"][:, 0]
+    final = res["final"]
+    rows = {f"fold_{i}": tr.regression_metrics(y[t], pred[t]) for i, t in enumerate(res["tests"], start=1)}
+    rows["overall"] = tr.regression_metrics(y, pred)
+    table = pd.DataFrame.from_dict(rows, orient="index")[["r2", "rmse", "spearman", "pearson", "n_samples"]]
+
+    params = {
+        "method": tr.METHOD_REGRESSION,
+        "target": target,
+        "layer": layer,
+        **model_params,
+        **settings,
+        "cv": cv,
+        "inner_cv": inner_cv,
+        "param_grid": grid_json,
+        "scoring": "r2",
+        "best_params_per_fold": res["fold_params"],
+        "final_params": json.dumps(res["final_params"], sort_keys=True),
+        "n_genes_final_model": int(_ml.pipeline.selected_genes(final, g).size),
+        "fingerprint": tr.fingerprint(X, y, adata.obs_names, adata.var_names),
+    }
+    adata = start(adata, copy)
+    adata.obs[f"{key_added}_prediction"] = pred
+    adata.obs[f"{key_added}_fold"] = res["fold"]
+    adata.var[f"{key_added}_importance"] = _ml.gene_importances(final, g)
+    adata.var[f"{key_added}_selected_fraction"] = res["selected"] / cv
+    adata.uns.pop(key_added, None)
+    write_params(adata, key_added, params, metrics=table)
+    return finish(adata, copy)
+
+
+def _risk_thresholds(train_risk: np.ndarray, n_groups: int) -> list[float]:
+    """Cut points of the risk groups: the ``1/n_groups`` quantiles of the training risk scores."""
+    return [float(q) for q in np.quantile(train_risk, np.arange(1, n_groups) / n_groups)]
+
+
+def risk_group_names(n_groups: int) -> list[str]:
+    """``low``/``high``, ``low``/``intermediate``/``high``, else ``risk_1``...``risk_k``."""
+    return {2: ["low", "high"], 3: ["low", "intermediate", "high"]}.get(n_groups, [f"risk_{i}" for i in range(1, n_groups + 1)])
+
+
+def assign_risk_groups(risk: np.ndarray, thresholds) -> np.ndarray:
+    """Group index of each risk score (0 = lowest risk); a score equal to a cut goes below it."""
+    return np.searchsorted(np.asarray(thresholds, dtype=np.float64), risk, side="left")
+
+
+@doc_params(adata=doc_adata, copy=doc_copy, copy_returns=doc_copy_returns, pipeline=_doc_pipeline)
+def survival(
+    adata,
+    *,
+    time: str,
+    event: str,
+    layer: str | None = "counts",
+    features: str = "variance",
+    n_features: int = 500,
+    normalization: str = "log_cpm",
+    filter_genes: bool = True,
+    cv: int = 5,
+    inner_cv: int = 3,
+    param_grid: dict | None = None,
+    n_groups: int = 2,
+    seed: int = 0,
+    key_added: str = "survival",
+    copy: bool = False,
+):
+    """Predict survival (time to an event, with censoring) from expression with a penalised Cox
+    model and nested, leak-free cross-validation.
+
+    The pipeline of :func:`bulkpy.tl.classify` with an elastic-net penalised Cox
+    proportional-hazards model at the end (scikit-survival's coxnet, the model of R's
+    ``glmnet(family = "cox")``), fitted along a warm-started path down to the penalty ``alpha``:
+    ``filterByExpr`` (without groups), the normalisation, the gene selection (variance, or the
+    squared univariate Cox score statistic in the training fold) and the standardisation are all
+    learnt on the training samples of each fold only. The folds are stratified by the event
+    indicator; the penalty is chosen by an inner grid search on Harrell's concordance index.
+
+    Each held-out sample gets a risk score (the linear predictor, log relative hazard) from its
+    fold's model, and a risk group by that fold's cut points: the quantiles of the *training*
+    samples' risk scores (the median for two groups), so the groups are cross-validated too
+    (Simon et al. 2011, J Natl Cancer Inst 103:1-10). The concordance index of the out-of-fold
+    risk scores is reported per fold and pooled; the log-rank test of the cross-validated risk
+    groups is reported beside it (its p-value is approximate: the groups come from different fold
+    models).
+
+    Needs scikit-survival (``pip install "bulkpy[survival]"``).
+
+    Parameters
+    ----------
+    {adata}
+    time
+        Numeric ``obs`` column with the follow-up time (> 0): time to the event, or to the last
+        contact for censored samples.
+    event
+        ``obs`` column with the event indicator: ``True``/1 for an event, ``False``/0 for censored.
+    param_grid
+        Hyper-parameter grid ``{{name: [values]}}`` of the Cox model (``alpha``, the penalty on
+        standardised genes, and ``l1_ratio`` in (0, 1], 1 being the lasso) or of pipeline steps
+        (names with ``"__"``). ``None`` uses ``alpha`` in 0.01–0.3 with ``l1_ratio`` 0.5; ``{{}}``
+        fits ``alpha=0.1`` without tuning.
+    n_groups
+        Number of risk groups (2: ``low``/``high`` at the training median; 3: tertiles
+        ``low``/``intermediate``/``high``).
+    {pipeline}
+    key_added
+        Key of the result.
+    {copy}
+
+    Returns
+    -------
+    AnnData | None
+        {copy_returns}
+        Writes
+
+        - ``obs[f"{{key_added}}_risk"]``: out-of-fold risk score (higher: earlier event);
+        - ``obs[f"{{key_added}}_risk_group"]``: cross-validated risk group (categorical, lowest first);
+        - ``obs[f"{{key_added}}_fold"]``: the outer fold (1..cv) in which each sample was tested;
+        - ``var[f"{{key_added}}_coef"]``: log hazard ratio per standard deviation of each gene in
+          the final model (0 for genes not selected or shrunk to zero);
+        - ``var[f"{{key_added}}_importance"]``: its absolute value;
+        - ``var[f"{{key_added}}_selected_fraction"]``: fraction of the outer folds that selected the gene;
+        - ``uns[key_added]["metrics"]``: ``concordance`` (Harrell's C), ``n_samples`` and
+          ``n_events`` of every outer fold and pooled (``"overall"``), with ``logrank_chi2`` and
+          ``logrank_p`` of the risk groups in the ``"overall"`` row;
+        - ``uns[key_added]["params"]``: the settings, the hyper-parameters chosen per fold and for
+          the final model (JSON text), the final model's risk cut points, whether every Cox fit
+          converged, the data fingerprint and versions.
+
+    Examples
+    --------
+    >>> import numpy as np, bulkpy as bk
+    >>> adata = bk.datasets.geuvadis85()[:, :300].copy()
+    >>> rng = np.random.default_rng(0)
+    >>> adata.obs["months"] = rng.exponential(24, adata.n_obs) + 1
+    >>> adata.obs["died"] = rng.random(adata.n_obs) < 0.7
+    >>> bk.tl.survival(adata, time="months", event="died", cv=3, n_features=20, param_grid={{}})
+    >>> adata.obs["survival_risk_group"].cat.categories.tolist()
+    ['low', 'high']
+    >>> bk.get.survival_metrics(adata).columns.tolist()
+    ['concordance', 'n_samples', 'n_events', 'logrank_chi2', 'logrank_p']
+    """
+    from .. import _ml
+    from .._ml import training as tr
+    from .._ml.survival import require_sksurv, survival_target
+    from .._stats import ml as eng
+
+    n_features, cv, inner_cv, seed = _check_common(
+        adata, copy=copy, filter_genes=filter_genes, key_added=key_added, features=features,
+        normalization=normalization, n_features=n_features, cv=cv, inner_cv=inner_cv, seed=seed)
+    n_groups = _check_int(n_groups, "n_groups", 2)
+    t, e = tr.survival_outcome(adata, time, event)
+    y = survival_target(t, e)
+    grid, grid_json = tr.resolve_grid("coxnet", param_grid, "survival")
+    tr.check_fold_sizes(int(e.sum()), cv=cv, inner_cv=inner_cv, tune=bool(grid), what="events")
+    X = tr.matrix(adata, layer, normalization)
+    check_unique_names(adata)
+    require_sksurv()
+    g = X.shape[1]
+
+    settings = {"normalization": normalization, "features": features, "n_features": n_features,
+                "filter_genes": filter_genes, "seed": seed}
+    pipe = _ml.make_pipeline(model="coxnet", task="survival", **settings)
+    res = tr.cross_validate(pipe, grid, X, y, task="survival", cv=cv, inner_cv=inner_cv, seed=seed,
+                            predict=lambda fit, x: fit.predict(x), n_out=1)
+    risk = res["predictions"][:, 0]
+    group = np.zeros(t.size, dtype=np.int64)
+    for fit, train, test in res["fitted"]:
+        group[test] = assign_risk_groups(risk[test], _risk_thresholds(fit.predict(X[train]), n_groups))
+    final = res["final"]
+    rows = {f"fold_{i}": tr.survival_metrics(y[k], risk[k]) for i, k in enumerate(res["tests"], start=1)}
+    rows["overall"] = tr.survival_metrics(y, risk)
+    table = pd.DataFrame.from_dict(rows, orient="index")[["concordance", "n_samples", "n_events"]]
+    chi2, p = eng.logrank_test(t, e, group)
+    table["logrank_chi2"] = np.nan
+    table["logrank_p"] = np.nan
+    table.loc["overall", ["logrank_chi2", "logrank_p"]] = [chi2, p]
+    coef = np.zeros(g)
+    coef[_ml.pipeline.selected_genes(final, g)] = final.named_steps["model"].coef_
+    converged = all(f.named_steps["model"].converged_ for f, _, _ in res["fitted"]) and final.named_steps["model"].converged_
+    names = risk_group_names(n_groups)
+
+    params = {
+        "method": tr.METHOD_SURVIVAL,
+        "time": time,
+        "event": event,
+        "layer": layer,
+        "model": "coxnet",
+        **settings,
+        "cv": cv,
+        "inner_cv": inner_cv,
+        "param_grid": grid_json,
+        "scoring": "harrell_c",
+        "n_groups": n_groups,
+        "risk_groups": names,
+        "risk_thresholds": _risk_thresholds(final.predict(X), n_groups),
+        "converged": bool(converged),
+        "best_params_per_fold": res["fold_params"],
+        "final_params": json.dumps(res["final_params"], sort_keys=True),
+        "n_genes_final_model": int(np.count_nonzero(coef)),
+        "fingerprint": tr.fingerprint(X, y, adata.obs_names, adata.var_names),
+    }
+    adata = start(adata, copy)
+    adata.obs[f"{key_added}_risk"] = risk
+    adata.obs[f"{key_added}_risk_group"] = pd.Categorical([names[i] for i in group], categories=names)
+    adata.obs[f"{key_added}_fold"] = res["fold"]
+    adata.var[f"{key_added}_coef"] = coef
+    adata.var[f"{key_added}_importance"] = np.abs(coef)
+    adata.var[f"{key_added}_selected_fraction"] = res["selected"] / cv
+    adata.uns.pop(key_added, None)
+    write_params(adata, key_added, params, metrics=table)
+    return finish(adata, copy)
+
+
+_PREDICTION_METHOD = {"classification": "bulkpy classifier prediction", "regression": "bulkpy regression prediction",
+                      "survival": "bulkpy survival prediction"}
+
+
+@doc_params(adata=doc_adata, copy=doc_copy, copy_returns=doc_copy_returns)
+def predict(
+    adata,
+    *,
+    model,
+    model_key: str = "classify",
+    layer: str | None = "counts",
+    label: str | None = None,
+    time: str | None = None,
+    event: str | None = None,
+    key_added: str = "predict",
+    copy: bool = False,
+):
+    """Apply a model trained by :func:`bulkpy.tl.classify`, :func:`bulkpy.tl.regress` or
+    :func:`bulkpy.tl.survival` to new samples.
+
+    The pipeline normalises each new sample against what it learnt from the training samples
+    (the TMM reference sample, the DESeq2 geometric means, the dispersion trend), so a sample's
+    prediction does not depend on the other new samples. The genes are matched by name: every
+    training gene must be present in ``adata`` (others are ignored). A survival model's risk
+    groups use the cut points of the final model's training risk scores.
+
+    Parameters
+    ----------
+    {adata}
+    model
+        A fitted pipeline from :func:`bulkpy.get.classifier`, or the AnnData the model was
+        trained on (the model is rebuilt first).
+    model_key
+        The ``key_added`` of the training run when ``model`` is an AnnData.
+    layer
+        Layer of ``adata`` holding the same kind of values the model was trained on (raw counts
+        for the count normalisations); ``None`` uses ``X``.
+    label
+        Optional ``obs`` column with the true classes (classification) or the true values
+        (regression); when given, the metrics are stored too.
+    time
+        Optional ``obs`` column with the observed follow-up time of the new samples (survival
+        models; with ``event``); when given, the concordance index is stored.
+    event
+        Optional ``obs`` column with the observed event indicator of the new samples (with ``time``).
+    key_added
+        Key of the result.
+    {copy}
+
+    Returns
+    -------
+    AnnData | None
+        {copy_returns}
+        Writes
+
+        - ``obs[f"{{key_added}}_prediction"]``: the predicted class (categorical) or value;
+        - ``obsm[f"{{key_added}}_proba"]``: (classification) class probabilities, one column per class;
+        - ``obs[f"{{key_added}}_risk"]``, ``obs[f"{{key_added}}_risk_group"]``: (survival) risk
+          score and risk group;
+        - ``uns[key_added]["params"]``: the task, the model's classes and settings, ``label``
+          (or ``time``/``event``), layer, versions;
+        - ``uns[key_added]["metrics"]``: with true values, the metrics of the task (row
+          ``"overall"``): ROC AUC, accuracy and balanced accuracy; R², RMSE, Spearman, Pearson;
+          or concordance.
 
     Examples
     --------
@@ -295,19 +668,34 @@ def predict(
     check_bool(copy, "copy")
     check_key(key_added, "key_added")
     source = "pipeline"
+    thresholds = None
     if isinstance(model, AnnData):
         source = f"bk.get.classifier(model, key={model_key!r})"
         info = tr.stored_params(model, model_key)
-        info = {k: info[k] for k in ("label", "model", "normalization", "features", "n_features", "final_params")}
+        task = info["task"]
+        keep = ["model", "normalization", "features", "n_features", "final_params"]
+        keep += {"classification": ["label"], "regression": ["target"], "survival": ["time", "event"]}[task]
+        keep += ["estimator"] if info["model"] == "estimator" else []
+        if task == "survival":
+            thresholds = np.atleast_1d(np.asarray(info["risk_thresholds"], dtype=np.float64))
+            group_names = [str(v) for v in np.atleast_1d(info["risk_groups"])]
+        info = {k: info[k] for k in keep}
         model = get.classifier(model, key=model_key)
     elif isinstance(model, Pipeline):
         info = {}
+        task = tr.pipeline_task(model)
     else:
         raise TypeError(
             f"model must be a fitted pipeline from bk.get.classifier or an AnnData analysed with bk.tl.classify, "
-            f"got {type(model).__name__}"
+            f"bk.tl.regress or bk.tl.survival, got {type(model).__name__}"
         )
     check_is_fitted(model)
+    if label is not None and task == "survival":
+        raise ValueError("a survival model is compared with the truth through time= and event=, not label=")
+    if (time is not None or event is not None) and task != "survival":
+        raise ValueError(f"time= and event= are for survival models; this is a {task} model (use label=)")
+    if (time is None) != (event is None):
+        raise ValueError("give both time= and event= (or neither)")
     genes = getattr(model, "feature_names_in_", None)
     if genes is None:
         raise TypeError("the pipeline was not fitted on named genes; build it with bk.get.classifier")
@@ -316,35 +704,58 @@ def predict(
     if (pos < 0).any():
         missing = genes[pos < 0]
         raise KeyError(
-            f"{missing.size} of the {genes.size} genes the classifier was trained on are not in adata.var_names "
+            f"{missing.size} of the {genes.size} genes the model was trained on are not in adata.var_names "
             f"(e.g. {missing[:5].tolist()}); the new samples need the same gene identifiers"
         )
-    if not adata.var_names.is_unique:
-        raise ValueError("adata.var_names are not unique; make them unique before predicting")
     X = dense(get_matrix(adata, layer))[:, pos]
     Xdf = pd.DataFrame(X, index=adata.obs_names.astype(str), columns=genes)
-    classes = np.asarray(model.classes_).astype(str).astype(object)
-    y = None
-    if label is not None:
-        col = obs_column(adata, label, what="label")
-        if col.isna().any():
-            raise ValueError(f"obs[{label!r}] has {int(col.isna().sum())} missing values; drop label= or fill them")
-        y = col.astype(str).to_numpy().astype(object)
-        unknown = sorted(set(y) - set(classes))
-        if unknown:
-            raise ValueError(f"obs[{label!r}] has classes {unknown} the model was not trained on (it knows {list(classes)})")
-    with threadpool_limits(limits=1):
-        proba = tr.proba_frame(model, Xdf, classes)
+    truth = None
+    classes = None
+    if task == "classification":
+        classes = np.asarray(model.classes_).astype(str).astype(object)
+        if label is not None:
+            col = obs_column(adata, label, what="label")
+            if col.isna().any():
+                raise ValueError(f"obs[{label!r}] has {int(col.isna().sum())} missing values; drop label= or fill them")
+            truth = col.astype(str).to_numpy().astype(object)
+            unknown = sorted(set(truth) - set(classes))
+            if unknown:
+                raise ValueError(f"obs[{label!r}] has classes {unknown} the model was not trained on (it knows {list(classes)})")
+    elif task == "regression" and label is not None:
+        truth = tr.numeric_column(adata, label, what="target")
+    elif task == "survival" and time is not None:
+        from .._ml.survival import survival_target
 
-    params = {"method": "bulkpy classifier prediction", "model": source, "classes": list(classes), "layer": layer,
-              "label": label, "n_genes": int(genes.size)}
+        truth = survival_target(*tr.survival_outcome(adata, time, event))
+    with threadpool_limits(limits=1):
+        out = tr.proba_frame(model, Xdf, classes) if task == "classification" else np.asarray(model.predict(Xdf), float)
+
+    params = {"method": _PREDICTION_METHOD[task], "task": task, "model": source, "layer": layer,
+              "n_genes": int(genes.size)}
+    if task == "classification":
+        params.update({"classes": list(classes), "label": label})
+    elif task == "regression":
+        params["label"] = label
+    else:
+        params.update({"time": time, "event": event})
     params.update({f"trained_{k}": v for k, v in info.items()})
     extra = {}
-    if y is not None:
-        extra["metrics"] = pd.DataFrame.from_dict({"overall": tr.metrics(y, proba, classes)}, orient="index")
+    if truth is not None:
+        row = {"classification": lambda: tr.metrics(truth, out, classes),
+               "regression": lambda: tr.regression_metrics(truth, out),
+               "survival": lambda: tr.survival_metrics(truth, out)}[task]()
+        extra["metrics"] = pd.DataFrame.from_dict({"overall": row}, orient="index")
     adata = start(adata, copy)
-    adata.obs[f"{key_added}_prediction"] = pd.Categorical(classes[np.argmax(proba, axis=1)], categories=list(classes))
-    adata.obsm[f"{key_added}_proba"] = pd.DataFrame(proba, index=adata.obs_names, columns=[str(c) for c in classes])
+    if task == "classification":
+        adata.obs[f"{key_added}_prediction"] = pd.Categorical(classes[np.argmax(out, axis=1)], categories=list(classes))
+        adata.obsm[f"{key_added}_proba"] = pd.DataFrame(out, index=adata.obs_names, columns=[str(c) for c in classes])
+    elif task == "regression":
+        adata.obs[f"{key_added}_prediction"] = out
+    else:
+        adata.obs[f"{key_added}_risk"] = out
+        if thresholds is not None:
+            group = assign_risk_groups(out, thresholds)
+            adata.obs[f"{key_added}_risk_group"] = pd.Categorical([group_names[i] for i in group], categories=group_names)
     adata.uns.pop(key_added, None)
     write_params(adata, key_added, params, **extra)
     return finish(adata, copy)
