@@ -1,4 +1,5 @@
-"""Command line: ``bulkpy demo --out DIR`` (also ``python -m bulkpy demo``)."""
+"""Command line: ``bulkpy demo --out DIR`` and ``bulkpy report study.h5ad -o study.html`` (also
+``python -m bulkpy ...``)."""
 
 from __future__ import annotations
 
@@ -67,6 +68,8 @@ def demo(out: Path) -> Path:
     adata.write_h5ad(path)
     _step(f"AnnData with every result and its parameters -> {path}", t0)
     print(adata)
+    report = bk.io.write_report(adata, out / "pasilla_report.html", title="pasilla: DESeq2 treated vs untreated")
+    _step(f"study report (one self-contained HTML file) -> {report}", t0)
 
     # pathways need human gene sets: the same DE on airway (human), then GSEA with bundled Reactome
     air = bk.datasets.airway()
@@ -90,7 +93,28 @@ def demo(out: Path) -> Path:
     air_path = out / "airway_bulkpy.h5ad"
     air.write_h5ad(air_path)
     _step(f"airway AnnData with DE and GSEA results -> {air_path}", t0)
+    report = bk.io.write_report(air, out / "airway_report.html", title="airway: DESeq2 dex trt vs untrt and GSEA")
+    _step(f"study report -> {report}", t0)
     return path
+
+
+def report(h5ad: Path, out: Path | None, *, title: str | None = None, groupby: str | None = None,
+           layer: str | None = None, n_top: int = 100) -> Path:
+    """Write the HTML study report of a saved AnnData (``bulkpy report study.h5ad -o study.html``)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import anndata
+
+    import bulkpy as bk
+    from bulkpy.io._report import _check_target
+
+    if not h5ad.is_file():
+        raise FileNotFoundError(f"no such file: {str(h5ad)!r} (pass an .h5ad written by bulkpy or anndata)")
+    out = h5ad.with_suffix(".html") if out is None else out
+    _check_target(out)  # before reading a possibly large file
+    adata = anndata.read_h5ad(h5ad)
+    return bk.io.write_report(adata, out, title=title, groupby=groupby, layer=layer, n_top=n_top)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -98,9 +122,24 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     p_demo = sub.add_parser("demo", help="run the analysis pipeline on bundled real data (pasilla)")
     p_demo.add_argument("--out", type=Path, default=Path("bulkpy_demo"), help="output folder (created)")
+    p_rep = sub.add_parser("report", help="write a self-contained HTML report of an analysed .h5ad")
+    p_rep.add_argument("h5ad", type=Path, help="the .h5ad file (samples x genes, as saved by bulkpy)")
+    p_rep.add_argument("-o", "--out", type=Path, default=None, help="HTML file to write (default: beside the h5ad)")
+    p_rep.add_argument("--title", default=None, help="report title")
+    p_rep.add_argument("--groupby", default=None, help="obs column colouring the samples (default: guessed)")
+    p_rep.add_argument("--layer", default=None, help="log-scale layer for PCA and distances (default: vst, rlog, log*)")
+    p_rep.add_argument("--n-top", type=int, default=100, help="genes per DE table (default 100)")
     args = parser.parse_args(argv)
     if args.command == "demo":
         demo(args.out)
+    elif args.command == "report":
+        try:
+            path = report(args.h5ad, args.out, title=args.title, groupby=args.groupby, layer=args.layer,
+                          n_top=args.n_top)
+        except (OSError, ValueError, KeyError, TypeError) as err:
+            print(f"bulkpy report: error: {err}", file=sys.stderr)
+            return 2
+        print(f"report -> {path}")
     return 0
 
 
