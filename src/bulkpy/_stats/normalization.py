@@ -12,7 +12,6 @@ Arrays are samples × genes, like ``AnnData.X``. Nothing here knows about AnnDat
 from __future__ import annotations
 
 import numpy as np
-from numba import njit, prange
 from scipy.stats import rankdata
 
 NORM_FACTOR_METHODS = ("TMM", "TMMwsp", "RLE", "upperquartile", "none")
@@ -26,63 +25,44 @@ _LN_TWO = np.log(2.0)
 # --------------------------------------------------------------------------------------------
 
 
-@njit(cache=True)
 def _rank_window(v, idx, lo, hi, out):
     """``out[idx[t]]`` = whether the average rank (ties averaged, 1-based, as R's ``rank``) of
     ``v[idx[t]]`` among ``v[idx]`` lies in ``[lo, hi]``. Average ranks grow with the value, so the
-    kept values form an interval between the ``lo``-th and ``hi``-th smallest: two selections and a
-    count at those two values decide it (no sort)."""
+    kept values form an interval between the ``lo``-th and ``hi``-th smallest: one selection (numpy's
+    introselect, no sort) and a count at those two values decide it.
+
+    Plain numpy rather than a numba kernel: ``np.partition`` compiled by numba cost ~30 s on a
+    first call (issue 17) for a step that takes milliseconds."""
     m = idx.shape[0]
     if m == 0 or lo > hi or lo > m or hi < 1:
-        for t in range(m):
-            out[idx[t]] = False
+        out[idx] = False
         return
-    vals = np.empty(m)
-    for t in range(m):
-        vals[t] = v[idx[t]]
-    a = np.partition(vals, int(lo) - 1)[int(lo) - 1]
-    b = np.partition(vals, int(hi) - 1)[int(hi) - 1]
-    less_a = 0
-    eq_a = 0
-    less_b = 0
-    eq_b = 0
-    for t in range(m):
-        x = vals[t]
-        if x < a:
-            less_a += 1
-        elif x == a:
-            eq_a += 1
-        if x < b:
-            less_b += 1
-        elif x == b:
-            eq_b += 1
-    rank_a = less_a + (eq_a + 1) / 2.0
-    rank_b = less_b + (eq_b + 1) / 2.0
-    keep_a = rank_a >= lo and rank_a <= hi
-    keep_b = rank_b >= lo and rank_b <= hi
-    for t in range(m):
-        x = vals[t]
-        if x == a:
-            out[idx[t]] = keep_a
-        elif x == b:
-            out[idx[t]] = keep_b
-        else:
-            out[idx[t]] = a < x < b
+    vals = v[idx]
+    k_lo, k_hi = int(lo) - 1, int(hi) - 1
+    part = np.partition(vals, sorted({k_lo, k_hi}))
+    a, b = part[k_lo], part[k_hi]
+    rank_a = np.count_nonzero(vals < a) + (np.count_nonzero(vals == a) + 1) / 2.0
+    rank_b = np.count_nonzero(vals < b) + (np.count_nonzero(vals == b) + 1) / 2.0
+    keep_a = lo <= rank_a <= hi
+    keep_b = lo <= rank_b <= hi
+    out[idx] = np.where(vals == a, keep_a, np.where(vals == b, keep_b, (a < vals) & (vals < b)))
 
 
-@njit(cache=True, parallel=True)
-def _tmm_keep_par(log_r, abs_e, fin, lo_l, hi_l, lo_s, hi_s, keep):
+def _tmm_keep(log_r, abs_e, fin, lo_l, hi_l, lo_s, hi_s) -> np.ndarray:
     """Per sample (row): the genes whose log-ratio rank is in ``[lo_l, hi_l]`` and whose
-    abundance rank is in ``[lo_s, hi_s]``, ranks taken among the row's finite genes (``fin``)."""
-    for j in prange(log_r.shape[0]):
-        g = log_r.shape[1]
+    abundance rank is in ``[lo_s, hi_s]``, ranks taken among the row's finite genes (``fin``).
+    A loop over samples (two selections each), not genes."""
+    keep = np.zeros(fin.shape, dtype=np.bool_)
+    kr = np.zeros(fin.shape[1], dtype=np.bool_)
+    ke = np.zeros(fin.shape[1], dtype=np.bool_)
+    for j in range(fin.shape[0]):
         idx = np.flatnonzero(fin[j])
-        kr = np.zeros(g, dtype=np.bool_)
-        ke = np.zeros(g, dtype=np.bool_)
+        kr[:] = False
+        ke[:] = False
         _rank_window(log_r[j], idx, lo_l[j], hi_l[j], kr)
         _rank_window(abs_e[j], idx, lo_s[j], hi_s[j], ke)
-        for i in range(g):
-            keep[j, i] = kr[i] and ke[i]
+        np.logical_and(kr, ke, out=keep[j])
+    return keep
 
 
 def _upper_quantile(x: np.ndarray, lib_size: np.ndarray, p: float) -> np.ndarray:
@@ -137,12 +117,9 @@ def _tmm(
     hi_l = n + 1 - lo_l
     lo_s = np.floor(n * sum_trim) + 1
     hi_s = n + 1 - lo_s
-    # ranks among each sample's finite genes, in numba's threads (a sort per sample)
-    keep = np.empty(fin.shape, dtype=np.bool_)
-    _tmm_keep_par(
-        np.ascontiguousarray(log_r), np.ascontiguousarray(abs_e), np.ascontiguousarray(fin),
-        lo_l.astype(np.float64), hi_l.astype(np.float64), lo_s.astype(np.float64), hi_s.astype(np.float64), keep,
-    )  # fmt: skip
+    # ranks among each sample's finite genes (two selections per sample, no sort)
+    keep = _tmm_keep(log_r, abs_e, fin, lo_l.astype(np.float64), hi_l.astype(np.float64),
+                     lo_s.astype(np.float64), hi_s.astype(np.float64))
     with np.errstate(invalid="ignore", divide="ignore"):
         if do_weighting:
             # na.rm=TRUE in edgeR: a gene whose variance is NaN drops out of both sums

@@ -847,13 +847,6 @@ def log_columns_par(counts, cols, out):
 
 
 @njit(cache=True, parallel=True)
-def row_medians_minus_par(a, v, out):
-    """``out[j] = median(a[j] - v)`` for every row of ``a``."""
-    for j in prange(a.shape[0]):
-        out[j] = np.median(a[j] - v)
-
-
-@njit(cache=True, parallel=True)
 def log_norm_counts_par(y, nf, nf_shared, out):
     """``log(y / nf + 0.1)`` (DESeq2's starting values are fitted to it), genes × samples; with
     ``nf_shared`` ``nf`` is a single row for all genes."""

@@ -86,15 +86,12 @@ def deseq2_size_factors(counts: np.ndarray, *, method: str = "ratio", control: n
         )
     if method == "ratio":
         # the genes with a finite log geometric mean have no zero and their logarithms are taken:
-        # per-sample medians of the log ratios, in numba's threads
-        from ._kernels import row_medians_minus_par
-
+        # per-sample medians of the log ratios (numpy's selection; a numba kernel with np.median
+        # cost ~10 s to compile on a first call, issue 17, for the same numbers)
         if control is not None:
             keep = usable[cols]
-            logc, cols = np.ascontiguousarray(logc[:, keep]), cols[keep]
-        med = np.empty(counts.shape[0])
-        row_medians_minus_par(logc, np.ascontiguousarray(lgm[cols]), med)
-        return np.exp(med)
+            logc, cols = logc[:, keep], cols[keep]
+        return np.exp(np.median(logc - lgm[cols], axis=1))
     sf = median_of_ratios(counts, lgm, control=control)
     if method == "poscounts":
         sf = sf / np.exp(np.mean(np.log(sf)))
