@@ -52,7 +52,8 @@ CASES: dict[str, tuple[str, str]] = {
                   "bk.pp.combat(a, batch='type', layer='log_cpm')"),
     "pp.combat_seq": (_PASILLA, "bk.pp.combat_seq(a, batch='type', group='condition')"),
     "tl.deseq": (_PASILLA, f"bk.tl.deseq(a, {_WALD})"),
-    "tl.deseq(apeglm)": (_PASILLA, f"bk.tl.deseq(a, {_WALD}, shrink='apeglm')"),
+    "tl.deseq(apeglm)": (_PASILLA, "bk.tl.deseq(a, design='~ type + condition', "
+                                   "contrast=['condition', 'untreated', 'treated'], shrink='apeglm')"),
     "tl.edger": (_PASILLA, f"bk.tl.edger(a, {_WALD})"),
     "tl.edger(LRT)": (_PASILLA, f"bk.tl.edger(a, {_WALD}, test='LRT')"),
     "tl.voom": (_PASILLA, f"bk.tl.voom(a, {_WALD})"),
@@ -161,12 +162,17 @@ def main(argv: list[str] | None = None) -> None:
                 try:
                     c = _run(setup, call, cache, args.compiles)
                     w = _run(setup, call, cache, False)
+                except RuntimeError as err:
+                    print(f"  {name:<28s} failed: {str(err).splitlines()[-1]}", flush=True)
+                    break
                 finally:
                     shutil.rmtree(cache, ignore_errors=True)
                 cold.append(c["call"])
                 warm.append(w["call"])
                 imp.append(w["import"])
                 comp = c["compiles"]
+            if not cold:
+                continue
             n_comp = f"{len(comp)} functions, {sum(t for _, t in comp):.1f} s" if args.compiles else ""
             print(f"  {name:<28s}{_span(cold):>13s} {_span(warm):>13s}  {min(imp):9.1f}  {n_comp}", flush=True)
             if args.compiles:
