@@ -71,6 +71,8 @@ CALLS = {
     "pp.zscore": lambda a, m: bk.pp.zscore(a),
     "tl.deseq": lambda a, m: bk.tl.deseq(a, design="~ condition"),
     "tl.edger": lambda a, m: bk.tl.edger(a, design="~ condition", contrast=CONTRAST),
+    "tl.deseq(split_by=)": lambda a, m: bk.tl.deseq(a, design="~ condition", contrast=CONTRAST, split_by="type"),
+    "tl.voom(split_by=)": lambda a, m: bk.tl.voom(a, design="~ condition", contrast=CONTRAST, split_by="type"),
     "tl.limma": lambda a, m: bk.tl.limma(
         a, design="~ condition", contrast=CONTRAST, layer="log_cpm", key_added="l2"
     ),

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 
 from .._validate import check_adata, check_unique_var_names, dense, get_matrix
-from ._de import de_df
+from ._de import de_df, split_name
 
 _METHODS = ("gsea", "ora", "camera", "fry")
 
@@ -57,9 +57,54 @@ def _pick(contrasts: list[str], contrast, key: str) -> str:
     return contrast
 
 
-def enrichment(adata, key: str, *, contrast: str | None = None) -> pd.DataFrame:
+def _group_tables(entry, key: str, contrasts: list[str], contrast, group) -> pd.DataFrame:
+    """The table of one group, or the long table of several (``"all"`` or a list)."""
+    params = entry["params"]
+    if "split_by" not in params:
+        raise ValueError(
+            f"enrichment result {key!r} was not run on a DE result split by group; leave group= unset"
+        )
+    groups = list(dict.fromkeys(split_name(c)[0] for c in contrasts))
+    skipped = {**dict(params.get("de_skipped", {})), **{split_name(c)[0]: r for c, r in dict(params.get("skipped", {})).items()}}
+    if isinstance(group, str) and group != "all":
+        wanted, long = [group], False
+    elif isinstance(group, str):
+        wanted, long = groups, True
+    elif isinstance(group, list | tuple) and group and all(isinstance(g, str) for g in group):
+        wanted, long = list(group), True
+    else:
+        raise TypeError(f"group must be a group name, a list of them or 'all', got {group!r}")
+    for g in wanted:
+        if g not in groups:
+            why = f": {skipped[g]}" if g in skipped else ""
+            raise KeyError(f"group {g!r} has no result in {key!r}{why}; groups: {groups}")
+    if contrast is not None and not isinstance(contrast, str):
+        raise TypeError(f"contrast must be a contrast name (a string), got {contrast!r}")
+    frames = []
+    for g in wanted:
+        mine = [c for c in contrasts if split_name(c)[0] == g]
+        if contrast is not None:
+            mine = [c for c in mine if split_name(c)[1] == contrast or c == contrast]
+            if not mine:
+                raise KeyError(f"contrast {contrast!r} not in group {g!r} of {key!r}")
+        elif not long and len(mine) != 1:
+            raise ValueError(f"group {g!r} of {key!r} has {len(mine)} contrasts; pass contrast= one of "
+                             f"{[split_name(c)[1] for c in mine]}")  # fmt: skip
+        if not long:
+            return pd.DataFrame(entry[mine[0]]).copy()
+        for c in mine:
+            t = pd.DataFrame(entry[c]).copy()
+            t.insert(0, "gene_set", t.index.astype(str))
+            t.insert(0, "contrast", split_name(c)[1])
+            t.insert(0, "group", g)
+            frames.append(t.reset_index(drop=True))
+    return pd.concat(frames, ignore_index=True)
+
+
+def enrichment(adata, key: str, *, contrast: str | None = None, group=None) -> pd.DataFrame:
     """The table of one contrast of a gene set enrichment run (:func:`bulkpy.tl.gsea`,
-    :func:`bulkpy.tl.ora`, :func:`bulkpy.tl.camera` or :func:`bulkpy.tl.fry`).
+    :func:`bulkpy.tl.ora`, :func:`bulkpy.tl.camera` or :func:`bulkpy.tl.fry`), or, for a run on a
+    DE result split by group, of one group or all groups.
 
     Parameters
     ----------
@@ -68,12 +113,17 @@ def enrichment(adata, key: str, *, contrast: str | None = None) -> pd.DataFrame:
     key
         The ``key_added`` of the enrichment run (e.g. ``"gsea_limma"``, ``"ora_deseq"``).
     contrast
-        Contrast name; may be omitted when the run has a single contrast.
+        Contrast name; may be omitted when the run has a single contrast (with ``group``: in the
+        group).
+    group
+        For a run on a DE result split by group (``split_by=``): a group, a list of groups or
+        ``"all"``; a list or ``"all"`` gives one long table.
 
     Returns
     -------
     A DataFrame indexed by gene set, sorted by p-value (a copy: editing it does not change
-    ``adata``). GSEA: ``ES``, ``NES``, ``pvalue``, ``padj``, ``log2err``, ``size``,
+    ``adata``); with a list of groups or ``"all"``, a long table with a default index and the
+    columns ``group``, ``contrast``, ``gene_set`` and the statistics. GSEA: ``ES``, ``NES``, ``pvalue``, ``padj``, ``log2err``, ``size``,
     ``leading_edge`` (and ``genes``); ORA: ``size``, ``overlap``, ``expected``,
     ``fold_enrichment``, ``pvalue``, ``padj``, ``genes``; camera: ``size``, ``correlation``,
     ``direction``, ``stat``, ``pvalue``, ``padj``, ``genes``; fry: ``size``, ``direction``,
@@ -94,6 +144,8 @@ def enrichment(adata, key: str, *, contrast: str | None = None) -> pd.DataFrame:
     (2, 7)
     """
     entry, _, contrasts = _entry(adata, key)
+    if group is not None:
+        return _group_tables(entry, key, contrasts, contrast, group)
     c = _pick(contrasts, contrast, key)
     return pd.DataFrame(entry[c]).copy()
 

@@ -7,7 +7,7 @@ import pandas as pd
 
 from .. import get
 from .._validate import check_positive, var_column
-from ..get._de import _resolve, is_ftest
+from ..get._de import _resolve, group_contrast, is_ftest
 from ._plotter import (
     DOWN,
     NOT_SIGNIFICANT,
@@ -27,7 +27,9 @@ adata
 key
     The ``key_added`` of the differential expression run (e.g. ``"deseq"``, ``"limma"``).
 contrast
-    Contrast to draw; may be omitted when the run has one contrast."""
+    Contrast to draw; may be omitted when the run has one contrast (with ``group``: in the group).
+group
+    For a run split by group (``split_by=``): the group to draw."""
 
 _doc_labels = """\
 n_labels
@@ -57,9 +59,14 @@ def _doc(func):
     return func
 
 
-def _table(adata, key, contrast, columns) -> tuple[pd.DataFrame, str]:
+def _table(adata, key, contrast, columns, group=None) -> tuple[pd.DataFrame, str]:
     if not isinstance(key, str):
         raise TypeError(f"key must be the key_added of a differential expression run (a string), got {key!r}")
+    if group is not None:
+        if not isinstance(group, str):
+            raise TypeError(f"group must be one group name (a string), got {group!r}")
+        get.de_df(adata, key, group=group, contrast=contrast)  # raises for unknown or skipped groups
+        contrast = group_contrast(adata, key, group, contrast)
     contrast = _resolve(adata, key, contrast)
     df = get.de_df(adata, key, contrast=contrast)
     missing = [c for c in columns if c not in df.columns]
@@ -152,6 +159,7 @@ def volcano(
     *,
     key: str,
     contrast: str | None = None,
+    group: str | None = None,
     padj: float = 0.05,
     lfc: float = 1.0,
     n_labels: int = 10,
@@ -195,7 +203,7 @@ def volcano(
     padj = _check_threshold(padj, "padj")
     lfc = check_positive(lfc, "lfc", allow_zero=True)
     n_labels = check_n(n_labels, "n_labels")
-    df, contrast = _table(adata, key, contrast, ("log2FoldChange", "pvalue", "padj"))
+    df, contrast = _table(adata, key, contrast, ("log2FoldChange", "pvalue", "padj"), group)
     names = _labels(adata, label_key)
     x = pd.to_numeric(df["log2FoldChange"], errors="coerce").to_numpy(dtype=float)
     p = pd.to_numeric(df["pvalue"], errors="coerce").to_numpy(dtype=float)
@@ -233,6 +241,7 @@ def ma(
     *,
     key: str,
     contrast: str | None = None,
+    group: str | None = None,
     padj: float = 0.05,
     n_labels: int = 10,
     label_key: str | None = None,
@@ -272,7 +281,7 @@ def ma(
     """
     padj = _check_threshold(padj, "padj")
     n_labels = check_n(n_labels, "n_labels")
-    df, contrast = _table(adata, key, contrast, ("log2FoldChange", "pvalue", "padj"))
+    df, contrast = _table(adata, key, contrast, ("log2FoldChange", "pvalue", "padj"), group)
     names = _labels(adata, label_key)
     if "baseMean" in df.columns:
         xcol, log_x = "baseMean", True

@@ -25,6 +25,7 @@ from .._tximport import QuantCounts, non_integer_error, quant_counts, round_coun
 from .._utils import finish, start
 from .._validate import check_adata, check_counts, dense, get_matrix
 from ._contrasts import DESeqContrast, check_deseq_shrinkable, deseq_contrasts, levels_of
+from ._grouped import DOC_SPLIT, DOC_SPLIT_RETURNS, check_unsplit, run_grouped, split_arguments
 
 logger = logging.getLogger(__name__)
 
@@ -450,7 +451,7 @@ contrast
     ``None`` reports the last coefficient, as ``results(dds)``."""
 
 
-@doc_params(adata=doc_adata, copy=doc_copy, contrast=_doc_contrast)
+@doc_params(adata=doc_adata, copy=doc_copy, contrast=_doc_contrast, split=DOC_SPLIT, split_returns=DOC_SPLIT_RETURNS)
 def deseq(
     adata: AnnData,
     *,
@@ -471,6 +472,8 @@ def deseq(
     shrink: str | None = None,
     ape_adapt: bool = True,
     progress: bool | None = None,
+    split_by: str | None = None,
+    filter_groups: bool | dict = True,
     key_added: str = "deseq",
     copy: bool = False,
 ) -> AnnData | None:
@@ -584,6 +587,7 @@ def deseq(
     progress
         Show a progress bar (tqdm; a widget in Jupyter) over the blocks of genes; ``None`` shows
         it for inputs of 10 million counts or more. Interrupting leaves ``adata`` unchanged.
+    {split}
     key_added
         Key of the result: tables in ``varm[f"{{key_added}}_{{contrast}}"]``, per-gene values in
         ``var`` prefixed ``f"{{key_added}}_"``, parameters in ``uns[key_added]``.
@@ -624,6 +628,8 @@ def deseq(
       fits failed or disagreed, refitted with BFGS as apeglm does))
       and ``filtering`` (per contrast: ``theta``, ``num_rej`` and its ``lowess`` fit).
 
+    {split_returns}
+
     Examples
     --------
     >>> import bulkpy as bk
@@ -653,6 +659,12 @@ def deseq(
     >>> int((df["svalue"] < 0.005).sum())
     82
     """
+    if split_by is not None:
+        return run_grouped(
+            deseq, adata, split_by=split_by, filter_groups=filter_groups, filter_layer=layer,
+            kwargs=split_arguments(locals()), key_added=key_added, copy=copy,
+        )  # fmt: skip
+    check_unsplit(filter_groups)
     check_adata(adata)
     check_key(key_added, "key_added")
     copy = _check_bool(copy, "copy")

@@ -32,6 +32,7 @@ from .._validate import (
     looks_logged,
 )
 from ._contrasts import DOC_CONTRAST, DOC_DESIGN, levels_of, parse_contrasts, parse_design
+from ._grouped import DOC_SPLIT, DOC_SPLIT_RETURNS, check_unsplit, run_grouped, split_arguments
 
 logger = logging.getLogger(__name__)
 
@@ -296,7 +297,10 @@ def _validate(adata, key_added, test, norm, robust, legacy, lfc, treat_null, pro
     return robust, legacy, lfc, check_progress(progress)
 
 
-@doc_params(adata=doc_adata, design=DOC_DESIGN, contrast=DOC_CONTRAST, copy=doc_copy)
+@doc_params(
+    adata=doc_adata, design=DOC_DESIGN, contrast=DOC_CONTRAST, copy=doc_copy, split=DOC_SPLIT,
+    split_returns=DOC_SPLIT_RETURNS,
+)
 def edger(
     adata: AnnData,
     *,
@@ -312,6 +316,8 @@ def edger(
     lengths: str | None = "auto",
     mask_var: str | np.ndarray | None = None,
     progress: bool | None = None,
+    split_by: str | None = None,
+    filter_groups: bool | dict = True,
     key_added: str = "edger",
     copy: bool = False,
 ) -> AnnData | None:
@@ -395,6 +401,7 @@ def edger(
         Show a progress bar (tqdm; a widget in Jupyter) over the dispersion grid of
         ``estimateDisp``, the long step; ``None`` shows it for inputs of 10 million counts or more.
         Interrupting leaves ``adata`` unchanged.
+    {split}
     key_added
         Key of the result: tables in ``varm[f"{{key_added}}_{{contrast}}"]``, parameters in
         ``uns[key_added]``, per-gene model columns in ``var`` and library sizes in ``obs``
@@ -432,6 +439,8 @@ def edger(
       QL also the NB dispersion of the fit (``ql_nb_dispersion``), ``average_ql_dispersion`` and
       ``top_proportion``; with the exact test ``group``, ``pairs`` and ``rejection_region``.
 
+    {split_returns}
+
     Examples
     --------
     >>> import bulkpy as bk
@@ -467,6 +476,12 @@ def edger(
     >>> adata.uns["edger"]["params"]["offset"]
     "scaleOffset(layers['length'])"
     """
+    if split_by is not None:
+        return run_grouped(
+            edger, adata, split_by=split_by, filter_groups=filter_groups, filter_layer=layer,
+            kwargs=split_arguments(locals()), key_added=key_added, copy=copy,
+        )  # fmt: skip
+    check_unsplit(filter_groups)
     robust, legacy, lfc, progress = _validate(
         adata, key_added, test, norm, robust, legacy, lfc, treat_null, progress
     )

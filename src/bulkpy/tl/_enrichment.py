@@ -24,7 +24,7 @@ from .._genesets import as_gene_sets, sets_for_genes
 from .._slots import check_key, h5ad_safe, h5ad_safe_frame, write_params
 from .._utils import finish, start
 from .._validate import check_choice, dense, get_matrix
-from ..get._de import _contrasts, de_df
+from ..get._de import _check_group, _contrasts, de_df, grouping, split_name
 
 logger = logging.getLogger(__name__)
 
@@ -54,7 +54,13 @@ key
     The ``key_added`` of the differential expression run (see :func:`bulkpy.get.de_df`); may be
     omitted when the object holds a single one. Only with an AnnData.
 contrast
-    Contrast name, or a list of them; all contrasts of ``key`` by default."""
+    Contrast name, or a list of them; all contrasts of ``key`` by default.
+group
+    For a DE result split by group (``split_by=``): a group or a list of groups to analyse; all
+    tested groups by default (one result per group and contrast, stored under the names
+    ``f"{group}:{contrast}"``; read them with ``bk.get.enrichment(..., group=...)``). A group whose
+    genes can not be analysed (e.g. no gene set large enough among its tested genes) is skipped,
+    its reason in ``params["skipped"]``."""
 
 
 # --------------------------------------------------------------------------------------------
@@ -98,6 +104,55 @@ def _contrast_list(adata: AnnData, key: str, contrast) -> list[str]:
         if c not in names:
             raise KeyError(f"contrast {c!r} not in result {key!r}; contrasts: {names}")
     return [str(c) for c in dict.fromkeys(wanted)]
+
+
+def _grouped_contrasts(adata: AnnData, key: str, contrast, group) -> tuple[list[str], dict] | None:
+    """For a DE result split by group: the stored names ``f"{group}:{contrast}"`` meant by
+    ``contrast`` (own or stored names) and ``group``, and the parameters that record the grouping;
+    ``None`` for an ungrouped result (where ``group`` is refused)."""
+    info = grouping(adata, key)
+    if info is None:
+        if group is not None:
+            _check_group(adata, key, group)  # raises: not grouped
+        return None
+    split_by, groups, skipped = info
+    wanted = groups if group is None else _check_group(adata, key, [group] if isinstance(group, str) else group)[0]
+    names = _contrasts(adata, key)
+    if contrast is None:
+        base = None
+    else:
+        base = [contrast] if isinstance(contrast, str) else list(contrast)
+        known = {split_name(n)[1] for n in names} | set(names)
+        bad = [c for c in base if c not in known]
+        if bad:
+            raise KeyError(
+                f"contrast(s) {bad} not in result {key!r}; contrasts: {sorted({split_name(n)[1] for n in names})}"
+            )
+    out = [
+        n for n in names
+        if split_name(n)[0] in wanted and (base is None or split_name(n)[1] in base or n in base)
+    ]  # fmt: skip
+    if not out:
+        raise KeyError(f"no contrast {base} in groups {wanted} of result {key!r}")
+    return out, {"split_by": split_by, "de_skipped": skipped}
+
+
+def _run_contrasts(run, contrasts: list[str], grouped: bool, key: str) -> tuple[dict, dict]:
+    """``run(contrast)`` for each contrast; in a grouped result a contrast whose analysis raises a
+    ``ValueError`` (too few genes...) is skipped with its reason, unless every one fails."""
+    tables, skipped = {}, {}
+    for c in contrasts:
+        if not grouped:
+            tables[c] = run(c)
+            continue
+        try:
+            tables[c] = run(c)
+        except ValueError as err:
+            skipped[c] = str(err)
+            logger.warning("group %r of %r skipped: %s", split_name(c)[0], key, err)
+    if not tables:
+        raise ValueError(f"no group of result {key!r} could be analysed: {skipped}")
+    return tables, skipped
 
 
 def _check_int(value, name: str, *, minimum: int = 0, allow_none: bool = False):
@@ -206,6 +261,7 @@ def ora(
     *,
     key: str | None = None,
     contrast=None,
+    group=None,
     gene_sets,
     direction: str = "up",
     padj: float = 0.05,
@@ -308,6 +364,7 @@ def ora(
         for name, val in (
             ("key", key),
             ("contrast", contrast),
+            ("group", group),
             ("gene_symbols", gene_symbols),
             ("key_added", key_added),
         ):
@@ -329,7 +386,8 @@ def ora(
         return _ora_table(names, res, member, selected, np.asarray(univ, dtype=object), order_key)
 
     key = _de_key(data, key)
-    contrasts = _contrast_list(data, key, contrast)
+    grouped = _grouped_contrasts(data, key, contrast, group)
+    contrasts = _contrast_list(data, key, contrast) if grouped is None else grouped[0]
     key_added = _check_key_added(key_added, f"ora_{key}")
     var_names = data.var_names
     given = None
@@ -339,8 +397,9 @@ def ora(
             raise ValueError(
                 f"no gene of universe (e.g. {list(given[:3])}) is in adata.var_names (e.g. {list(var_names[:3])})"
             )
-    tables, n_de, n_univ = {}, {}, {}
-    for c in contrasts:
+    n_de, n_univ = {}, {}
+
+    def one(c: str) -> pd.DataFrame:
         df = de_df(data, key, contrast=c)
         for col in ("padj", "log2FoldChange"):
             if col not in df.columns:
@@ -348,8 +407,8 @@ def ora(
         q = pd.to_numeric(df["padj"], errors="coerce").to_numpy(dtype=np.float64)
         lf = pd.to_numeric(df["log2FoldChange"], errors="coerce").to_numpy(dtype=np.float64)
         tested = ~np.isnan(q)
-        if given is not None:
-            tested = np.asarray(var_names.isin(given))
+        if given is not None:  # in a grouped result, only the group's tested genes
+            tested = np.asarray(var_names.isin(given)) & (tested if grouped is not None else True)
         if not tested.any():
             raise ValueError(f"result {key!r} ({c}) has no tested gene (every padj is missing)")
         univ = var_names[tested]
@@ -369,16 +428,20 @@ def ora(
         sel = np.nan_to_num(sel, nan=False).astype(bool)
         res = _ora(member, sel)
         labels = _labels(data.var, gene_symbols, univ)
-        tables[c] = _ora_table(names, res, member, sel, labels, np.nan_to_num(qt, nan=np.inf))
         n_de[c] = int(sel.sum())
         n_univ[c] = int(univ.size)
+        return _ora_table(names, res, member, sel, labels, np.nan_to_num(qt, nan=np.inf))
+
+    tables, skipped = _run_contrasts(one, contrasts, grouped is not None, key)
     params.update(
         key=key,
-        contrasts=contrasts,
+        contrasts=list(tables),
         universe="tested genes (non-missing padj)" if given is None else f"given ({len(given)} genes)",
         n_de=n_de,
         n_universe=n_univ,
     )
+    if grouped is not None:
+        params.update(grouped[1], skipped=skipped)
     adata = start(data, copy)
     _store(adata, key_added, tables, params)
     return finish(adata, copy)
@@ -430,6 +493,7 @@ def gsea(
     *,
     key: str | None = None,
     contrast=None,
+    group=None,
     gene_sets,
     stat: str = "stat",
     min_size: int = 15,
@@ -566,6 +630,7 @@ def gsea(
         for name, val in (
             ("key", key),
             ("contrast", contrast),
+            ("group", group),
             ("gene_symbols", gene_symbols),
             ("key_added", key_added),
         ):
@@ -574,7 +639,8 @@ def gsea(
         return run(_ranked_series(data), None, "the ranking")
 
     key = _de_key(data, key)
-    contrasts = _contrast_list(data, key, contrast)
+    grouped = _grouped_contrasts(data, key, contrast, group)
+    contrasts = _contrast_list(data, key, contrast) if grouped is None else grouped[0]
     key_added = _check_key_added(key_added, f"gsea_{key}")
     frames = {}
     for c in contrasts:
@@ -592,10 +658,14 @@ def gsea(
         if not ok.any():
             raise ValueError(f"column {stat_name!r} of result {key!r} ({c}) has no value (all missing)")
         frames[c] = pd.Series(v[ok], index=pd.Index(data.var_names[ok], dtype=object))
-    tables = {c: run(s, data.var, f"the ranked genes of {key!r} ({c})") for c, s in frames.items()}
-    params.update(
-        key=key, contrasts=contrasts, stat=stat_name, n_genes={c: int(s.size) for c, s in frames.items()}
+    tables, skipped = _run_contrasts(
+        lambda c: run(frames[c], data.var, f"the ranked genes of {key!r} ({c})"), list(frames), grouped is not None, key
     )
+    params.update(
+        key=key, contrasts=list(tables), stat=stat_name, n_genes={c: int(s.size) for c, s in frames.items()}
+    )
+    if grouped is not None:
+        params.update(grouped[1], skipped=skipped)
     adata = start(data, copy)
     _store(adata, key_added, tables, params)
     return finish(adata, copy)

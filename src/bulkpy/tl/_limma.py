@@ -26,6 +26,7 @@ from ._contrasts import DOC_CONTRAST as _doc_contrast
 from ._contrasts import DOC_DESIGN as _doc_design
 from ._contrasts import _one_contrast, collect_contrasts, contrast_items, parse_design
 from ._contrasts import parse_contrasts as _contrasts
+from ._grouped import DOC_SPLIT, DOC_SPLIT_RETURNS, check_unsplit, run_grouped, split_arguments
 
 #: limma version whose behaviour the defaults follow, and its Bioconductor release.
 LIMMA_VERSION = "3.68.5"
@@ -562,6 +563,8 @@ def _voom_rounds(counts, X, codes, correlation, sample_weights, **kw):
     block=_doc_block,
     table=_doc_table,
     copy=doc_copy,
+    split=DOC_SPLIT,
+    split_returns=DOC_SPLIT_RETURNS,
 )
 def limma(
     adata: AnnData,
@@ -578,6 +581,8 @@ def limma(
     robust: bool = False,
     lfc: float = 0,
     legacy: bool | None = None,
+    split_by: str | None = None,
+    filter_groups: bool | dict = True,
     key_added: str = "limma",
     copy: bool = False,
 ) -> AnnData | None:
@@ -617,6 +622,7 @@ def limma(
     {robust}
     {lfc}
     {legacy}
+    {split}
     {key_added}
     {copy}
 
@@ -627,6 +633,8 @@ def limma(
     {table}
     - ``obs[f"{{key_added}}_sample_weights"]``: with ``sample_weights=True``, the weights of
       ``arrayWeights``.
+
+    {split_returns}
 
     Examples
     --------
@@ -665,6 +673,12 @@ def limma(
     >>> airway.obs["limma_sample_weights"].shape
     (8,)
     """
+    if split_by is not None:
+        return run_grouped(
+            limma, adata, split_by=split_by, filter_groups=filter_groups, filter_layer="counts",
+            kwargs=split_arguments(locals()), key_added=key_added, copy=copy,
+        )  # fmt: skip
+    check_unsplit(filter_groups)
     check_adata(adata)
     check_key(key_added, "key_added")
     sample_weights = check_bool(sample_weights, "sample_weights")
@@ -733,6 +747,8 @@ def limma(
     block=_doc_block,
     table=_doc_table,
     copy=doc_copy,
+    split=DOC_SPLIT,
+    split_returns=DOC_SPLIT_RETURNS,
 )
 def voom(
     adata: AnnData,
@@ -752,6 +768,8 @@ def voom(
     robust: bool = False,
     lfc: float = 0,
     legacy: bool | None = None,
+    split_by: str | None = None,
+    filter_groups: bool | dict = True,
     key_added: str = "voom",
     copy: bool = False,
 ) -> AnnData | None:
@@ -808,6 +826,7 @@ def voom(
     {robust}
     {lfc}
     {legacy}
+    {split}
     {key_added}
     {copy}
 
@@ -828,6 +847,8 @@ def voom(
       With ``block`` and an estimated correlation, ``params["correlations"]`` holds the
       consensus correlation of both rounds (the first went into the second voom's linear model,
       ``params["correlation_voom"]``; the second into the final fit, ``params["correlation"]``).
+
+    {split_returns}
 
     Examples
     --------
@@ -860,6 +881,12 @@ def voom(
     >>> p["block"], len(p["correlations"]), 0 < p["correlation"] < 1
     ('cell', 2, True)
     """
+    if split_by is not None:
+        return run_grouped(
+            voom, adata, split_by=split_by, filter_groups=filter_groups, filter_layer=layer,
+            kwargs=split_arguments(locals()), key_added=key_added, copy=copy,
+        )  # fmt: skip
+    check_unsplit(filter_groups)
     from .._stats import normalization as _norm
 
     check_adata(adata)

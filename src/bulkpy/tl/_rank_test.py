@@ -15,6 +15,7 @@ from .._stats import rank as _rank
 from .._stats.multitest import p_adjust_bh
 from .._utils import finish, start
 from .._validate import check_adata, check_choice, dense, get_matrix, layer_name, looks_logged, obs_column
+from ._grouped import DOC_SPLIT, DOC_SPLIT_RETURNS, check_unsplit, run_grouped, split_arguments
 
 _TESTS = ("wilcoxon", "t-test")
 
@@ -36,7 +37,7 @@ def _is_log_scale(adata: AnnData, layer, E: np.ndarray) -> tuple[bool, str]:
     return bool(looks_logged(E)), "guessed"
 
 
-@doc_params(adata=doc_adata, copy=doc_copy)
+@doc_params(adata=doc_adata, copy=doc_copy, split=DOC_SPLIT, split_returns=DOC_SPLIT_RETURNS)
 def rank_test(
     adata: AnnData,
     *,
@@ -46,6 +47,8 @@ def rank_test(
     test: str = "wilcoxon",
     layer: str | None = None,
     log_scale: bool | None = None,
+    split_by: str | None = None,
+    filter_groups: bool | dict = True,
     key_added: str = "rank_test",
     copy: bool = False,
 ) -> AnnData | None:
@@ -83,6 +86,9 @@ def rank_test(
         compute it; infinite when one mean is zero). ``None`` reads it from the parameters
         bulkpy stored with the layer (``uns[layer]["params"]["log"]``) or guesses it (negative
         values, or small mostly fractional values, mean log scale).
+    {split}
+        Here the filter's groups are those of ``groupby`` (edgeR's ``group``), on
+        ``layers["counts"]``.
     key_added
         Key of the result: the table in ``varm[f"{{key_added}}_{{group}}_vs_{{reference}}"]``,
         parameters in ``uns[key_added]``.
@@ -100,6 +106,8 @@ def rank_test(
     - ``uns[key_added]["contrasts"]`` and ``uns[key_added]["params"]``: method, groupby, group,
       reference, the number of samples in each, layer, log scale and versions.
 
+    {split_returns}
+
     Examples
     --------
     >>> import numpy as np, bulkpy as bk
@@ -112,6 +120,12 @@ def rank_test(
     >>> int((df["padj"] < 0.1).sum())  # 3 vs 4 samples: far too few for a rank test
     0
     """
+    if split_by is not None:
+        return run_grouped(
+            rank_test, adata, split_by=split_by, filter_groups=filter_groups, filter_layer="counts",
+            kwargs=split_arguments(locals()), key_added=key_added, copy=copy, filter_group=groupby,
+        )  # fmt: skip
+    check_unsplit(filter_groups)
     check_adata(adata)
     check_key(key_added, "key_added")
     check_choice(test, _TESTS, "test")
