@@ -45,17 +45,21 @@ import numpy as np
 from scipy import special
 from scipy import stats as sst
 
-from .._blocks import GeneBlocks, for_each_block, gene_blocks, is_dask, read_block
+from .._blocks import GeneBlocks, for_each_block, gene_blocks, read_block
 from ..limma.lowess import lowess
 from ..multitest import p_adjust_bh
 from ._kernels import contrast_kernel_par, cooks_par, design_cells, n_chunks
 from .dispersion import (
     DispersionTrend,
+    col_sums_ld,
     dispersion_prior_variance,
     estimate_gene_dispersions,
     estimate_map_dispersions,
     fit_dispersion_trend,
     log_dispersion_residual_variance,
+    row_means_r,
+    row_vars_r,
+    xim_r,
 )
 from .nbinom import LOG2E, fit_nb_glm
 
@@ -674,17 +678,11 @@ def _gene_wise_dispersions(inp: _Inputs, on_block) -> _State:
     if not st.nz.any():
         raise ValueError("every gene is zero in all samples")
     # DESeq2's momentsDispEstimate: mean(1 / sizeFactors), or mean(1 / colMeans(normFactors))
-    # over the genes that are not all zero
+    # over the genes that are not all zero, with R's arithmetic (numpy or dask, block by block)
     if inp.nf is None:
-        st.xim = float(np.mean(1.0 / inp.sf))
-    elif not is_dask(inp.nf):  # in memory: numpy's mean over all genes at once, as it always was
-        nf = np.asarray(inp.nf, dtype=np.float64)
-        st.xim = float(np.mean(1.0 / nf[:, st.nz].mean(axis=1)))
-    else:  # chunked: per-sample sums gathered over the blocks (equal to the above within rounding)
-        nf_sum, n_nz = np.zeros(inp.n), int(st.nz.sum())
-        for sl in inp.blocks:
-            nf_sum += inp.nf_block(sl, st.nz[sl]).sum(axis=0)
-        st.xim = float(np.mean(1.0 / (nf_sum / n_nz)))
+        st.xim = xim_r(inp.sf)
+    else:
+        st.xim = xim_r(nf_col_sums=col_sums_ld((inp.nf_block(sl, st.nz[sl]) for sl in inp.blocks), inp.n))
     st.disp_gene_est = np.full(g, np.nan)
     st.disp_gene_iter = np.zeros(g, dtype=np.int64)
     st.mus = []
@@ -788,7 +786,7 @@ def _replace_outliers(inp: _Inputs, st: _State, ii, y_ge, nf_nz, norm_ge, ck) ->
     """``replaceOutliers``: counts with a Cook's distance above the cutoff, in samples of cells with
     at least ``min_replicates`` samples, become the trimmed mean of the normalised counts times the
     sample's factor (truncated to an integer); the genes are queued for the refit."""
-    n, sf = inp.n, inp.sf
+    sf = inp.sf
     with np.errstate(invalid="ignore"):
         over = ck > st.cutoff
     rep = over.any(axis=1)
@@ -802,8 +800,8 @@ def _replace_outliers(inp: _Inputs, st: _State, ii, y_ge, nf_nz, norm_ge, ck) ->
     change = over[rep] & st.replaceable[None, :]
     new_y[change] = np.trunc(tbm[:, None] * _nf_gene_major(sf, nf_r, r_idx.size))[change]
     norm_new = _normalised(new_y, sf, nf_r)
-    st.base_mean[r_idx] = norm_new.mean(axis=1)
-    st.base_var[r_idx] = norm_new.var(axis=1, ddof=1) if n > 1 else 0.0
+    st.base_mean[r_idx] = row_means_r(norm_new)
+    st.base_var[r_idx] = row_vars_r(norm_new)
     now_zero = new_y.sum(axis=1) == 0
     st.new_all_zero[r_idx[now_zero]] = True
     keep = ~now_zero
@@ -824,7 +822,7 @@ def _refit_without_outliers(inp: _Inputs, st: _State) -> None:
     y_f = np.ascontiguousarray(np.concatenate(st.refit_y, axis=0))
     nf_f = np.ascontiguousarray(np.concatenate(st.refit_nf, axis=0)) if inp.nf is not None else None
     # DESeq2 recomputes xim on the refitted subset: mean over samples of 1 / (mean over genes)
-    xim_f = st.xim if nf_f is None else float(np.mean(1.0 / nf_f.mean(axis=0)))
+    xim_f = st.xim if nf_f is None else xim_r(nf_col_sums=col_sums_ld([nf_f], inp.n))
     ge = estimate_gene_dispersions(
         y_f, inp.X, size_factors=inp.sf, norm_factors=nf_f, min_disp=o["min_disp"], kappa_0=o["kappa_0"],
         disp_tol=o["disp_tol"], maxit=o["maxit"], minmu=o["minmu"], xim=xim_f, gene_major=True,

@@ -3,7 +3,8 @@
 Arrays are samples × genes (``AnnData.X``) at the interface. The steps follow DESeq2 1.38:
 
 1. :func:`estimate_gene_dispersions` (``estimateDispersionsGeneEst``): rough starting values
-   (the smaller of ``roughDispEstimate`` and the method-of-moments estimate), means from the NB
+   (the smaller of ``roughDispEstimate`` and the method-of-moments estimate, with R's arithmetic so
+   that they are R's doubles: the line search can hinge on their last bits), means from the NB
    GLM (or from a linear model when the design is one-way), then per gene the Cox-Reid adjusted
    profile likelihood maximised over log(alpha) by DESeq2's Armijo line search, with DESeq2's
    rules for moves that do not increase the likelihood and a grid search for genes that did not
@@ -59,20 +60,128 @@ def _check_design(X: np.ndarray, n: int) -> np.ndarray:
     return X
 
 
+# R's numerics for the starting values. The line search of ``fitDisp`` starts from the smaller of
+# the rough and moments estimates; for genes whose start is a tiny dispersion the log posterior
+# is flat in log(alpha) (its slope vanishes as alpha -> 0) and its first Armijo step is decided by
+# rounding, so a start that differs from R's in the last bits can change whether DESeq2's rule
+# "one iteration = not converged, refit on the grid" applies. The rough estimate is therefore
+# computed with R's operations in R's order: LINPACK's QR (``qr``: ``dqrdc2``, ``qr.Q``: ``dqrsl``),
+# ``solve`` of the triangular factor (LAPACK ``dgesv`` reduces to ``dtrsm`` on it), reference BLAS
+# products (``dgemm``: each entry a sequential sum) and ``rowSums`` in long double; and so are the
+# moments estimate's ``baseMean``, ``baseVar`` and ``xim`` (:func:`row_means_r`, :func:`row_vars_r`,
+# :func:`xim_r`). This matters most with normalisation factors, whose scale moves these values;
+# with size factors it changes the last bits only. (Where numpy's long double is a double --
+# Windows, macOS on arm64 -- the sums round differently, and the starts are R's to rounding only.)
+def _dnrm2(v: np.ndarray) -> float:
+    """Reference BLAS ``dnrm2`` (LAPACK >= 3.10) for values of ordinary size: the square root of
+    the sequential sum of squares (other values: numpy's norm)."""
+    a = np.abs(v)
+    if not np.all((a == 0) | ((a > 1e-150) & (a < 1e150))):
+        return float(np.linalg.norm(v))
+    return float(np.sqrt(_seq_dot(v, v)))
+
+
+def _seq_dot(u: np.ndarray, v: np.ndarray) -> float:
+    """Reference BLAS ``ddot``: products summed in order."""
+    s = 0.0
+    for t in (u * v).tolist():
+        s += t
+    return s
+
+
+def _linpack_qr(X: np.ndarray, tol: float = 1e-7) -> tuple[np.ndarray, np.ndarray]:
+    """``qr.Q(qr(X))`` and ``qr.R(qr(X))`` as R computes them (LINPACK ``dqrdc2``, Householder
+    reflections with its limited pivoting of negligible columns, then ``dqrsl`` applied to the
+    identity's first columns)."""
+    x = np.array(X, dtype=np.float64, copy=True)
+    n, p = x.shape
+    qraux = np.array([_dnrm2(x[:, j]) for j in range(p)])
+    orig = np.where(qraux == 0.0, 1.0, qraux)
+    k = p + 1
+    for col in range(min(n, p)):
+        # move columns whose norm fell below tol times the original to the right-hand edge
+        while col + 1 < k and qraux[col] < orig[col] * tol:
+            order = [*range(col), *range(col + 1, p), col]
+            x, qraux, orig = x[:, order], qraux[order], orig[order]
+            k -= 1
+        if col + 1 == n:
+            continue
+        nrm = _dnrm2(x[col:, col])
+        if nrm == 0.0:
+            continue
+        if x[col, col] != 0.0:
+            nrm = float(np.copysign(nrm, x[col, col]))
+        x[col:, col] = (1.0 / nrm) * x[col:, col]
+        x[col, col] = 1.0 + x[col, col]
+        for j in range(col + 1, p):
+            t = -_seq_dot(x[col:, col], x[col:, j]) / x[col, col]
+            x[col:, j] = x[col:, j] + t * x[col:, col]
+            if qraux[j] != 0.0:
+                tt = max(1.0 - (abs(x[col, j]) / qraux[j]) ** 2, 0.0)
+                qraux[j] = qraux[j] * np.sqrt(tt) if abs(tt) >= 1e-6 else _dnrm2(x[col + 1 :, j])
+        qraux[col] = x[col, col]
+        x[col, col] = -nrm
+    rank = min(k - 1, n)
+    q = np.zeros((n, rank))
+    for c in range(rank):
+        qy = np.zeros(n)
+        qy[c] = 1.0
+        for j in range(min(rank, n - 1) - 1, -1, -1):
+            if qraux[j] == 0.0:
+                continue
+            h = x[j:, j].copy()
+            h[0] = qraux[j]
+            t = -_seq_dot(h, qy[j:]) / h[0]
+            qy[j:] = qy[j:] + t * h
+        q[:, c] = qy
+    return q, np.triu(x[: min(n, p)])
+
+
+def _upper_inverse(r: np.ndarray) -> np.ndarray:
+    """``solve(R)`` for an upper-triangular ``R`` as LAPACK's ``dgesv`` computes it (no pivoting
+    happens, so it is the back substitution of ``dtrsm`` on the columns of the identity)."""
+    p = r.shape[0]
+    out = np.eye(p)
+    for j in range(p):
+        b = out[:, j]
+        for k in range(p - 1, -1, -1):
+            if b[k] != 0.0:
+                b[k] = b[k] / r[k, k]
+                b[:k] = b[:k] - b[k] * r[:k, k]
+    return out
+
+
+def _blas_matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """``a %*% b`` as the reference BLAS ``dgemm`` sums: over the inner index in order."""
+    out = a[:, 0:1] * b[0]
+    for k in range(1, a.shape[1]):
+        out += a[:, k : k + 1] * b[k]
+    return out
+
+
+def _r_row_sums(x: np.ndarray) -> np.ndarray:
+    """R's ``rowSums`` of a matrix: a long double accumulator over the columns in order."""
+    acc = np.zeros(x.shape[0], dtype=np.longdouble)
+    for j in range(x.shape[1]):
+        acc += x[:, j]
+    return acc.astype(np.float64)
+
+
 def linear_model_mu(y: np.ndarray, X: np.ndarray) -> np.ndarray:
     """Least-squares fitted values of each row of ``y`` (genes × samples) on ``X``, computed as
-    DESeq2's ``linearModelMu`` does, ``(y Q) (X R^-1)'``, so that rounding matches R's."""
-    q, r = np.linalg.qr(X)
-    return (y @ q) @ (X @ np.linalg.inv(r)).T
+    DESeq2's ``linearModelMu`` does, ``(y Q) (X R^-1)'`` with R's QR and products (see above)."""
+    q, r = _linpack_qr(X)
+    xr = _blas_matmul(np.asarray(X, dtype=np.float64), _upper_inverse(r))
+    return _blas_matmul(_blas_matmul(np.asarray(y, dtype=np.float64), q), np.ascontiguousarray(xr.T))
 
 
 def rough_dispersion(norm_counts: np.ndarray, X: np.ndarray) -> np.ndarray:
     """DESeq2's ``roughDispEstimate`` for genes × samples normalised counts."""
     m, p = X.shape
     norm_counts = np.ascontiguousarray(norm_counts, dtype=np.float64)
-    terms = linear_model_mu(norm_counts, X)
-    rough_terms_par(norm_counts, np.ascontiguousarray(terms), terms)  # in place, in numba's threads
-    est = terms.sum(axis=1) / (m - p)
+    terms = np.ascontiguousarray(linear_model_mu(norm_counts, X))
+    rough_terms_par(norm_counts, terms, terms)  # in place, in numba's threads
+    est = _r_row_sums(terms) / (m - p)
     return np.maximum(est, 0.0)
 
 
@@ -81,12 +190,80 @@ def moments_dispersion(base_mean: np.ndarray, base_var: np.ndarray, xim: float) 
     return (base_var - xim * base_mean) / base_mean**2
 
 
+def row_means_r(x: np.ndarray) -> np.ndarray:
+    """R's ``rowMeans`` (DESeq2's ``baseMean``): a long double sum over the columns in order,
+    divided in long double."""
+    acc = np.zeros(x.shape[0], dtype=np.longdouble)
+    for j in range(x.shape[1]):
+        acc += x[:, j]
+    return (acc / x.shape[1]).astype(np.float64)
+
+
+def row_vars_r(x: np.ndarray) -> np.ndarray:
+    """matrixStats' ``rowVars`` (DESeq2's ``baseVar``): the mean summed in order and refined by
+    the mean of the deviations, then the squared deviations summed in order over ``n - 1``."""
+    n = x.shape[1]
+    if n < 2:
+        return np.zeros(x.shape[0])
+    mu = np.zeros(x.shape[0])
+    for j in range(n):
+        mu += x[:, j]
+    mu /= n
+    dev = np.zeros(x.shape[0])
+    for j in range(n):
+        dev += x[:, j] - mu
+    mu += dev / n
+    ss = np.zeros(x.shape[0])
+    for j in range(n):
+        d = x[:, j] - mu
+        ss += d * d
+    return ss / (n - 1)
+
+
+def mean_r(v: np.ndarray) -> float:
+    """R's ``mean`` of a vector: a long double sum over ``n``, then corrected by the mean of the
+    deviations (also in long double)."""
+    v = np.asarray(v, dtype=np.float64).ravel()
+    s = np.longdouble(0.0)
+    for t in v:
+        s += t
+    s /= v.size
+    r = np.longdouble(0.0)
+    for t in v:
+        r += np.longdouble(t) - s
+    return float(s + r / v.size)
+
+
+def col_sums_ld(blocks, n: int) -> tuple[np.ndarray, int]:
+    """Per-sample sums over the genes of ``blocks`` (each genes × samples, in gene order), added in
+    long double one gene after another as R's ``colSums``/``colMeans`` do; and the number of genes."""
+    acc = np.zeros(n, dtype=np.longdouble)
+    count = 0
+    for b in blocks:
+        b = np.asarray(b, dtype=np.float64)
+        step = max(1, 2**20 // max(n, 1))  # bounded long double copies
+        for lo in range(0, b.shape[0], step):
+            part = b[lo : lo + step]
+            acc = np.concatenate([acc[None, :], part.astype(np.longdouble)], axis=0).cumsum(axis=0)[-1]
+        count += b.shape[0]
+    return acc, count
+
+
+def xim_r(sf: np.ndarray | None = None, nf_col_sums: tuple[np.ndarray, int] | None = None) -> float:
+    """``xim`` of DESeq2's ``momentsDispEstimate``: ``mean(1 / sizeFactors)``, or with
+    normalisation factors ``mean(1 / colMeans(normalizationFactors))`` over the genes that are not
+    all zero (``nf_col_sums``: :func:`col_sums_ld` of their factors), with R's arithmetic."""
+    if nf_col_sums is not None:
+        acc, count = nf_col_sums
+        return mean_r(1.0 / (acc / count).astype(np.float64))
+    return mean_r(1.0 / np.asarray(sf, dtype=np.float64))
+
+
 def _xim(sf: np.ndarray | None, nf_sm: np.ndarray | None) -> float:
     """``xim`` of DESeq2's ``momentsDispEstimate``; ``nf_sm`` is samples × genes."""
     if nf_sm is not None:
-        # DESeq2: mean(1 / colMeans(normalizationFactors)) -- per-sample means over genes
-        return float(np.mean(1.0 / nf_sm.mean(axis=1)))
-    return float(np.mean(1.0 / sf))
+        return xim_r(nf_col_sums=col_sums_ld([np.asarray(nf_sm, dtype=np.float64).T], nf_sm.shape[0]))
+    return xim_r(sf)
 
 
 def _model_matrix_groups(X: np.ndarray) -> int:
@@ -264,8 +441,8 @@ def estimate_gene_dispersions(
         raise ValueError("niter must be at least 1")
     nf_all = norm_factor_matrix(n, g_all, size_factors, norm_factors)
     norm_all = y_all / nf_all
-    base_mean = norm_all.mean(axis=1)
-    base_var = norm_all.var(axis=1, ddof=1) if n > 1 else np.zeros(g_all)
+    base_mean = row_means_r(norm_all)  # DESeq2's getBaseMeansAndVariances, with R's arithmetic
+    base_var = row_vars_r(norm_all)
     all_zero = y_all.sum(axis=1) == 0
     nz = ~all_zero
     if nz.all():  # no copies (nf may be a broadcast view of the size factors)
