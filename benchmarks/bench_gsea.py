@@ -3,6 +3,7 @@
     python benchmarks/bench_gsea.py                # everything (several minutes: GSEApy is slow)
     python benchmarks/bench_gsea.py --part prerank # only the preranked GSEA parts
     python benchmarks/bench_gsea.py --part scores --samples 1000
+    python benchmarks/bench_gsea.py --part prerank --repeat 3 --no-permutation
 
 Compared:
 
@@ -15,26 +16,31 @@ Compared:
    1/1000, so their error is large for strong sets by construction).
 2. The same on 10,000 genes x 1,000 random sets (sizes log-uniform in 15-500; in 5% of them a
    quarter of the genes come from the top 10% of the ranking, so that some p-values are small).
-3. Per-sample scores on ``--samples`` samples x 5,000 genes x 50 sets (synthetic log-expression):
+3. Reactome (``bk.datasets.reactome()``, 2,694 sets) on a real DESeq2 statistic: airway's Wald
+   statistic mapped to symbols (``../shared/data/airway/r_reference/wald_stat_by_symbol``, the
+   input of fgsea's reference ``fgsea_reactome_wald_stat``, whose agreement is printed).
+4. Per-sample scores on ``--samples`` samples x 5,000 genes x 50 sets (synthetic log-expression):
    ``bk.tl.score`` GSVA / ssGSEA / ulm / AUCell vs ``decoupler.mt.gsva`` / ``ulm`` / ``aucell``
    (decoupler has no ssGSEA). bulkpy's GSVA follows R's GSVA 1.46 exactly; decoupler's differs
    from it by up to ~6e-4 on geuvadis85 (see tests/test_tl_score.py).
 
-Times are wall-clock seconds of one call after a warm-up call on small data (numba compilation is
-not timed), on this machine's threads. Not a test: run by hand, numbers are printed.
+Times are wall-clock seconds, the best of ``--repeat`` calls (default 3) in this one process, after a
+warm-up call on small data (numba compilation is not timed), on this machine's threads (GSEApy
+gets ``--threads``). The load average is printed: on a shared machine, compare ratios measured side
+by side, not seconds across runs. For large cohorts of per-sample scores see ``bench_gsva.py``.
+Not a test: run by hand, numbers are printed.
 """
 
 from __future__ import annotations
 
 import argparse
-import time
 import warnings
 from pathlib import Path
 
 import anndata as ad
 import numpy as np
 import pandas as pd
-from _common import ver
+from _common import AIRWAY_REF, best, ver
 
 import bulkpy as bk
 
@@ -43,10 +49,12 @@ SHARED = ROOT.parent / "shared" / "data" / "fgsea_example"
 FIXTURE = ROOT / "tests" / "fixtures" / "fgsea_example"
 
 
+REPEAT = 3
+
+
 def timed(fn):
-    t = time.perf_counter()
-    out = fn()
-    return time.perf_counter() - t, out
+    """(best wall time of ``REPEAT`` calls, the last result)."""
+    return best(fn, REPEAT)
 
 
 def fgsea_example():
@@ -61,6 +69,14 @@ def fgsea_example():
     ref_p = ref_p if ref_p.exists() else FIXTURE / "fgsea_multilevel.csv.gz"
     ref = pd.read_csv(ref_p).set_index("pathway") if ref_p.exists() else None
     return stats, sets, ref
+
+
+def airway_reactome():
+    stat = pd.read_csv(AIRWAY_REF / "wald_stat_by_symbol.csv.gz")
+    stats = pd.Series(stat["stat"].to_numpy(), index=stat["symbol"].astype(str).to_numpy())
+    ref_p = AIRWAY_REF / "fgsea_reactome_wald_stat.csv.gz"
+    ref = pd.read_csv(ref_p).set_index("pathway") if ref_p.exists() else None
+    return stats, dict(bk.datasets.reactome()), ref
 
 
 def synthetic_prerank(n_genes=10_000, n_sets=1_000, seed=0):
@@ -87,10 +103,15 @@ def agreement(res: pd.DataFrame, ref: pd.DataFrame | None, nes: str, p: str) -> 
     pv = r[p].astype(float).clip(lower=1e-300)
     d = np.abs(np.log10(pv) - np.log10(ref.loc[common, "pval"]))
     c = np.corrcoef(r[nes].astype(float), ref.loc[common, "NES"])[0, 1]
-    return f"NES r={c:.5f}, median |dlog10 p|={np.median(d):.3f}, sets={len(common)}"
+    return (
+        f"NES r={c:.5f}, |dlog10 p| median {np.median(d):.3f}, 90% {np.percentile(d, 90):.2f}, "
+        f"sets={len(common)}"
+    )
 
 
-def run_prerank(label: str, stats: pd.Series, sets: dict, ref, threads: int) -> list[tuple]:
+def run_prerank(
+    label: str, stats: pd.Series, sets: dict, ref, threads: int, methods=("permutation", "multilevel")
+) -> list[tuple]:
     rows = []
     t, res = timed(lambda: bk.tl.gsea(stats, gene_sets=sets, min_size=15, max_size=500, seed=1))
     rows.append((label, "bulkpy gsea (multilevel)", t, agreement(res, ref, "NES", "pvalue")))
@@ -98,7 +119,7 @@ def run_prerank(label: str, stats: pd.Series, sets: dict, ref, threads: int) -> 
     try:
         import gseapy as gp
 
-        for method in ("permutation", "multilevel"):
+        for method in methods:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 t, r = timed(
@@ -190,24 +211,39 @@ def main() -> None:
     ap.add_argument("--part", choices=["all", "prerank", "scores"], default="all")
     ap.add_argument("--samples", type=int, default=1000)
     ap.add_argument("--threads", type=int, default=2, help="GSEApy threads")
+    ap.add_argument("--repeat", type=int, default=3, help="calls per tool; the best time is shown")
+    ap.add_argument("--no-permutation", action="store_true", help="skip GSEApy's permutation method")
     args = ap.parse_args()
+    global REPEAT
+    REPEAT = max(1, args.repeat)
+    import os
+
     import numba
 
     print(
-        f"bulkpy {bk.__version__}, gseapy {ver('gseapy')}, decoupler {ver('decoupler')}, "
-        f"numba threads {numba.get_num_threads()}"
+        f"bulkpy {bk.__version__}, gseapy {ver('gseapy')}, decoupler {ver('decoupler')}, numba {ver('numba')} "
+        f"({numba.get_num_threads()} threads), {os.cpu_count()} CPUs, load average "
+        + " ".join(f"{v:.1f}" for v in os.getloadavg())
+        + f"; best of {REPEAT} calls"
     )
+    methods = ("multilevel",) if args.no_permutation else ("permutation", "multilevel")
     warm_up()
     rows = []
     if args.part in ("all", "prerank"):
         stats, sets, ref = fgsea_example()
         rows += run_prerank(
-            f"fgsea example: {stats.size} genes, {len(sets)} sets", stats, sets, ref, args.threads
+            f"fgsea example: {stats.size} genes, {len(sets)} sets", stats, sets, ref, args.threads, methods
         )
         stats, sets = synthetic_prerank()
         rows += run_prerank(
-            f"synthetic: {stats.size} genes, {len(sets)} sets", stats, sets, None, args.threads
+            f"synthetic: {stats.size} genes, {len(sets)} sets", stats, sets, None, args.threads, methods
         )
+        if (AIRWAY_REF / "wald_stat_by_symbol.csv.gz").exists():
+            stats, sets, ref = airway_reactome()
+            rows += run_prerank(
+                f"airway Wald stat: {stats.size} genes, Reactome {len(sets)} sets",
+                stats, sets, ref, args.threads, methods,
+            )  # fmt: skip
     if args.part in ("all", "scores"):
         rows += run_scores(args.samples)
     out = pd.DataFrame(rows, columns=["data", "tool", "seconds", "ratio", "notes"])

@@ -96,18 +96,6 @@ def _lower_bound(a, lo, hi, x):
 
 
 @njit(cache=True)
-def _upper_bound(a, lo, hi, x):
-    """First index in ``a[lo:hi]`` (sorted) whose value is > ``x`` (``hi`` if none)."""
-    while lo < hi:
-        mid = (lo + hi) >> 1
-        if a[mid] <= x:
-            lo = mid + 1
-        else:
-            hi = mid
-    return lo
-
-
-@njit(cache=True)
 def _sort_int(a):
     """Sort an integer array in place (Shell sort; small code that compiles fast)."""
     n = a.shape[0]
@@ -320,65 +308,86 @@ def _pos_and_signed_es(r, pos, k, n, ns):
     return res_pos, res
 
 
+_DEBRUIJN = np.uint64(0x03F79D71B4CA8B09)
+#: ``_CTZ[(lsb * _DEBRUIJN) >> 58]`` is the index of the single set bit of ``lsb`` (de Bruijn).
+_CTZ = np.zeros(64, dtype=np.int64)
+for _i in range(64):
+    _CTZ[((1 << _i) * 0x03F79D71B4CA8B09 % (1 << 64)) >> 58] = _i
+_U0 = np.uint64(0)
+_U1 = np.uint64(1)
+_U58 = np.uint64(58)
+
+
 @njit(cache=True)
-def _perturb(r, data, cnt, csum, ends, ns, bound, iters, state, q1):
+def _members(bits, out):
+    """Positions of the set bits of the bitmap ``bits``, ascending, into ``out``."""
+    m = 0
+    for w in range(bits.shape[0]):
+        word = bits[w]
+        while word:
+            lsb = word & (_U0 - word)
+            out[m] = (w << 6) + _CTZ[(lsb * _DEBRUIJN) >> _U58]
+            m += 1
+            word ^= lsb
+
+
+@njit(cache=True)
+def _perturb(r, mem, bits, cnt, csum, ends, chunk_of, ns, bound, iters, state, q1, cand):
     """``iters`` Metropolis proposals on one sample (replace a random member by a random gene),
     each accepted iff the sample's positive-part score stays above ``bound``, as fgsea's
-    ``perturbate``. The sample is held in chunks of gene positions (``data[c, :cnt[c]]`` sorted,
-    chunk ``c`` covering positions below ``ends[c]``, weight sums ``csum``) so that the check skips
-    whole chunks whose best case stays below the bound; a prefix known to exceed the bound is
-    updated in O(1) to accept most moves at once. Returns the number of moves (accepted
-    proposals, plus proposals of the gene itself) and the sample's new weight sum."""
+    ``perturbate``. The sample is held as its members (``mem``, unordered: the member replaced is
+    ``mem[randint(k)]``) and a bitmap of gene positions (``bits``), with member counts and weight
+    sums per chunk of positions (chunk ``c`` covers positions below ``ends[c]``; ``chunk_of`` maps
+    a position to its chunk): a move costs O(1), and the check walks the chunks, skipping those
+    whose best case stays below the bound and reading the others' members from the bitmap. A
+    member whose prefix exceeds the bound (``cand``: position, misses and weight before it,
+    kept between calls) accepts most moves in O(1). Accept/reject decisions are exact (the
+    check is fgsea's), only faster. Returns the number of moves (accepted proposals, plus
+    proposals of the gene itself) and the sample's new weight sum."""
     # Over 100 lines on purpose: the innermost loop of the multilevel method (most of GSEA's time),
-    # kept as one compiled body so that the chunk bookkeeping stays in registers.
+    # kept as one compiled body so that the bookkeeping stays in registers.
     n = r.shape[0]
+    k = mem.shape[0]
     nch = ends.shape[0]
-    k = 0
-    for c in range(nch):
-        k += cnt[c]
     moves = 0
-    has_cand = False
-    cand_val = -1
-    cand_x = 0
-    cand_y = 0.0
+    cand_val = np.int64(cand[0])
+    cand_x = np.int64(cand[1])
+    cand_y = cand[2]
+    tiny = 1e-9 * max(r[0], r[n - 1])  # r is sorted
     for _ in range(iters):
         t = _randint(state, k)
-        oc = 0
-        while cnt[oc] <= t:
-            t -= cnt[oc]
-            oc += 1
-        oi = t
-        old = data[oc, oi]
+        old = mem[t]
         new = _randint(state, n)
-        nc = _upper_bound(ends, 0, nch, new)
-        row = data[nc]
-        ni = _lower_bound(row, 0, cnt[nc], new)
-        if ni < cnt[nc] and data[nc, ni] == new:
+        wn = new >> 6
+        bn = _U1 << np.uint64(new & 63)
+        if bits[wn] & bn:
             if new == old:
                 moves += 1
             continue
-        for q in range(oi, cnt[oc] - 1):
-            data[oc, q] = data[oc, q + 1]
+        wo = old >> 6
+        bo = _U1 << np.uint64(old & 63)
+        bits[wo] ^= bo
+        bits[wn] |= bn
+        mem[t] = new
+        oc = chunk_of[old]
+        nc = chunk_of[new]
         cnt[oc] -= 1
-        ins = ni - 1 if (oc == nc and oi < ni) else ni
-        for q in range(cnt[nc], ins, -1):
-            data[nc, q] = data[nc, q - 1]
-        data[nc, ins] = new
         cnt[nc] += 1
         csum[oc] -= r[old]
         csum[nc] += r[new]
         ns2 = ns - r[old] + r[new]
-        if has_cand and old == cand_val:
-            has_cand = False
-        if has_cand:
+        if old == cand_val:
+            cand_val = -1
+        if cand_val >= 0:
             if old < cand_val:
                 cand_x += 1
                 cand_y -= r[old]
             if new < cand_val:
                 cand_x -= 1
                 cand_y += r[new]
-        q2 = 1.0 / ns2
-        if has_cand and q2 * cand_y - q1 * cand_x > bound:
+        # a sample with (numerically) no weight left has no positive score: 1 / ns2 = 0 rejects
+        q2 = 1.0 / ns2 if ns2 > tiny else 0.0
+        if cand_val >= 0 and q2 * cand_y - q1 * cand_x > bound:
             moves += 1
             ns = ns2
             continue
@@ -386,65 +395,83 @@ def _perturb(r, data, cnt, csum, ends, ns, bound, iters, state, q1):
         cur_x = 0
         cur_y = 0.0
         last = -1
+        start = 0
         for c in range(nch):
+            end = ends[c]
             if q2 * (cur_y + csum[c]) - q1 * cur_x < bound:
                 cur_y += csum[c]
-                cur_x += ends[c] - last - 1 - cnt[c]
-                last = ends[c] - 1
+                cur_x += end - last - 1 - cnt[c]
+                last = end - 1
+                start = end
                 continue
-            for q in range(cnt[c]):
-                p = data[c, q]
-                cur_y += r[p]
-                cur_x += p - last - 1
-                if q2 * cur_y - q1 * cur_x > bound:
-                    ok = True
-                    cand_val = p
-                    cand_x = cur_x
-                    cand_y = cur_y
+            w0 = start >> 6
+            w1 = (end - 1) >> 6
+            for w in range(w0, w1 + 1):
+                word = bits[w]
+                if w == w0:
+                    word &= ~((_U1 << np.uint64(start & 63)) - _U1)
+                if w == w1 and (end & 63) != 0:
+                    word &= (_U1 << np.uint64(end & 63)) - _U1
+                while word:
+                    lsb = word & (_U0 - word)
+                    p = (w << 6) + _CTZ[(lsb * _DEBRUIJN) >> _U58]
+                    word ^= lsb
+                    cur_y += r[p]
+                    cur_x += p - last - 1
+                    if q2 * cur_y - q1 * cur_x > bound:
+                        ok = True
+                        cand_val = p
+                        cand_x = cur_x
+                        cand_y = cur_y
+                        break
+                    last = p
+                if ok:
                     break
-                last = p
             if ok:
                 break
-            cur_x += ends[c] - 1 - last
-            last = ends[c] - 1
+            cur_x += end - 1 - last
+            last = end - 1
+            start = end
         if ok:
-            has_cand = True
             moves += 1
             ns = ns2
             continue
         # reject: put the sample back
-        for q in range(ins, cnt[nc] - 1):
-            data[nc, q] = data[nc, q + 1]
-        cnt[nc] -= 1
-        for q in range(cnt[oc], oi, -1):
-            data[oc, q] = data[oc, q - 1]
-        data[oc, oi] = old
+        bits[wn] ^= bn
+        bits[wo] |= bo
+        mem[t] = old
         cnt[oc] += 1
+        cnt[nc] -= 1
         csum[oc] += r[old]
         csum[nc] -= r[new]
-        if has_cand and new == cand_val:
-            has_cand = False
-        if has_cand:
+        if new == cand_val:
+            cand_val = -1
+        if cand_val >= 0:
             if old < cand_val:
                 cand_x -= 1
                 cand_y += r[old]
             if new < cand_val:
                 cand_x += 1
                 cand_y -= r[new]
+    cand[0] = cand_val
+    cand[1] = cand_x
+    cand[2] = cand_y
     return moves, ns
 
 
 @njit(cache=True)
-def _halve(r, samples, ns, n, k, scores, corr, filled):
+def _halve(r, mem, bits, ns, n, k, scores, corr, filled, srt):
     """fgsea's ``duplicateSamples``: record the lower half of the population's positive-part
     scores (and, per recorded level, how many samples above it have a positive signed score),
-    then replace the lower half by copies of the upper half (each twice) plus the median."""
-    ss = samples.shape[0]
+    then replace the lower half by copies of the upper half (each twice) plus the median.
+    ``srt`` receives each sample's sorted members."""
+    ss = mem.shape[0]
     pos_es = np.empty(ss)
     is_pos = np.zeros(ss, dtype=np.bool_)
     n_pos = 0
     for s in range(ss):
-        pos_es[s], signed = _pos_and_signed_es(r, samples[s], k, n, ns[s])
+        _members(bits[s], srt[s])
+        pos_es[s], signed = _pos_and_signed_es(r, srt[s], k, n, ns[s])
         if signed > 0:
             is_pos[s] = True
             n_pos += 1
@@ -464,17 +491,44 @@ def _halve(r, samples, ns, n, k, scores, corr, filled):
         src[row + 1] = order[ss - 1 - i]
         row += 2
     src[row] = order[ss >> 1]
-    new = np.empty((ss, k), dtype=samples.dtype)
-    new_ns = np.empty(ss)
-    for i in range(ss):
-        new_ns[i] = ns[src[i]]
-        for j in range(k):
-            new[i, j] = samples[src[i], j]
-    for i in range(ss):
-        ns[i] = new_ns[i]
-        for j in range(k):
-            samples[i, j] = new[i, j]
+    mem[:] = mem[src]
+    bits[:] = bits[src]
+    srt[:] = srt[src]
+    ns[:] = ns[src]
     return filled + half
+
+
+@njit(cache=True)
+def _chunks(r, srt, k, n, ends, chunk_of, cnt, csum, ns):
+    """Chunk the positions for one level: ends at the population medians of the members at evenly
+    spaced ranks (fgsea's ``chunkLastElement``), and each sample's count and weight per chunk."""
+    ss = srt.shape[0]
+    nch = ends.shape[0]
+    tmp = np.empty(ss, dtype=np.int64)
+    at = 0
+    for c in range(nch - 1):
+        at += (k + c) // nch
+        for s in range(ss):
+            tmp[s] = srt[s, at]
+        _sort_int(tmp)
+        ends[c] = tmp[ss // 2]
+    c = 0
+    for p in range(n):
+        while ends[c] <= p:
+            c += 1
+        chunk_of[p] = c
+    for s in range(ss):
+        for c in range(nch):
+            cnt[s, c] = 0
+            csum[s, c] = 0.0
+        tot = 0.0
+        for j in range(k):
+            p = srt[s, j]
+            c = chunk_of[p]
+            cnt[s, c] += 1
+            csum[s, c] += r[p]
+            tot += r[p]
+        ns[s] = tot
 
 
 @njit(cache=True, nogil=True)
@@ -486,76 +540,55 @@ def _ruler(r, k, sample_size, target, seed, eps, max_levels):
     ss = sample_size
     half = (ss + 1) // 2
     state = _stream(seed, 1, k)
-    samples = np.empty((ss, k), dtype=np.int64)
+    mem = np.empty((ss, k), dtype=np.int64)
+    bits = np.zeros((ss, (n + 63) >> 6), dtype=np.uint64)
+    srt = np.empty((ss, k), dtype=np.int64)
     ns = np.empty(ss)
     scratch = np.arange(n)
-    buf = np.empty(k, dtype=np.int64)
     swaps = np.empty(k, dtype=np.int64)
     for s in range(ss):
-        _draw_sorted(state, n, k, buf, scratch, swaps)
+        _draw_sorted(state, n, k, mem[s], scratch, swaps)
         for j in range(k):
-            samples[s, j] = buf[j]
-        t = 0.0
+            p = mem[s, j]
+            bits[s, p >> 6] |= _U1 << np.uint64(p & 63)
+        ns[s] = 0.0  # set per level by _chunks; _halve needs the first
         for j in range(k):
-            t += r[buf[j]]
-        ns[s] = t
+            ns[s] += r[mem[s, j]]
     cap = half * (max_levels + 1)
     scores = np.empty(cap)
     corr = np.empty(cap, dtype=np.int64)
-    filled = _halve(r, samples, ns, n, k, scores, corr, 0)
+    filled = _halve(r, mem, bits, ns, n, k, scores, corr, 0, srt)
     q1 = 1.0 / (n - k)
     iters = max(1, int(k * 0.1))
     need = ss * k
-    nch = max(1, int(math.sqrt(k)))
+    # about 2 sqrt(k) chunks (fgsea: sqrt(k)): moves are O(1) here, so finer chunks only make
+    # the check cheaper
+    nch = max(1, int(math.sqrt(4 * k)))
     ends = np.empty(nch, dtype=np.int64)
     ends[nch - 1] = n
-    tmp = np.empty(ss, dtype=np.int64)
-    data = np.empty((ss, nch, k), dtype=np.int64)
+    chunk_of = np.empty(n, dtype=np.int64)
     cnt = np.zeros((ss, nch), dtype=np.int64)
     csum = np.zeros((ss, nch))
+    cand = np.empty((ss, 3))
     levels = 1
     while scores[filled - 1] <= target - 1e-10 and levels < max_levels:
         bound = scores[filled - 1]
-        # chunk ends: medians over the population of the members at evenly spaced ranks
-        at = 0
-        for c in range(nch - 1):
-            at += (k + c) // nch
-            for s in range(ss):
-                tmp[s] = samples[s, at]
-            _sort_int(tmp)
-            ends[c] = tmp[ss // 2]
-        for s in range(ss):
-            for c in range(nch):
-                cnt[s, c] = 0
-                csum[s, c] = 0.0
-            c = 0
-            tot = 0.0
-            for j in range(k):
-                p = samples[s, j]
-                while ends[c] <= p:
-                    c += 1
-                data[s, c, cnt[s, c]] = p
-                cnt[s, c] += 1
-                csum[s, c] += r[p]
-                tot += r[p]
-            ns[s] = tot
+        _chunks(r, srt, k, n, ends, chunk_of, cnt, csum, ns)
+        cand[:, 0] = -1.0
         moves = 0
         proposals = 0
         limit = 200 * need
         while moves < need and proposals < limit:
             for s in range(ss):
-                mv, nsv = _perturb(r, data[s], cnt[s], csum[s], ends, ns[s], bound, iters, state, q1)
+                mv, nsv = _perturb(
+                    r, mem[s], bits[s], cnt[s], csum[s], ends, chunk_of, ns[s], bound, iters, state, q1,
+                    cand[s],
+                )  # fmt: skip
                 ns[s] = nsv
                 moves += mv
                 proposals += iters
-        for s in range(ss):
-            j = 0
-            for c in range(nch):
-                for q in range(cnt[s, c]):
-                    samples[s, j] = data[s, c, q]
-                    j += 1
         prev = bound
-        filled = _halve(r, samples, ns, n, k, scores, corr, filled)
+        filled = _halve(r, mem, bits, ns, n, k, scores, corr, filled, srt)
         levels += 1
         if scores[filled - 1] <= prev:
             break  # the median did not move up (as fgsea, give up)

@@ -72,25 +72,45 @@ def constant_genes(x: np.ndarray) -> np.ndarray:
 
 @njit(cache=True, nogil=True)
 def _gauss_density(x, bw, table, out, c0, c1):
-    """Log-odds of the Gaussian-kernel CDF of genes (columns of ``x``) ``c0:c1`` at every sample."""
+    """Log-odds of the Gaussian-kernel CDF of genes (columns of ``x``) ``c0:c1`` at every sample.
+
+    GSVA sums ``cdf((x_j - x_i) / h)`` over ``i`` for every sample ``j``. The kernel is evaluated
+    once per pair: ``(x_i - x_j) / h`` is exactly the negative of ``(x_j - x_i) / h`` in floating
+    point and the table is symmetric, so the pair's term for ``i`` is GSVA's own value for it,
+    and each sum still receives its terms in GSVA's order (``i = 0, 1, ...``): the result is
+    the same to the last bit, in half the time."""
     n = x.shape[0]
+    col = np.empty(n)
+    lt = np.empty(n)
     for c in range(c0, c1):
         h = bw[c]
-        for j in range(n):
-            lt = 0.0
-            yj = x[j, c]
-            for i in range(n):
-                v = (yj - x[i, c]) / h
+        for i in range(n):
+            col[i] = x[i, c]
+            lt[i] = 0.0
+        for a in range(n):
+            ya = col[a]
+            acc = lt[a] + table[0]  # terms i < a came from the earlier rows; then i = a (v = 0)
+            for i in range(a + 1, n):
+                v = (ya - col[i]) / h
                 if v < -10.0:
-                    cdf = 0.0
+                    acc += 0.0
+                    lt[i] += 1.0
                 elif v > 10.0:
-                    cdf = 1.0
+                    acc += 1.0
+                    lt[i] += 0.0
                 else:
                     t = table[int(abs(v) / 10.0 * 10000.0)]
-                    cdf = 1.0 - t if v < 0 else t
-                lt += cdf
-            lt = lt / n
-            out[j, c] = -1.0 * math.log((1.0 - lt) / lt)
+                    if v < 0:
+                        acc += 1.0 - t
+                        lt[i] += t
+                    elif v > 0:
+                        acc += t
+                        lt[i] += 1.0 - t
+                    else:
+                        acc += t
+                        lt[i] += t
+            m = acc / n
+            out[a, c] = -1.0 * math.log((1.0 - m) / m)
 
 
 def _n_threads() -> int:
