@@ -502,6 +502,9 @@ def read_quant(
     s1  55.0  92.5
     s2  55.0  92.5
     """
+    # Over 100 lines on purpose: every argument is validated here, in the docstring's order, before
+    # anything is computed or written (a failing call leaves the AnnData as it was), then one engine
+    # call and the writes; the checks are short and read best in one place.
     check_choice(type, _TYPES, "type")
     check_choice(counts_from_abundance, _tx.COUNTS_FROM_ABUNDANCE, "counts_from_abundance")
     for name, flag in (

@@ -209,6 +209,9 @@ def combat(
     >>> adata.uns["combat"]["params"]["parametric"]
     True
     """
+    # Over 100 lines on purpose: every argument is validated here, in the docstring's order, before
+    # anything is computed or written (a failing call leaves the AnnData as it was), then one engine
+    # call and the writes; the checks are short and read best in one place.
     check_adata(adata)
     parametric = check_bool(parametric, "parametric")
     mean_only = check_bool(mean_only, "mean_only")
@@ -385,6 +388,9 @@ def combat_seq(
     >>> adata.layers["combat_seq"].shape
     (7, 1000)
     """
+    # Over 100 lines on purpose: every argument is validated here, in the docstring's order, before
+    # anything is computed or written (a failing call leaves the AnnData as it was), then one engine
+    # call and the writes; the checks are short and read best in one place.
     check_adata(adata)
     full_mod = check_bool(full_mod, "full_mod")
     shrink = check_bool(shrink, "shrink")

@@ -857,6 +857,9 @@ def cluster(
     >>> adata.obs["cluster"].tolist()  # the treated samples (last three) apart
     ['1', '1', '1', '1', '2', '2', '2']
     """
+    # Over 100 lines on purpose: every argument is validated here, in the docstring's order, before
+    # anything is computed or written (a failing call leaves the AnnData as it was), then one engine
+    # call and the writes; the checks are short and read best in one place.
     check_adata(adata)
     check_bool(copy, "copy")
     check_key(key_added, "key_added")
