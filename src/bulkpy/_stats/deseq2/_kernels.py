@@ -6,17 +6,21 @@ R's saddle-point formula, digamma by recurrence and asymptotic series. Kernels a
 and independent across genes, so any block of genes gives the same per-gene answers.
 
 The ``*_par`` wrappers split the genes into contiguous chunks and run the serial kernel on the
-chunks in numba's threads (``numba.set_num_threads`` / ``NUMBA_NUM_THREADS`` choose how many);
-every gene is computed by the same serial code, so the results do not depend on the thread count.
+chunks in a thread pool (the kernels release the GIL; ``numba.set_num_threads`` /
+``NUMBA_NUM_THREADS`` choose how many threads); every gene is computed by the same serial code, so
+the results do not depend on the thread count.
 """
 
 from __future__ import annotations
 
 import math
+import os
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 
 import numba
 import numpy as np
-from numba import njit, prange
+from numba import njit
 
 from .._linalg import chol_inverse, chol_solve, cholesky_inplace
 
@@ -104,7 +108,7 @@ def nb_logpmf1(y, mu, alpha):
     return math.log(size / n) + lc - 0.5 * lf
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def nb_logpmf_flat(y, mu, alpha, out):
     for i in range(y.shape[0]):
         out[i] = nb_logpmf1(y[i], mu[i], alpha[i])
@@ -286,7 +290,7 @@ def _bounded_means(nf_row, cell, ec, etac, lnf, minmu, lminmu, mu, lmu):
             lmu[j] = lnf[j] + etac[cell[j]]
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def irls_kernel(y, nf, nf_shared, cell, XC, alpha, lam, beta, tol, maxit, minmu, mu_out, iters, hat, var, dev_out, ll_out):
     """DESeq2's ``fitBeta`` for each gene (rows of ``y``/``nf``): updates ``beta`` in place and
     writes the fitted means ``nf exp(X beta)`` (``mu_out``, not bounded), iterations, hat
@@ -594,7 +598,7 @@ def dlog_posterior(la, y, mu, cell, XXC, p, prior_mean, prior_var, use_prior, us
     return (ll + cr) * alpha + prior
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def fit_disp_kernel(
     y, mu, cell, XC, log_alpha, prior_mean, prior_var, use_prior, min_log_alpha, kappa_0, tol, maxit, use_cr,
     iters, iter_accept, initial_lp, last_lp, last_change,
@@ -658,7 +662,7 @@ def fit_disp_kernel(
         log_alpha[i] = a
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def fit_disp_grid_kernel(y, mu, cell, XC, grid, prior_mean, prior_var, use_prior, use_cr, out):
     """DESeq2's ``fitDispGrid`` (C++): coarse grid on log(alpha), then a fine grid of the same
     size spanning one coarse step either side of the best point."""
@@ -695,7 +699,7 @@ def fit_disp_grid_kernel(y, mu, cell, XC, grid, prior_mean, prior_var, use_prior
         out[i] = res
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def contrast_kernel(nf, cell, XC, alpha, lam, beta, minmu, C, num, denom):
     """DESeq2's ``fitBeta`` with ``maxit = 0`` (as ``getContrast`` calls it) for each gene: at the
     given coefficients, the sandwich covariance ``(X'WX + Λ)^-1 X'WX (X'WX + Λ)^-1`` with
@@ -770,101 +774,156 @@ def contrast_kernel(nf, cell, XC, alpha, lam, beta, minmu, C, num, denom):
 
 
 # ----------------------------------------------------------------------------------------------
-# parallel wrappers: contiguous chunks of genes in numba's threads
+# parallel wrappers: contiguous chunks of genes in a thread pool
 # ----------------------------------------------------------------------------------------------
+# The serial kernels are compiled with ``nogil=True``, so Python threads run them side by side.
+# A numba ``parallel=True`` wrapper would compile each kernel a second time (10-13 s per wrapper on
+# first use); a thread pool over the same chunks runs the same compiled code and costs nothing to
+# compile.
+def n_threads() -> int:
+    """Threads the parallel wrappers use: numba's thread count (``numba.set_num_threads`` /
+    ``NUMBA_NUM_THREADS``), else the number of CPUs."""
+    try:
+        t = int(numba.get_num_threads())
+    except Exception:  # pragma: no cover - numba without a threading layer
+        t = os.cpu_count() or 1
+    return max(1, t)
+
+
 def n_chunks(g: int) -> int:
     """Number of gene chunks for the parallel wrappers (a few per thread, for balance)."""
-    t = numba.get_num_threads()
+    t = n_threads()
     return int(max(1, min(g, 1 if t <= 1 else 8 * t)))
 
 
-@njit(cache=True, parallel=True)
+def run_chunks(fn: Callable[[int, int], object], g: int, nchunks: int) -> None:
+    """Call ``fn(lo, hi)`` on ``nchunks`` contiguous chunks of ``range(g)`` (chunk ``c`` is
+    ``[c g // nchunks, (c + 1) g // nchunks)``), in a pool of :func:`n_threads` threads. ``fn``
+    writes its chunk's rows of its outputs, so the result does not depend on the thread count."""
+    nchunks = max(1, int(nchunks))
+    bounds = [(c * g // nchunks, (c + 1) * g // nchunks) for c in range(nchunks)]
+    bounds = [(lo, hi) for lo, hi in bounds if hi > lo]
+    workers = min(n_threads(), len(bounds))
+    if workers <= 1:
+        for lo, hi in bounds:
+            fn(lo, hi)
+        return
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="bulkpy") as pool:
+        for f in [pool.submit(fn, lo, hi) for lo, hi in bounds]:
+            f.result()
+
+
 def irls_kernel_par(
     y, nf, nf_shared, cell, XC, alpha, lam, beta, tol, maxit, minmu, mu_out, iters, hat, var, dev_out, ll_out, nchunks
 ):  # fmt: skip
-    g = y.shape[0]
-    for c in prange(nchunks):
-        lo = c * g // nchunks
-        hi = (c + 1) * g // nchunks
+    """:func:`irls_kernel` over contiguous chunks of genes in threads."""
+
+    def one(lo, hi):
         irls_kernel(
             y[lo:hi], nf if nf_shared else nf[lo:hi], nf_shared, cell, XC, alpha[lo:hi], lam, beta[lo:hi], tol, maxit, minmu, mu_out[lo:hi],
             iters[lo:hi], hat[lo:hi], var[lo:hi], dev_out[lo:hi], ll_out[lo:hi],
         )  # fmt: skip
 
+    run_chunks(one, y.shape[0], nchunks)
 
-@njit(cache=True, parallel=True)
+
 def fit_disp_kernel_par(
     y, mu, cell, XC, log_alpha, prior_mean, prior_var, use_prior, min_log_alpha, kappa_0, tol, maxit, use_cr,
     iters, iter_accept, initial_lp, last_lp, last_change, nchunks,
 ):  # fmt: skip
-    g = y.shape[0]
-    for c in prange(nchunks):
-        lo = c * g // nchunks
-        hi = (c + 1) * g // nchunks
+    """:func:`fit_disp_kernel` over contiguous chunks of genes in threads."""
+
+    def one(lo, hi):
         fit_disp_kernel(
             y[lo:hi], mu[lo:hi], cell, XC, log_alpha[lo:hi], prior_mean[lo:hi], prior_var, use_prior, min_log_alpha,
             kappa_0, tol, maxit, use_cr, iters[lo:hi], iter_accept[lo:hi], initial_lp[lo:hi], last_lp[lo:hi],
             last_change[lo:hi],
         )  # fmt: skip
 
+    run_chunks(one, y.shape[0], nchunks)
 
-@njit(cache=True, parallel=True)
+
 def fit_disp_grid_kernel_par(y, mu, cell, XC, grid, prior_mean, prior_var, use_prior, use_cr, out, nchunks):
-    g = y.shape[0]
-    for c in prange(nchunks):
-        lo = c * g // nchunks
-        hi = (c + 1) * g // nchunks
+    """:func:`fit_disp_grid_kernel` over contiguous chunks of genes in threads."""
+
+    def one(lo, hi):
         fit_disp_grid_kernel(
             y[lo:hi], mu[lo:hi], cell, XC, grid, prior_mean[lo:hi], prior_var, use_prior, use_cr, out[lo:hi]
         )
 
+    run_chunks(one, y.shape[0], nchunks)
 
-@njit(cache=True, parallel=True)
+
 def contrast_kernel_par(nf, cell, XC, alpha, lam, beta, minmu, C, num, denom, nchunks):
-    g = nf.shape[0]
-    for c in prange(nchunks):
-        lo = c * g // nchunks
-        hi = (c + 1) * g // nchunks
+    """:func:`contrast_kernel` over contiguous chunks of genes in threads."""
+
+    def one(lo, hi):
         contrast_kernel(nf[lo:hi], cell, XC, alpha[lo:hi], lam, beta[lo:hi], minmu, C, num[lo:hi], denom[lo:hi])
 
+    run_chunks(one, nf.shape[0], nchunks)
 
-@njit(cache=True, parallel=True)
+
 def nb_logpmf_flat_par(y, mu, alpha, out):
-    for i in prange(y.shape[0]):
-        out[i] = nb_logpmf1(y[i], mu[i], alpha[i])
+    """:func:`nb_logpmf_flat` over contiguous chunks in threads."""
+    g = y.shape[0]
+
+    def one(lo, hi):
+        nb_logpmf_flat(y[lo:hi], mu[lo:hi], alpha[lo:hi], out[lo:hi])
+
+    run_chunks(one, g, n_chunks(g))
 
 
 # ----------------------------------------------------------------------------------------------
-# elementwise passes over a block, in numba's threads (numpy's run on one core)
+# elementwise passes over a block, over chunks of rows in threads (numpy's run on one core)
 # ----------------------------------------------------------------------------------------------
-@njit(cache=True, parallel=True)
-def log_columns_par(counts, cols, out):
+@njit(cache=True, nogil=True)
+def log_columns(counts, cols, out):
     """``out[j, k] = log(counts[j, cols[k]])`` for samples × genes ``counts``."""
     n = counts.shape[0]
-    for j in prange(n):
+    for j in range(n):
         for k in range(cols.shape[0]):
             out[j, k] = math.log(counts[j, cols[k]])
 
 
-@njit(cache=True, parallel=True)
-def log_norm_counts_par(y, nf, nf_shared, out):
+def log_columns_par(counts, cols, out):
+    """:func:`log_columns` over chunks of samples in threads."""
+    n = counts.shape[0]
+
+    def one(lo, hi):
+        log_columns(counts[lo:hi], cols, out[lo:hi])
+
+    run_chunks(one, n, n_chunks(n))
+
+
+@njit(cache=True, nogil=True)
+def log_norm_counts(y, nf, nf_shared, out):
     """``log(y / nf + 0.1)`` (DESeq2's starting values are fitted to it), genes × samples; with
     ``nf_shared`` ``nf`` is a single row for all genes."""
-    for i in prange(y.shape[0]):
+    for i in range(y.shape[0]):
         _log_norm_row(y[i], nf[0] if nf_shared else nf[i], out[i])
 
 
-@njit(cache=True)
+def log_norm_counts_par(y, nf, nf_shared, out):
+    """:func:`log_norm_counts` over chunks of genes in threads."""
+    g = y.shape[0]
+
+    def one(lo, hi):
+        log_norm_counts(y[lo:hi], nf if nf_shared else nf[lo:hi], nf_shared, out[lo:hi])
+
+    run_chunks(one, g, n_chunks(g))
+
+
+@njit(cache=True, nogil=True)
 def _log_norm_row(y, nf, out):
     for j in range(y.shape[0]):
         out[j] = math.log(y[j] / nf[j] + 0.1)
 
 
-@njit(cache=True, parallel=True)
-def cooks_par(y, mu, hat, alpha, p, out):
+@njit(cache=True, nogil=True)
+def cooks(y, mu, hat, alpha, p, out):
     """DESeq2's Cook's distances ``(y - mu)^2 / (mu + alpha mu^2) / p * h / (1 - h)^2`` with the
     gene's robust dispersion ``alpha``, genes × samples."""
-    for i in prange(y.shape[0]):
+    for i in range(y.shape[0]):
         a = alpha[i]
         for j in range(y.shape[1]):
             m = mu[i, j]
@@ -873,12 +932,32 @@ def cooks_par(y, mu, hat, alpha, p, out):
             out[i, j] = r * r / (m + a * (m * m)) / p * h / ((1.0 - h) * (1.0 - h))
 
 
-@njit(cache=True, parallel=True)
-def rough_terms_par(norm, fitted, out):
+def cooks_par(y, mu, hat, alpha, p, out):
+    """:func:`cooks` over chunks of genes in threads."""
+    g = y.shape[0]
+
+    def one(lo, hi):
+        cooks(y[lo:hi], mu[lo:hi], hat[lo:hi], alpha[lo:hi], p, out[lo:hi])
+
+    run_chunks(one, g, n_chunks(g))
+
+
+@njit(cache=True, nogil=True)
+def rough_terms(norm, fitted, out):
     """DESeq2's ``roughDispEstimate`` terms ``((y - mu)^2 - mu) / mu^2`` with ``mu = max(fitted, 1)``,
     genes × samples (summed per gene by the caller)."""
-    for i in prange(norm.shape[0]):
+    for i in range(norm.shape[0]):
         for j in range(norm.shape[1]):
             m = max(fitted[i, j], 1.0)
             d = norm[i, j] - m
             out[i, j] = (d * d - m) / (m * m)
+
+
+def rough_terms_par(norm, fitted, out):
+    """:func:`rough_terms` over chunks of genes in threads."""
+    g = norm.shape[0]
+
+    def one(lo, hi):
+        rough_terms(norm[lo:hi], fitted[lo:hi], out[lo:hi])
+
+    run_chunks(one, g, n_chunks(g))

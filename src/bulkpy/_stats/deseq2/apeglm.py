@@ -53,11 +53,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
-from numba import njit, prange
+from numba import njit
 from scipy import special
 
 from .._blocks import for_each_block, gene_blocks, read_block
-from ._kernels import n_chunks
+from ._kernels import n_chunks, run_chunks
 
 #: apeglm release whose ``apeglm()`` (method ``"nbinomCR"``) this module follows
 APEGLM_VERSION = "1.27.0"
@@ -777,15 +777,23 @@ def _ape_gene(X, y, off, size, sigma, S, shrink, init_nan, out_map, out_sd, out_
         out_sd[j] = math.sqrt(var[j]) if ok else np.nan
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, nogil=True)
+def _ape_rows(X, Y, OFF, off_shared, size, sigma, S, shrink, init_nan, out_map, out_sd, out_info):
+    for i in range(Y.shape[0]):
+        off = OFF[0] if off_shared else OFF[i]
+        _ape_gene(X, Y[i], off, size[i], sigma, S, shrink, init_nan[i], out_map[i], out_sd[i], out_info[i])
+
+
 def _ape_block(X, Y, OFF, off_shared, size, sigma, S, shrink, init_nan, out_map, out_sd, out_info, nchunks):
-    g = Y.shape[0]
-    for ch in prange(nchunks):
-        lo = ch * g // nchunks
-        hi = (ch + 1) * g // nchunks
-        for i in range(lo, hi):
-            off = OFF[0] if off_shared else OFF[i]
-            _ape_gene(X, Y[i], off, size[i], sigma, S, shrink, init_nan[i], out_map[i], out_sd[i], out_info[i])
+    """:func:`_ape_rows` over contiguous chunks of genes in threads."""
+
+    def one(lo, hi):
+        _ape_rows(
+            X, Y[lo:hi], OFF if off_shared else OFF[lo:hi], off_shared, size[lo:hi], sigma, S, shrink,
+            init_nan[lo:hi], out_map[lo:hi], out_sd[lo:hi], out_info[lo:hi],
+        )  # fmt: skip
+
+    run_chunks(one, Y.shape[0], nchunks)
 
 
 # ----------------------------------------------------------------------------------------------

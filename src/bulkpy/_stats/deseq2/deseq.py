@@ -190,8 +190,8 @@ def cooks_distance(y: np.ndarray, mu: np.ndarray, hat: np.ndarray, norm_counts: 
     p = X.shape[1]
     alpha = robust_moments_dispersion(norm_counts, X)
     out = np.empty(y.shape)
-    f = [np.ascontiguousarray(a, dtype=np.float64) for a in (y, mu, hat)]
-    cooks_par(*f, np.ascontiguousarray(alpha, dtype=np.float64), float(p), out)
+    yc, muc, hatc = (np.ascontiguousarray(a, dtype=np.float64) for a in (y, mu, hat))
+    cooks_par(yc, muc, hatc, np.ascontiguousarray(alpha, dtype=np.float64), float(p), out)
     return out
 
 

@@ -337,9 +337,10 @@ def line_search_dispersion(
         "last_lp": np.empty(g),
         "last_change": np.empty(g),
     }
+    cell, XC = design_cells(X)
     with np.errstate(all="ignore"):
         fit_disp_kernel_par(
-            np.ascontiguousarray(y), np.ascontiguousarray(mu), *design_cells(X),
+            np.ascontiguousarray(y), np.ascontiguousarray(mu), cell, XC,
             la, pm, float(prior_var), bool(use_prior), float(min_log_alpha), float(kappa_0), float(tol),
             int(maxit), bool(use_cr), out["iter"], out["iter_accept"], out["initial_lp"], out["last_lp"],
             out["last_change"], n_chunks(g),
@@ -363,9 +364,10 @@ def grid_dispersion(
     grid = np.linspace(np.log(1e-8), np.log(max(10.0, n)), 20)
     pm = np.zeros(g) if prior_mean is None else np.ascontiguousarray(prior_mean, dtype=np.float64)
     out = np.empty(g)
+    cell, XC = design_cells(X)
     with np.errstate(all="ignore"):
         fit_disp_grid_kernel_par(
-            np.ascontiguousarray(y), np.ascontiguousarray(mu), *design_cells(X),
+            np.ascontiguousarray(y), np.ascontiguousarray(mu), cell, XC,
             grid, pm, float(prior_var), bool(use_prior), bool(use_cr), out, n_chunks(g),
         )  # fmt: skip
     return np.exp(out)
