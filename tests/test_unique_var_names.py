@@ -40,6 +40,10 @@ def _duplicated():
     bk.pp.vst(a, fit_type="mean")
     x = pd.DataFrame(a.layers["log_cpm"], index=a.obs_names, columns=a.var_names)
     model = Pipeline([("lr", LogisticRegression())]).fit(x, a.obs["condition"].astype(str))
+    # outcomes for the regression and survival models
+    a.obs["score"] = np.linspace(0.0, 1.0, a.n_obs)
+    a.obs["time"] = np.arange(1.0, a.n_obs + 1.0)
+    a.obs["event"] = np.arange(a.n_obs) % 2 == 0
     names = a.var_names.tolist()
     names[1] = names[2] = names[0] = DUPLICATED
     a.var_names = names
@@ -68,6 +72,9 @@ CALLS = {
     "pp.quantile_normalize": lambda a, m: bk.pp.quantile_normalize(a),
     "pp.size_factors": lambda a, m: bk.pp.size_factors(a),
     "pp.vst": lambda a, m: bk.pp.vst(a, fit_type="mean", key_added="vst2"),
+    "pp.rlog": lambda a, m: bk.pp.rlog(a, fit_type="mean"),
+    "pp.remove_batch_effect": lambda a, m: bk.pp.remove_batch_effect(a, batch="type", layer="log_cpm"),
+    "pp.array_weights": lambda a, m: bk.pp.array_weights(a, design="~ condition", layer="log_cpm"),
     "pp.zscore": lambda a, m: bk.pp.zscore(a),
     "tl.deseq": lambda a, m: bk.tl.deseq(a, design="~ condition"),
     "tl.edger": lambda a, m: bk.tl.edger(a, design="~ condition", contrast=CONTRAST),
@@ -84,6 +91,10 @@ CALLS = {
     "tl.gsea": lambda a, m: bk.tl.gsea(a, key="limma", gene_sets=_sets(a), min_size=5),
     "tl.score": lambda a, m: bk.tl.score(a, gene_sets=_sets(a), layer="log_cpm"),
     "tl.classify": lambda a, m: bk.tl.classify(a, label="condition", cv=2, param_grid={}),
+    "tl.regress": lambda a, m: bk.tl.regress(a, target="score", cv=2, param_grid={}),
+    "tl.survival": lambda a, m: bk.tl.survival(a, time="time", event="event", cv=2, param_grid={}),
+    "tl.camera": lambda a, m: bk.tl.camera(a, _sets(a), key="limma"),
+    "tl.fry": lambda a, m: bk.tl.fry(a, _sets(a), key="limma"),
     "tl.predict": lambda a, m: bk.tl.predict(a, model=m, layer="log_cpm"),
     "get.de_df": lambda a, m: bk.get.de_df(a, "limma"),
     "get.de_stats": lambda a, m: bk.get.de_stats(a, "limma"),
