@@ -57,6 +57,7 @@ from numba import njit
 from scipy import special
 
 from .._blocks import for_each_block, gene_blocks, read_block
+from .._optimize import zeroin
 from ._kernels import n_chunks, run_chunks
 
 #: apeglm release whose ``apeglm()`` (method ``"nbinomCR"``) this module follows
@@ -91,50 +92,6 @@ _LS_FAILED = -1
 # ----------------------------------------------------------------------------------------------
 # the prior scale (priorVar) and s-values (svalue)
 # ----------------------------------------------------------------------------------------------
-def _zeroin(f: Callable[[float], float], a: float, b: float, fa: float, fb: float, tol: float, maxit: int = 1000) -> float:
-    """Brent's root finder as R's ``uniroot`` runs it (``R_zeroin2``)."""
-    c, fc = a, fa
-    if fa == 0.0:
-        return a
-    if fb == 0.0:
-        return b
-    for _ in range(maxit + 1):
-        prev_step = b - a
-        if abs(fc) < abs(fb):
-            a, b, c = b, c, b
-            fa, fb, fc = fb, fc, fb
-        tol_act = 2.0 * _DBL_EPS * abs(b) + tol / 2.0
-        new_step = (c - b) / 2.0
-        if abs(new_step) <= tol_act or fb == 0.0:
-            return b
-        if abs(prev_step) >= tol_act and abs(fa) > abs(fb):
-            cb = c - b
-            if a == c:
-                t1 = fb / fa
-                p = cb * t1
-                q = 1.0 - t1
-            else:
-                q = fa / fc
-                t1 = fb / fc
-                t2 = fb / fa
-                p = t2 * (cb * q * (q - t1) - (b - a) * (t1 - 1.0))
-                q = (q - 1.0) * (t1 - 1.0) * (t2 - 1.0)
-            if p > 0.0:
-                q = -q
-            else:
-                p = -p
-            if p < (0.75 * cb * q - abs(tol_act * q) / 2.0) and p < abs(prev_step * q / 2.0):
-                new_step = p / q
-        if abs(new_step) < tol_act:
-            new_step = tol_act if new_step > 0.0 else -tol_act
-        a, fa = b, fb
-        b += new_step
-        fb = f(b)
-        if (fb > 0 and fc > 0) or (fb < 0 and fc < 0):
-            c, fc = a, fa
-    return b  # pragma: no cover - R warns and returns the last iterate
-
-
 def prior_variance(mle: np.ndarray, se: np.ndarray, *, min_var: float = MIN_PRIOR_VAR, max_var: float = MAX_PRIOR_VAR) -> float:
     """apeglm's ``priorVar``: the variance ``A`` of a zero-mean normal prior on the true effects
     given estimates ``mle`` with standard errors ``se`` (natural log scale; missing estimates are
@@ -160,7 +117,7 @@ def prior_variance(mle: np.ndarray, se: np.ndarray, *, min_var: float = MIN_PRIO
             f"the prior variance of the fold changes exceeds {max_var} (apeglm's priorVar has no root below it); "
             "the maximum likelihood estimates are not usable for an adaptive prior, use ape_adapt=False"
         )
-    return float(_zeroin(objective, min_var, max_var, f_lo, f_hi, _UNIROOT_TOL))
+    return float(zeroin(objective, min_var, max_var, f_lo, f_hi, _UNIROOT_TOL))
 
 
 def svalue(lfsr: np.ndarray) -> np.ndarray:

@@ -37,7 +37,7 @@ from __future__ import annotations
 import numpy as np
 from scipy import special
 
-from ..limma.squeeze_var import fmin
+from .._optimize import fmin
 from . import glm as _glm
 from . import nb
 

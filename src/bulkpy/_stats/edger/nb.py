@@ -22,6 +22,8 @@ from __future__ import annotations
 import numpy as np
 from scipy import special, stats
 
+from .._optimize import fmin
+
 LOW_VALUE = 1e-10
 LOG_LOW_VALUE = np.log(LOW_VALUE)
 _DBL_EPS = np.finfo(float).eps
@@ -400,71 +402,6 @@ def adjusted_profile_lik(disp, y, design, offset):
 # dispersion estimation
 
 
-def brent_fmin(f, lower: float, upper: float, tol: float):
-    """Brent's golden-section / parabolic minimiser with R's ``optimize`` stopping rule
-    (``tol1 = sqrt(eps) * |x| + tol / 3``)."""
-    c = (3.0 - np.sqrt(5.0)) * 0.5
-    eps = np.sqrt(_DBL_EPS)
-    a, b = lower, upper
-    v = a + c * (b - a)
-    w = x = v
-    d = e = 0.0
-    fx = f(x)
-    fv = fw = fx
-    tol3 = tol / 3.0
-    while True:
-        xm = (a + b) * 0.5
-        tol1 = eps * abs(x) + tol3
-        t2 = tol1 * 2.0
-        if abs(x - xm) <= t2 - (b - a) * 0.5:
-            break
-        p = q = r = 0.0
-        if abs(e) > tol1:
-            r = (x - w) * (fx - fv)
-            q = (x - v) * (fx - fw)
-            p = (x - v) * q - (x - w) * r
-            q = (q - r) * 2.0
-            if q > 0.0:
-                p = -p
-            else:
-                q = -q
-            r = e
-            e = d
-        if abs(p) >= abs(q * 0.5 * r) or p <= q * (a - x) or p >= q * (b - x):
-            e = (b - x) if x < xm else (a - x)
-            d = c * e
-        else:
-            d = p / q
-            u = x + d
-            if u - a < t2 or b - u < t2:
-                d = tol1 if x < xm else -tol1
-        if abs(d) >= tol1:
-            u = x + d
-        elif d > 0.0:
-            u = x + tol1
-        else:
-            u = x - tol1
-        fu = f(u)
-        if fu <= fx:
-            if u < x:
-                b = x
-            else:
-                a = x
-            v, w, x = w, x, u
-            fv, fw, fx = fw, fx, fu
-        else:
-            if u < x:
-                a = u
-            else:
-                b = u
-            if fu <= fw or w == x:
-                v, fv = w, fw
-                w, fw = u, fu
-            elif fu <= fv or v == x or v == w:
-                v, fv = u, fu
-    return x
-
-
 def common_dispersion(y, design=None, offset=None, *, interval=(0.0, 4.0), tol: float = 1e-5, min_row_sum: float = 5):
     """edgeR's ``estimateGLMCommonDisp`` (CoxReid): maximise the APL summed over genes with a
     row sum of at least ``min_row_sum``, over ``dispersion^(1/4)``. ``y`` is genes × samples;
@@ -486,7 +423,7 @@ def common_dispersion(y, design=None, offset=None, *, interval=(0.0, 4.0), tol: 
         return -float(np.sum(adjusted_profile_lik(par**4, yk, design, ok)))
 
     lo, hi = interval[0] ** 0.25, interval[1] ** 0.25
-    return brent_fmin(neg, lo, hi, tol) ** 4
+    return fmin(neg, lo, hi, tol) ** 4
 
 
 def fmm_spline(x, y):

@@ -38,8 +38,9 @@ from dataclasses import dataclass
 import numpy as np
 from numba import njit, prange
 
+from .._optimize import fmin
 from ..limma.lowess import choose_lowess_span, lowess
-from ..limma.squeeze_var import fmin, squeeze_var
+from ..limma.squeeze_var import squeeze_var
 from ..multitest import p_adjust_bh
 from .ql_moments import deviance_weights, moment_tables
 
