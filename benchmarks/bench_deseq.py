@@ -12,7 +12,8 @@ dispersions (gene-wise, trend, MAP), the GLM fit and Wald test, Cook's distances
 replacement with 7 or more replicates per cell), results for one contrast with independent
 filtering. A warm-up call on 500 pasilla genes precedes the timed call in each worker (bulkpy's
 numba kernels are loaded from numba's cache, PyDESeq2's joblib pool is started), and is not timed.
-PyDESeq2 uses ``DefaultInference(n_cpus=2)``; bulkpy uses the two cores through numba threads.
+PyDESeq2 uses ``DefaultInference(n_cpus=2)``; bulkpy uses the two cores through a thread pool
+running its GIL-free numba kernels on chunks of genes.
 
 Datasets: pasilla (7 × 14,599, ``~ type + condition``), airway (8 × 64,102, ``~ cell + dex``),
 geuvadis85 (85 × 10,101, ``~ sex``; needs ``../shared/data``), and simulated cohorts ``simN`` of

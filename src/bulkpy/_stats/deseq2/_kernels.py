@@ -961,3 +961,27 @@ def rough_terms_par(norm, fitted, out):
         rough_terms(norm[lo:hi], fitted[lo:hi], out[lo:hi])
 
     run_chunks(one, g, n_chunks(g))
+
+
+@njit(cache=True, nogil=True)
+def ordered_matmul(a, b, out):
+    """``out = a b`` with each entry summed over the inner index in order, ``a[i, 0] b[0, j] +
+    a[i, 1] b[1, j] + ...`` (the reference BLAS ``dgemm``'s order, so R's rounding)."""
+    m = b.shape[1]
+    for i in range(a.shape[0]):
+        for j in range(m):
+            out[i, j] = a[i, 0] * b[0, j]
+        for k in range(1, a.shape[1]):
+            aik = a[i, k]
+            for j in range(m):
+                out[i, j] += aik * b[k, j]
+
+
+def ordered_matmul_par(a, b, out):
+    """:func:`ordered_matmul` over chunks of rows of ``a`` in threads."""
+    g = a.shape[0]
+
+    def one(lo, hi):
+        ordered_matmul(a[lo:hi], b, out[lo:hi])
+
+    run_chunks(one, g, n_chunks(g))

@@ -32,7 +32,14 @@ from typing import Any
 import numpy as np
 from scipy.special import polygamma
 
-from ._kernels import design_cells, fit_disp_grid_kernel_par, fit_disp_kernel_par, n_chunks, rough_terms_par
+from ._kernels import (
+    design_cells,
+    fit_disp_grid_kernel_par,
+    fit_disp_kernel_par,
+    n_chunks,
+    ordered_matmul_par,
+    rough_terms_par,
+)
 from .locfit import LocalQuadraticFit, LocfitError
 from .nbinom import fit_nb_glm, norm_factor_matrix
 
@@ -153,9 +160,10 @@ def _upper_inverse(r: np.ndarray) -> np.ndarray:
 
 def _blas_matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """``a %*% b`` as the reference BLAS ``dgemm`` sums: over the inner index in order."""
-    out = a[:, 0:1] * b[0]
-    for k in range(1, a.shape[1]):
-        out += a[:, k : k + 1] * b[k]
+    a = np.ascontiguousarray(a, dtype=np.float64)
+    b = np.ascontiguousarray(b, dtype=np.float64)
+    out = np.empty((a.shape[0], b.shape[1]))
+    ordered_matmul_par(a, b, out)
     return out
 
 
