@@ -333,3 +333,150 @@ def test_nan_in_layer(toy):
     adata.X[0, 0] = np.nan
     with pytest.raises(ValueError, match="1 NaN or infinite values"):
         bk.tl.score(adata, gene_sets=sets, method="ssgsea", min_size=3)
+
+
+# --------------------------------------------------------------------------------------------
+# bk.tl.score(key=...): pathway activity per contrast (and group) of a DE result
+
+
+@pytest.fixture(scope="module")
+def _pasilla_de():
+    adata = bk.datasets.pasilla()
+    adata = adata[:, adata.X.sum(axis=0) >= 10].copy()
+    bk.tl.deseq(adata, design="~ type + condition", contrast=["condition", "treated", "untreated"])
+    bk.tl.deseq(adata, design="~ condition", contrast=["condition", "treated", "untreated"], split_by="type",
+                key_added="by_type")  # fmt: skip
+    return adata
+
+
+@pytest.fixture
+def pasilla_de(_pasilla_de):
+    return _pasilla_de.copy()
+
+
+def _de_sets(adata) -> dict[str, list[str]]:
+    rng = np.random.default_rng(7)
+    genes = adata.var_names.to_numpy()
+    stat = bk.get.de_df(adata, "deseq")["stat"]
+    sets = {f"random{i}": list(rng.choice(genes, 20 + 15 * i, replace=False)) for i in range(6)}
+    sets["up"] = list(stat.nlargest(40).index)  # genes up in treated: a set with a large positive score
+    sets["tiny"] = list(genes[:3])  # below min_size
+    return sets
+
+
+def _net(sets) -> pd.DataFrame:
+    return pd.DataFrame([(s, g) for s, gs in sets.items() for g in gs], columns=["source", "target"])
+
+
+@pytest.mark.parametrize("method", ["ulm", "mlm", "zscore"])
+def test_score_de_is_decouplers_on_de_stats(pasilla_de, method):
+    import decoupler as dc
+
+    sets = _de_sets(pasilla_de)
+    bk.tl.score(pasilla_de, gene_sets=sets, key="deseq", method=method)
+    key_added = f"{method}_deseq"
+    assert not any(k.startswith(("score_", "padj_")) for k in pasilla_de.obsm)
+    stats = bk.get.de_stats(pasilla_de, "deseq")
+    assert stats.notna().all().all() and (bk.get.de_df(pasilla_de, "deseq")["stat"].notna()).all()
+    es, pv = dc.mt.__dict__[method](data=stats, net=_net(sets), tmin=5)  # what a decoupler user runs
+    res = bk.get.enrichment(pasilla_de, key_added)
+    assert list(res.columns) == ["score", "padj", "size"] and res.index.name == "gene_set"
+    assert "tiny" not in res.index and set(res.index) == set(es.columns)
+    c = "condition_treated_vs_untreated"
+    np.testing.assert_array_equal(res["score"].to_numpy(), es.loc[c, res.index].to_numpy(dtype=float))
+    np.testing.assert_array_equal(res["padj"].to_numpy(), pv.loc[c, res.index].to_numpy(dtype=float))
+    assert res.loc["up", "size"] == 40 and res.loc["random1", "size"] == 35
+    assert res.index[0] == "up" and res.loc["up", "score"] > 5
+    p = pasilla_de.uns[key_added]["params"]
+    assert p["method"] == "score" and p["score_method"] == method and p["key"] == "deseq"
+    assert p["backend"].startswith("decoupler") and int(p["n_genes"][c]) == pasilla_de.n_vars
+
+
+def test_score_de_per_group_and_plots(pasilla_de, tmp_h5ad):
+    import decoupler as dc
+
+    sets = _de_sets(pasilla_de)
+    bk.tl.score(pasilla_de, gene_sets=sets, key="by_type", gene_symbols=None)
+    entry = pasilla_de.uns["ulm_by_type"]
+    groups = list(pasilla_de.uns["by_type"]["groups"])
+    names = [f"{g}:condition_treated_vs_untreated" for g in groups]
+    assert sorted(k for k in entry if k != "params") == sorted(names)
+    stats = bk.get.de_stats(pasilla_de, "by_type")
+    for g, name in zip(groups, names, strict=True):
+        tested = bk.get.de_df(pasilla_de, "by_type", group=g)["stat"].notna()
+        # each group is decoupler on that group's row of de_stats, over the genes tested in the group
+        es, pv = dc.mt.ulm(data=stats.loc[[name], tested.to_numpy()], net=_net(sets), tmin=5)
+        res = bk.get.enrichment(pasilla_de, "ulm_by_type", group=g)
+        np.testing.assert_array_equal(res["score"].to_numpy(), es.loc[name, res.index].to_numpy(dtype=float))
+        np.testing.assert_array_equal(res["padj"].to_numpy(), pv.loc[name, res.index].to_numpy(dtype=float))
+        assert int(entry["params"]["n_genes"][name]) == int(tested.sum())
+    long = bk.get.enrichment(pasilla_de, "ulm_by_type", group="all")
+    assert list(long.columns) == ["group", "contrast", "gene_set", "score", "padj", "size"]
+    assert str(entry["params"]["split_by"]) == "type"
+    ax = bk.pl.enrichment_groups(pasilla_de, key="ulm_by_type", n_terms=4)
+    assert len(ax.get_yticklabels()) == 4 and [t.get_text() for t in ax.get_xticklabels()] == groups
+    assert ax.get_yticklabels()[0].get_text() == "up"
+    bk.tl.score(pasilla_de, gene_sets=sets, key="deseq")
+    ax = bk.pl.enrichment(pasilla_de, key="ulm_deseq", n_terms=3)
+    assert len(ax.get_yticklabels()) == 3
+    # one group only, and the h5ad round trip
+    bk.tl.score(pasilla_de, gene_sets=sets, key="by_type", group=groups[0], key_added="one")
+    assert [k for k in pasilla_de.uns["one"] if k != "params"] == [names[0]]
+    back = roundtrip(pasilla_de, tmp_h5ad)
+    for key in ("ulm_by_type", "ulm_deseq", "one"):
+        for k in pasilla_de.uns[key]:
+            if k != "params":
+                pd.testing.assert_frame_equal(pd.DataFrame(back.uns[key][k]), pd.DataFrame(pasilla_de.uns[key][k]))
+    pd.testing.assert_frame_equal(bk.get.enrichment(back, "ulm_by_type", group=groups[1]),
+                                  bk.get.enrichment(pasilla_de, "ulm_by_type", group=groups[1]))  # fmt: skip
+    assert back.uns["ulm_by_type"]["params"]["score_method"] == "ulm"
+
+
+def test_score_de_copy_and_stat(pasilla_de):
+    before = pasilla_de.copy()
+    sets = _de_sets(pasilla_de)
+    new = bk.tl.score(pasilla_de, gene_sets=sets, key="deseq", stat="log2FoldChange", copy=True)
+    assert_adata_equal(pasilla_de, before)
+    assert "ulm_deseq" in new.uns and new.uns["ulm_deseq"]["params"]["stat"] == "log2FoldChange"
+    # per-sample scores are unchanged by the new parameters
+    new.layers["log"] = np.log1p(new.X.astype(float))
+    bk.tl.score(new, gene_sets=sets, layer="log")
+    assert new.obsm["score_ulm"].shape[0] == new.n_obs
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "exc", "match"),
+    [
+        ({"method": "gsva"}, ValueError, "does not apply to a DE statistic"),
+        ({"method": "ssgsea"}, ValueError, "does not apply to a DE statistic"),
+        ({"layer": "counts"}, ValueError, "leave layer unset"),
+        ({"key": "nope"}, KeyError, "nope"),
+        ({"stat": "nope"}, KeyError, "stat 'nope' is not a column"),
+        ({"contrast": "nope"}, KeyError, "contrast 'nope' not in result"),
+        ({"group": "paired_end"}, ValueError, "not split by group"),
+        ({"key": "by_type", "group": "nope"}, KeyError, "not a group"),
+        ({"key_added": "a/b"}, ValueError, "contains '/'"),
+        ({"min_size": 500}, ValueError, "set sizes range from"),
+        ({"key": None, "contrast": "x"}, ValueError, "pass key= too"),
+        ({"key": None, "stat": "log2FoldChange"}, ValueError, "pass key= too"),
+    ],
+)
+def test_score_de_bad_input_leaves_adata_untouched(pasilla_de, kwargs, exc, match):
+    before = pasilla_de.copy()
+    kw = {"gene_sets": _de_sets(pasilla_de), "key": "deseq", **kwargs}
+    with pytest.raises(exc, match=match):
+        bk.tl.score(pasilla_de, **kw)
+    assert_adata_equal(pasilla_de, before)
+
+
+def test_score_de_method_without_test(pasilla_de):
+    import decoupler as dc
+
+    sets = _de_sets(pasilla_de)
+    bk.tl.score(pasilla_de, gene_sets=sets, key="deseq", method="aucell")
+    res = bk.get.enrichment(pasilla_de, "aucell_deseq")
+    es, _ = dc.mt.aucell(data=bk.get.de_stats(pasilla_de, "deseq"), net=_net(sets), tmin=5)
+    np.testing.assert_array_equal(res["score"].to_numpy(), es.iloc[0][res.index].to_numpy(dtype=float))
+    assert res["padj"].isna().all() and (np.diff(np.abs(res["score"].to_numpy())) <= 0).all()
+    with pytest.raises(ValueError, match="no gene set with an adjusted p-value"):
+        bk.pl.enrichment(pasilla_de, key="aucell_deseq")

@@ -1,4 +1,4 @@
-"""Tidy tables of enrichment results (``bk.tl.gsea``/``bk.tl.ora``/``bk.tl.camera``/``bk.tl.fry``), GSEA running scores and dispersions."""
+"""Tidy tables of enrichment results (``bk.tl.gsea``/``bk.tl.ora``/``bk.tl.camera``/``bk.tl.fry``/``bk.tl.score(key=)``), GSEA running scores and dispersions."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pandas as pd
 from .._validate import check_adata, check_unique_var_names, dense, get_matrix
 from ._de import de_df, split_name
 
-_METHODS = ("gsea", "ora", "camera", "fry")
+_METHODS = ("gsea", "ora", "camera", "fry", "score")
 
 
 def _enrichment_keys(adata) -> list[str]:
@@ -30,7 +30,7 @@ def _entry(adata, key) -> tuple[Mapping, str, list[str]]:
     found = _enrichment_keys(adata)
     if key not in found:
         raise KeyError(
-            f"no enrichment result (bk.tl.gsea / ora / camera / fry) under key {key!r}; results in this object: {found or 'none'}"
+            f"no enrichment result (bk.tl.gsea / ora / camera / fry / score(key=)) under key {key!r}; results in this object: {found or 'none'}"
         )
     entry = adata.uns[key]
     method = str(entry["params"]["method"])
@@ -103,7 +103,8 @@ def _group_tables(entry, key: str, contrasts: list[str], contrast, group) -> pd.
 
 def enrichment(adata, key: str, *, contrast: str | None = None, group=None) -> pd.DataFrame:
     """The table of one contrast of a gene set enrichment run (:func:`bulkpy.tl.gsea`,
-    :func:`bulkpy.tl.ora`, :func:`bulkpy.tl.camera` or :func:`bulkpy.tl.fry`), or, for a run on a
+    :func:`bulkpy.tl.ora`, :func:`bulkpy.tl.camera`, :func:`bulkpy.tl.fry` or :func:`bulkpy.tl.score`
+    on a DE result), or, for a run on a
     DE result split by group, of one group or all groups.
 
     Parameters
@@ -128,7 +129,8 @@ def enrichment(adata, key: str, *, contrast: str | None = None, group=None) -> p
     ``fold_enrichment``, ``pvalue``, ``padj``, ``genes``; camera: ``size``, ``correlation``,
     ``direction``, ``stat``, ``pvalue``, ``padj``, ``genes``; fry: ``size``, ``direction``,
     ``stat``, ``pvalue``, ``padj``, ``pvalue_mixed``, ``padj_mixed``, ``genes`` (limma's column
-    names are in ``adata.uns[key]["params"]["r_columns"]``).
+    names are in ``adata.uns[key]["params"]["r_columns"]``); score (``bk.tl.score(key=...)``):
+    ``score``, ``padj`` (``NaN`` for methods that do not test), ``size``.
 
     Examples
     --------

@@ -134,21 +134,23 @@ def enrichment(adata, *, key: str, n_terms: int = 10, color: str | None = None, 
     Rows are the ``n_terms`` gene sets with the smallest adjusted p-value in any contrast (most
     significant on top), columns the contrasts. Each dot is sized by the set's size and coloured
     by the normalised enrichment score (GSEA, diverging colours centred on 0), the fold
-    enrichment (ORA), the signed statistic (camera, fry; diverging), or −log10 ``padj``. Sets not
+    enrichment (ORA), the signed statistic (camera, fry; diverging), the score
+    (:func:`bulkpy.tl.score` with ``key=``; diverging), or −log10 ``padj``. Sets not
     tested in a contrast have no dot there.
 
     Parameters
     ----------
     adata
         Annotated data matrix holding a :func:`bulkpy.tl.gsea`, :func:`bulkpy.tl.ora`,
-        :func:`bulkpy.tl.camera` or :func:`bulkpy.tl.fry` result.
+        :func:`bulkpy.tl.camera`, :func:`bulkpy.tl.fry` or :func:`bulkpy.tl.score` (``key=``) result.
     key
         The ``key_added`` of the enrichment run (e.g. ``"gsea_limma"``, ``"ora_limma"``,
         ``"camera_voom"``).
     n_terms
         Number of gene sets to show.
     color
-        ``"NES"`` (GSEA), ``"fold_enrichment"`` (ORA), ``"stat"`` (camera, fry) or ``"padj"``
+        ``"NES"`` (GSEA), ``"fold_enrichment"`` (ORA), ``"stat"`` (camera, fry), ``"score"``
+        (:func:`bulkpy.tl.score`) or ``"padj"``
         (−log10 adjusted p-value); by default the method's score.
     contrasts
         Contrasts to show (a name or a list); all by default.
@@ -172,7 +174,8 @@ def enrichment(adata, *, key: str, n_terms: int = 10, color: str | None = None, 
     if n_terms == 0:
         raise ValueError("n_terms must be at least 1")
     entry, method, names = _entry(adata, key)
-    score = {"gsea": "NES", "ora": "fold_enrichment"}.get(method, "stat")  # camera / fry: their signed statistic
+    score = {"gsea": "NES", "ora": "fold_enrichment", "score": "score"}.get(method, "stat")  # camera / fry: stat
+    label = f"{entry['params'].get('score_method', '')} score" if method == "score" else f"{method} statistic"
     color = score if color is None else color
     if color not in (score, "padj"):
         raise ValueError(f"color={color!r} is not available for a {method.upper()} result; choose one of {[score, 'padj']}")
@@ -201,9 +204,9 @@ def enrichment(adata, *, key: str, n_terms: int = 10, color: str | None = None, 
         cvals, cmap, norm_kw, clabel = _neglog10(sub["padj"]), "viridis", {"vmin": 0}, "−log10 padj"
     else:
         cvals = pd.to_numeric(sub[color], errors="coerce").to_numpy(dtype=float)
-        if color in ("NES", "stat"):
+        if color in ("NES", "stat", "score"):
             lim = float(np.nanmax(np.abs(cvals))) if np.isfinite(cvals).any() else 1.0
-            cmap, norm_kw, clabel = "RdBu_r", {"vmin": -lim, "vmax": lim}, color if color == "NES" else f"{method} statistic"
+            cmap, norm_kw, clabel = "RdBu_r", {"vmin": -lim, "vmax": lim}, color if color == "NES" else label
         else:
             cmap, norm_kw, clabel = "viridis", {}, "fold enrichment"
 

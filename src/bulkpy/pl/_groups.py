@@ -250,8 +250,8 @@ def enrichment_groups(
     adata, *, key: str, n_terms: int = 10, contrast: str | None = None, padj: float = 0.05, ax=None
 ):
     """Dot plot of gene set enrichment across groups: gene sets × groups, coloured by the
-    normalised enrichment score (GSEA; fold enrichment for ORA, the statistic for camera and fry)
-    and sized by −log10 ``padj``, with a black edge where ``padj`` is below the threshold.
+    normalised enrichment score (GSEA; fold enrichment for ORA, the statistic for camera and fry,
+    the score for :func:`bulkpy.tl.score` with ``key=``) and sized by −log10 ``padj``, with a black edge where ``padj`` is below the threshold.
 
     Rows are the ``n_terms`` sets with the smallest ``padj`` in any group. Sets not tested in a
     group have no dot there.
@@ -260,7 +260,7 @@ def enrichment_groups(
     ----------
     adata
         Annotated data matrix holding an enrichment run (:func:`bulkpy.tl.gsea`,
-        :func:`bulkpy.tl.ora`) on a DE result split by group.
+        :func:`bulkpy.tl.ora`, :func:`bulkpy.tl.score` with ``key=``) on a DE result split by group.
     key
         The ``key_added`` of the enrichment run (e.g. ``"gsea_deseq"``).
     n_terms
@@ -295,8 +295,10 @@ def enrichment_groups(
     long = get.enrichment(adata, key, group="all", contrast=contrast)
     if contrast is None and long["contrast"].nunique() > 1:
         raise ValueError(f"result {key!r} has the contrasts {sorted(long['contrast'].unique())}; pass contrast=")
-    method = str(adata.uns[key]["params"]["method"])
-    score = {"gsea": "NES", "ora": "fold_enrichment"}.get(method, "stat")
+    params = adata.uns[key]["params"]
+    method = str(params["method"])
+    score = {"gsea": "NES", "ora": "fold_enrichment", "score": "score"}.get(method, "stat")
+    label = f"{params.get('score_method', '')} score" if method == "score" else f"{method} statistic"
     groups = list(dict.fromkeys(long["group"]))
     long["padj"] = pd.to_numeric(long["padj"], errors="coerce")
     best = long.dropna(subset=["padj"]).groupby("gene_set", sort=False)["padj"].min()
@@ -329,7 +331,7 @@ def enrichment_groups(
     ax.set_axisbelow(True)
     ax.set_title(str(long["contrast"].iloc[0]), fontsize="medium")
     cb = ax.figure.colorbar(sc, ax=ax, shrink=0.5, pad=0.02, anchor=(0.0, 1.0))
-    cb.set_label({"NES": "NES", "fold_enrichment": "fold enrichment"}.get(score, f"{method} statistic"), fontsize="small")
+    cb.set_label({"NES": "NES", "fold_enrichment": "fold enrichment"}.get(score, label), fontsize="small")
     cb.ax.tick_params(labelsize="small")
     from matplotlib.lines import Line2D
 

@@ -772,13 +772,93 @@ def _safe_columns(names) -> list[str]:
     return out
 
 
-@doc_params(gene_sets=_doc_gene_sets, gene_symbols=_doc_gene_symbols)
+def _score_table(es: pd.Series, pv: pd.Series | None, names: pd.Index, sizes: np.ndarray) -> pd.DataFrame:
+    """One contrast's table: decoupler's score (and p-value) per set, with the set's size."""
+    keep = np.asarray(names.isin(es.index))
+    names = pd.Index(np.asarray(names[keep], dtype=object), name="gene_set")
+    table = pd.DataFrame(
+        {
+            "score": es.reindex(names).to_numpy(dtype=np.float64),
+            "padj": np.nan if pv is None else pv.reindex(names).to_numpy(dtype=np.float64),
+            "size": sizes[keep].astype(np.int64),
+        },
+        index=names,
+    )
+    if pv is None:  # no test: strongest scores first
+        return table.iloc[np.argsort(-np.abs(table["score"].to_numpy()), kind="stable")]
+    return table.sort_values("padj", kind="stable", na_position="last")
+
+
+def _de_stat_rows(data: AnnData, key: str, contrasts: list[str], stat: str) -> pd.DataFrame:
+    """The DE statistic, contrasts x genes, NaN where a gene was not tested (in the group)."""
+    rows = {}
+    for c in contrasts:
+        df = de_df(data, key, contrast=c)
+        if stat not in df.columns:
+            raise KeyError(f"stat {stat!r} is not a column of result {key!r} ({c}); columns: {list(df.columns)}")
+        v = pd.to_numeric(df[stat], errors="coerce").to_numpy(dtype=np.float64)
+        if np.isinf(v).any():
+            raise ValueError(f"column {stat!r} of result {key!r} ({c}) has {int(np.isinf(v).sum())} infinite values")
+        if np.isnan(v).all():
+            raise ValueError(f"column {stat!r} of result {key!r} ({c}) has no value (all missing)")
+        rows[c] = v
+    return pd.DataFrame.from_dict(rows, orient="index", columns=pd.Index(data.var_names, dtype=object))
+
+
+def _score_de(
+    data: AnnData, *, key: str, contrasts: list[str], grouped: bool, stat: str, net: pd.DataFrame,
+    method: str, gene_symbols, min_size: int, max_size, kwargs: dict,
+) -> tuple[dict[str, pd.DataFrame], dict, dict[str, int]]:
+    """decoupler's ``method`` on the DE statistic of each contrast: one call per set of contrasts
+    tested on the same genes (all contrasts of an ungrouped result, the contrasts of a group),
+    the sets matched and size-filtered on those genes. Returns the tables, the skipped contrasts
+    and the number of genes scored per contrast."""
+    stats = _de_stat_rows(data, key, contrasts, stat)
+    tested = stats.notna().to_numpy()
+    first: dict[bytes, str] = {}
+    batches: dict[str, list[str]] = {}  # first contrast -> contrasts tested on the same genes
+    for c, mask in zip(contrasts, tested, strict=True):
+        batches.setdefault(first.setdefault(mask.tobytes(), c), []).append(c)
+
+    def run(batch: list[str]) -> dict[str, pd.DataFrame]:
+        mask = tested[contrasts.index(batch[0])]
+        genes = pd.Index(data.var_names[mask], dtype=object)
+        what = f"the tested genes of {key!r} ({', '.join(batch)})"
+        member, names, filt = sets_for_genes(
+            net, genes, var=data.var, gene_symbols=gene_symbols, min_size=min_size, max_size=max_size, what=what,
+        )  # fmt: skip
+        x = stats.loc[batch].to_numpy(dtype=np.float64)[:, mask]
+        es, pv = _run_decoupler(method, x, pd.Index(batch, dtype=object), genes, filt, min_size, kwargs)
+        sizes = np.diff(member.indptr)
+        return {
+            c: _score_table(es.loc[c], None if pv is None else pv.loc[c], pd.Index(names), sizes)
+            for c in batch
+            if c in es.index
+        }
+
+    per_batch, skipped = _run_contrasts(lambda b: run(batches[b]), list(batches), grouped, key)
+    tables = {c: t for b in per_batch.values() for c, t in b.items()}
+    skipped = {c: why for b, why in skipped.items() for c in batches[b]}
+    missing = [c for c in contrasts if c not in tables and c not in skipped]
+    for c in missing:  # decoupler drops an all-zero row
+        skipped[c] = "decoupler returned no score (all statistics zero)"
+    if not tables:
+        raise ValueError(f"no contrast of result {key!r} could be scored: {skipped}")
+    n_genes = {c: int(tested[i].sum()) for i, c in enumerate(contrasts) if c in tables}
+    return {c: tables[c] for c in contrasts if c in tables}, skipped, n_genes
+
+
+@doc_params(gene_sets=_doc_gene_sets, gene_symbols=_doc_gene_symbols, de_key=_doc_de_key)
 def score(
     adata: AnnData,
     *,
     gene_sets,
     method: str = "ulm",
     layer: str | None = None,
+    key: str | None = None,
+    contrast=None,
+    group=None,
+    stat: str = "stat",
     gene_symbols: str | None = None,
     min_size: int = 5,
     max_size: int | None = None,
@@ -800,6 +880,14 @@ def score(
     and size-filtered here; weighted sets (e.g. :func:`bulkpy.datasets.progeny`) keep their
     weights for those, while GSVA and ssGSEA use membership only.
 
+    With ``key=`` a differential expression result is scored instead of a layer: decoupler's
+    method runs on the DE statistic of each contrast (and each group of a result split by group),
+    giving pathway activity per contrast, as ``dc.mt.ulm(data=bk.get.de_stats(adata, key),
+    net=...)`` does, stored as a table per contrast like :func:`bulkpy.tl.gsea`'s. Genes whose
+    statistic is missing (not tested; in a grouped result, not tested in the group) are left out
+    of the contrast's scoring (:func:`bulkpy.get.de_stats` sets them to 0). GSVA and ssGSEA rank
+    samples against each other and do not apply to a DE statistic.
+
     Parameters
     ----------
     adata
@@ -810,6 +898,13 @@ def score(
         ``"zscore"``, ``"viper"``, ``"udt"``, ``"mdt"`` (decoupler), or ``"gsva"``, ``"ssgsea"``.
     layer
         Layer of normalised, log-scale expression (e.g. log-CPM or VST); ``None`` uses ``X``.
+        Not with ``key``.
+    {de_key}
+        With ``key``, the result is scored per contrast instead of per sample (decoupler's
+        methods only).
+    stat
+        With ``key``: the column of the DE table to score (``"stat"``: the Wald, moderated t or
+        signed statistic; ``"log2FoldChange"``, ...).
     {gene_symbols}
     min_size
         Score only sets with at least this many genes among ``var_names`` (decoupler's ``tmin``;
@@ -818,7 +913,8 @@ def score(
         Score only sets with at most this many genes (GSVA's ``max.sz``); ``None``: no upper bound.
     key_added
         Name of the result: ``obsm[f"score_{{key_added}}"]``; default the method name. A second
-        collection scored with another ``key_added`` does not overwrite the first.
+        collection scored with another ``key_added`` does not overwrite the first. With ``key``:
+        ``uns[key_added]``; default ``f"{{method}}_{{key}}"`` (e.g. ``"ulm_deseq"``).
     copy
         Return a modified copy instead of writing into ``adata``.
     **kwargs
@@ -841,6 +937,20 @@ def score(
       (``gsva_version``), layer, sizes, backend and version, and the original set names in
       column order (``gene_sets``).
 
+    With ``key`` (no ``obsm`` written):
+
+    * ``uns[key_added][contrast]``: a DataFrame per contrast (``f"{{group}}:{{contrast}}"`` in a
+      grouped result; read with :func:`bulkpy.get.enrichment`, drawn by
+      :func:`bulkpy.pl.enrichment` and :func:`bulkpy.pl.enrichment_groups`) indexed by gene set
+      (``gene_set``) with ``score`` (decoupler's), ``padj`` (decoupler's p-value, Benjamini-Hochberg
+      adjusted over the sets of the contrast by decoupler, except ``mlm``'s, which decoupler leaves
+      unadjusted; ``NaN`` for methods that do not test, e.g. ``aucell``) and ``size`` (set genes
+      among the contrast's tested genes), sorted by ``padj`` (else by ``|score|``);
+    * ``uns[key_added]["params"]``: ``method="score"``, ``score_method``, options, the DE key,
+      contrasts and statistic, sizes, backend and version, the number of genes scored per
+      contrast (``n_genes``) and, for a grouped result, ``split_by`` and the contrasts skipped
+      with their reason (``skipped``).
+
     Examples
     --------
     >>> import numpy as np, bulkpy as bk
@@ -855,10 +965,29 @@ def score(
     >>> bk.tl.score(adata, gene_sets=sets, method="ssgsea", layer="log_cpm", gene_symbols="symbol")
     >>> adata.obsm["score_ssgsea"].shape[0]
     8
+
+    Pathway activity of a contrast, from the Wald statistics of DESeq2:
+
+    >>> bk.tl.deseq(adata, design="~ cell + dex", contrast=["dex", "trt", "untrt"])
+    >>> bk.tl.score(adata, gene_sets=bk.datasets.progeny(), key="deseq", gene_symbols="symbol")
+    >>> res = bk.get.enrichment(adata, "ulm_deseq")
+    >>> list(res.columns), res.shape[0]
+    (['score', 'padj', 'size'], 14)
     """
     all_methods = list(OWN_METHODS) + list(DECOUPLER_METHODS)
     if not isinstance(method, str) or method not in all_methods:
         raise ValueError(f"method={method!r} is not supported; choose one of {all_methods}")
+    if key is not None:
+        return _score_de_result(
+            adata, key=key, contrast=contrast, group=group, stat=stat, gene_sets=gene_sets, method=method,
+            layer=layer, gene_symbols=gene_symbols, min_size=min_size, max_size=max_size, key_added=key_added,
+            copy=copy, kwargs=kwargs,
+        )  # fmt: skip
+    for pname, val in (("contrast", contrast), ("group", group)):
+        if val is not None:
+            raise ValueError(f"{pname}= applies to a DE result: pass key= too, or leave it unset to score samples")
+    if stat != "stat":
+        raise ValueError("stat= applies to a DE result: pass key= too, or leave it unset to score samples")
     name = method if key_added is None else key_added
     if not isinstance(name, str) or not name:
         raise TypeError(f"key_added must be a non-empty string, got {key_added!r}")
@@ -955,4 +1084,58 @@ def score(
         adata.obsm.pop(padj_key, None)
     adata.uns.pop(obsm_key, None)
     write_params(adata, obsm_key, params)
+    return finish(adata, copy)
+
+
+def _score_de_result(
+    adata: AnnData, *, key, contrast, group, stat, gene_sets, method: str, layer, gene_symbols, min_size,
+    max_size, key_added, copy, kwargs: dict,
+):
+    """``bk.tl.score(key=...)``: validate, score each contrast of the DE result, store the tables."""
+    if method in OWN_METHODS:
+        raise ValueError(
+            f"method={method!r} ranks samples against each other and does not apply to a DE statistic; "
+            f"with key= use one of decoupler's methods {list(DECOUPLER_METHODS)} (e.g. 'ulm')"
+        )
+    if not isinstance(adata, AnnData):
+        raise TypeError(f"adata must be an AnnData holding a DE result, got {type(adata).__name__}")
+    if layer is not None:
+        raise ValueError("layer= applies to per-sample scores; with key= the DE statistic is scored, leave layer unset")
+    if not isinstance(stat, str):
+        raise TypeError(f"stat must be the name of a column of the DE table, got {stat!r}")
+    min_size, max_size = _check_sizes(min_size, max_size)
+    if not isinstance(copy, bool):
+        raise TypeError(f"copy must be True or False, got {copy!r}")
+    key = _de_key(adata, key)
+    grouped = _grouped_contrasts(adata, key, contrast, group)
+    contrasts = _contrast_list(adata, key, contrast) if grouped is None else grouped[0]
+    key_added = _check_key_added(key_added, f"{method}_{key}")
+    _decoupler_fn(method)  # fail early if decoupler lacks it
+    net = as_gene_sets(gene_sets)
+    tables, skipped, n_genes = _score_de(
+        adata, key=key, contrasts=contrasts, grouped=grouped is not None, stat=stat, net=net, method=method,
+        gene_symbols=gene_symbols, min_size=min_size, max_size=max_size, kwargs=kwargs,
+    )  # fmt: skip
+    import decoupler as dc
+
+    params = {
+        "method": "score",
+        "score_method": method,
+        "options": h5ad_safe(dict(kwargs)),
+        "key": key,
+        "contrasts": list(tables),
+        "stat": stat,
+        "gene_symbols": gene_symbols,
+        "min_size": min_size,
+        "max_size": max_size,
+        "n_gene_sets": int(net["source"].nunique()),
+        "n_genes": n_genes,
+        "backend": f"decoupler {getattr(dc, '__version__', '?')}",
+    }
+    if grouped is not None:
+        params.update(grouped[1], skipped=skipped)
+    elif skipped:
+        params["skipped"] = skipped
+    adata = start(adata, copy)
+    _store(adata, key_added, tables, params)
     return finish(adata, copy)
