@@ -123,9 +123,11 @@ def test_parametric_failure_falls_back_like_deseq2(name, tmp_h5ad):
     for col in ["dispGeneEst", "dispFit"]:
         assert _rel(adata.var[f"deseq_{col}"], disp[col]).max() < 1e-9, col  # measured 3e-11 / 5e-11
     rel = _rel(adata.var["deseq_dispersion"], disp["dispersion"])
-    # pasilla_top200: FBgn0034258's MAP line search (11 iterations) stops 4e-6 from R's, within the
-    # line search's own tolerance (a 1e-6 change of the log posterior); every other gene < 1e-10
-    assert np.median(rel) < 1e-10 and rel.max() < 1e-5
+    # pasilla_top200: one gene's MAP line search stops 1.7e-5 from R's (4e-6 before the size factors
+    # took R's long double row means, 1 ulp apart), within the line search's own tolerance (it stops at
+    # a 1e-6 relative change of the log posterior, whose optimum is flat: the dispersion can sit up
+    # to ~1e-3 from it); the median gene agrees to 2e-13
+    assert np.median(rel) < 1e-10 and rel.max() < 1e-4
     cmp = _compare(bk.get.de_df(adata, "deseq"), _fixture(name, "deseq2_wald.csv.gz"))
     _assert_brief(cmp, jaccard=1.0)
     assert cmp["padj"][0] == 1.0 and cmp["log10p"][2] < 1e-5  # measured max 5e-7 / 3e-11

@@ -7,6 +7,8 @@ Arrays are samples × genes, like ``AnnData.X``.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from ..tximport import length_norm_matrix  # DESeq2's normMatrix, shared with edgeR's offsets
@@ -22,8 +24,28 @@ def _ratio_logs(counts: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]
     cols = np.flatnonzero((counts > 0).all(axis=0))
     logc = np.empty((counts.shape[0], cols.size))
     log_columns_par(np.ascontiguousarray(counts), cols, logc)
-    out[cols] = logc.mean(axis=0)
+    # R's rowMeans: a long double sum over the samples in order, divided in long double (numpy's
+    # pairwise double sum can differ in the last bit, and DESeq2's line searches can turn one ulp of a
+    # size factor into a different first step; tests/test_tl_deseq_local_trend.py has such a gene)
+    acc = np.zeros(cols.size, dtype=np.longdouble)
+    for j in range(logc.shape[0]):
+        acc += logc[j]
+    out[cols] = (acc / logc.shape[0]).astype(np.float64)
     return out, cols, logc
+
+
+def _exp_median_r(log_ratios: np.ndarray) -> np.ndarray:
+    """``exp(median(x))`` per row as R computes it: the middle value, or the mean of the two middle
+    values added in long double (R's ``mean``), and the C library's ``exp`` (numpy's vectorised exp
+    may differ from it in the last bit)."""
+    m = log_ratios.shape[1]
+    half = (m - 1) // 2
+    if m % 2:
+        med = np.partition(log_ratios, half, axis=1)[:, half]
+    else:
+        part = np.partition(log_ratios, (half, half + 1), axis=1)
+        med = ((part[:, half].astype(np.longdouble) + part[:, half + 1]) / 2).astype(np.float64)
+    return np.array([math.exp(v) for v in med])
 
 
 def log_geometric_means(counts: np.ndarray, *, method: str = "ratio") -> np.ndarray:
@@ -91,7 +113,7 @@ def deseq2_size_factors(counts: np.ndarray, *, method: str = "ratio", control: n
         if control is not None:
             keep = usable[cols]
             logc, cols = logc[:, keep], cols[keep]
-        return np.exp(np.median(logc - lgm[cols], axis=1))
+        return _exp_median_r(logc - lgm[cols])
     sf = median_of_ratios(counts, lgm, control=control)
     if method == "poscounts":
         sf = sf / np.exp(np.mean(np.log(sf)))
