@@ -10,20 +10,16 @@ import numpy as np
 from .._design import describe_design
 from .._docs import doc_adata, doc_copy, doc_copy_returns, doc_params
 from .._progress import check_progress, progress_bar
-from .._slots import check_key, write_params
+from .._slots import write_params
 from .._stats.deseq2 import rlog as _rlog
 from .._stats.deseq2.dispersion import FIT_TYPES
 from .._utils import finish, start
 from .._validate import (
     check_bool,
     check_choice,
-    check_counts,
     check_positive,
-    dense,
-    get_matrix,
-    looks_logged,
 )
-from ._vst import _dispersion_design, _normalisation
+from ._vst import _dispersion_design, _normalisation, _raw_counts
 
 logger = logging.getLogger(__name__)
 
@@ -139,15 +135,7 @@ def rlog(
     check_choice(fit_type, FIT_TYPES, "fit_type")
     if beta_prior_var is not None:
         beta_prior_var = check_positive(beta_prior_var, "beta_prior_var")
-    check_key(key_added, "key_added")
-    if layer is not None and key_added == layer:
-        raise ValueError(f"key_added={key_added!r} would overwrite the input layer; choose another name")
-    X = get_matrix(adata, layer)
-    where = "X" if layer is None else f"layer {layer!r}"
-    check_counts(X, what=f"counts in {where}", integer=True)
-    if looks_logged(X):
-        raise ValueError(f"the values in {where} look log-transformed; rlog needs raw counts")
-    counts = dense(X)
+    counts = _raw_counts(adata, layer, key_added, "rlog")
     mm, columns = _dispersion_design(adata, blind, design)
     sf, nf, sf_source = _normalisation(adata, counts)
 

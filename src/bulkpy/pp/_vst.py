@@ -46,6 +46,20 @@ def _normalisation(adata, counts: np.ndarray):
     return deseq2_size_factors(counts, method="poscounts"), None, "computed (poscounts: every gene has a zero)"
 
 
+def _raw_counts(adata, layer, key_added: str, what: str) -> np.ndarray:
+    """The raw counts ``vst``/``rlog`` transform: checked as integer counts that do not look
+    log-transformed, with ``key_added`` a valid name that does not overwrite the input layer."""
+    check_key(key_added, "key_added")
+    if layer is not None and key_added == layer:
+        raise ValueError(f"key_added={key_added!r} would overwrite the input layer; choose another name")
+    X = get_matrix(adata, layer)
+    where = "X" if layer is None else f"layer {layer!r}"
+    check_counts(X, what=f"counts in {where}", integer=True)
+    if looks_logged(X):
+        raise ValueError(f"the values in {where} look log-transformed; {what} needs raw counts")
+    return dense(X)
+
+
 def _dispersion_design(adata, blind: bool, design) -> tuple[np.ndarray, list[str]]:
     """The design DESeq2's transformations estimate dispersions with: ``~ 1`` when blind, else
     ``design`` (full rank, with residual degrees of freedom); and its column names."""
@@ -150,15 +164,7 @@ def vst(
     if not isinstance(copy, bool):
         raise TypeError(f"copy must be True or False, got {copy!r}")
     check_choice(fit_type, FIT_TYPES, "fit_type")
-    check_key(key_added, "key_added")
-    if layer is not None and key_added == layer:
-        raise ValueError(f"key_added={key_added!r} would overwrite the input layer; choose another name")
-    X = get_matrix(adata, layer)
-    where = "X" if layer is None else f"layer {layer!r}"
-    check_counts(X, what=f"counts in {where}", integer=True)
-    if looks_logged(X):
-        raise ValueError(f"the values in {where} look log-transformed; vst needs raw counts")
-    counts = dense(X)
+    counts = _raw_counts(adata, layer, key_added, "vst")
 
     mm, columns = _dispersion_design(adata, blind, design)
     sf, nf, sf_source = _normalisation(adata, counts)
