@@ -46,15 +46,76 @@ def _layers_list(adata) -> str:
     return ", ".join(repr(k) for k in keys) if keys else "none"
 
 
+#: the public functions that run chunk by chunk on a dask-backed matrix (docs/scaling.md)
+DASK_FUNCTIONS = (
+    "pp.qc_metrics", "pp.filter_by_expr", "pp.size_factors", "pp.norm_factors", "pp.normalize", "pp.vst",
+    "pp.pseudobulk", "tl.deseq", "tl.edger", "tl.voom", "tl.limma", "tl.rank_test",
+)  # fmt: skip
+
+
 def dense(x) -> np.ndarray:
-    """A dense float64 copy-or-view of ``x``."""
+    """A dense float64 copy-or-view of ``x``; a dask matrix is refused (never computed silently)."""
+    if _is_dask(x):
+        raise TypeError(
+            f"this function needs the matrix in memory, but it is a dask array of shape {x.shape}; it is not "
+            "computed silently. Functions that run chunk by chunk on dask: "
+            + ", ".join(DASK_FUNCTIONS)
+            + ". To run this one, load the layer first: adata.layers[key] = adata.layers[key].compute()"
+        )
     if _is_sparse(x):
         return np.asarray(x.toarray(), dtype=np.float64)
     return np.asarray(x, dtype=np.float64)
 
 
+def _is_dask(x) -> bool:
+    return type(x).__module__.split(".")[0] == "dask"
+
+
+#: summaries of dask matrices already checked, by the array's graph name (a deterministic token):
+#: a lazy layer is read once to check it, however many functions are called on it
+_DASK_SUMMARIES: dict[str, dict] = {}
+
+
+def _chunk_summary(c) -> np.ndarray:
+    d = c.data if _is_sparse(c) else np.asarray(c)
+    d = d.ravel()
+    if d.dtype.kind not in "biuf":
+        return np.array([d.size, 0, 0, 0, -np.inf, 0], dtype=np.float64)
+    fin = np.isfinite(d) if d.dtype.kind == "f" else np.ones(d.size, dtype=bool)
+    f = d[fin]
+    nonint = int((f != np.round(f)).sum()) if d.dtype.kind == "f" else 0
+    mx = float(f.max()) if f.size else -np.inf
+    return np.array([d.size, d.size - f.size, int((f < 0).sum()), nonint, mx, f.size], dtype=np.float64)
+
+
+def dask_summary(x) -> dict:
+    """Sizes, non-finite, negative and non-integer value counts and the finite maximum of a dask
+    matrix, from one pass over its chunks (one ``dask.compute``; remembered by graph name)."""
+    got = _DASK_SUMMARIES.get(x.name)
+    if got is not None:
+        return got
+    import dask
+
+    parts = dask.compute(*[dask.delayed(_chunk_summary)(c) for c in x.to_delayed().ravel()])
+    a = np.vstack(parts) if parts else np.zeros((0, 6))
+    out = dict(
+        kind=np.dtype(x.dtype).kind, size=int(a[:, 0].sum()), nonfinite=int(a[:, 1].sum()),
+        negative=int(a[:, 2].sum()), nonint=int(a[:, 3].sum()), max=float(a[:, 4].max()) if len(a) else -np.inf,
+        finite=int(a[:, 5].sum()),
+    )  # fmt: skip
+    if len(_DASK_SUMMARIES) > 64:
+        _DASK_SUMMARIES.clear()
+    _DASK_SUMMARIES[x.name] = out
+    return out
+
+
 def check_counts(x, *, what: str = "counts", integer: bool = True, allow_sparse: bool = True) -> None:
-    """Raise if ``x`` holds negative, non-finite or (with ``integer``) non-integer values."""
+    """Raise if ``x`` holds negative, non-finite or (with ``integer``) non-integer values.
+
+    A dask matrix is checked chunk by chunk in one computation (:func:`dask_summary`)."""
+    if _is_dask(x):
+        _check_counts_summary(dask_summary(x), x.shape, what, integer)
+        return
     data = x.data if _is_sparse(x) else np.asarray(x)
     if _is_sparse(x) and not allow_sparse:
         raise TypeError(f"{what} must be a dense array here")
@@ -81,6 +142,23 @@ def check_counts(x, *, what: str = "counts", integer: bool = True, allow_sparse:
                 f"{what} contain {int(frac.sum())} non-integer values; a count model needs integer counts "
                 "(round estimated counts, e.g. from salmon, or use counts_from_abundance)." + hint
             )
+
+
+def _check_counts_summary(s: dict, shape, what: str, integer: bool) -> None:
+    if s["kind"] not in "biuf":
+        raise TypeError(f"{what} must be numeric, got dtype kind {s['kind']!r}")
+    if 0 in shape:
+        raise ValueError(f"{what} are empty (shape {shape})")
+    if s["nonfinite"]:
+        raise ValueError(f"{what} contain {s['nonfinite']} non-finite values (NaN or inf); counts must be finite")
+    if s["negative"]:
+        raise ValueError(f"{what} contain {s['negative']} negative values; counts must be >= 0")
+    if integer and s["nonint"]:
+        hint = " The values look log-transformed; pass the layer that holds raw counts." if s["max"] < 50 else ""
+        raise ValueError(
+            f"{what} contain {s['nonint']} non-integer values; a count model needs integer counts "
+            "(round estimated counts, e.g. from salmon, or use counts_from_abundance)." + hint
+        )
 
 
 def check_unique_var_names(adata, *, what: str | None = None) -> None:
@@ -148,6 +226,11 @@ def check_positive(value, name: str, *, allow_zero: bool = False) -> float:
 
 def looks_logged(x) -> bool:
     """Heuristic: a matrix of non-integers with a small maximum is likely log-scale."""
+    if _is_dask(x):
+        s = dask_summary(x)
+        if s["kind"] != "f" or s["finite"] == 0:
+            return False
+        return bool(s["negative"] or (s["max"] < 30 and s["nonint"] / s["finite"] > 0.5))
     data = x.data if _is_sparse(x) else np.asarray(x)
     if data.size == 0 or data.dtype.kind not in "f":
         return False

@@ -103,3 +103,161 @@ def gather(parts: Sequence[np.ndarray], *, axis: int = -1) -> np.ndarray:
     if not parts:
         return np.empty(0)
     return np.concatenate(parts, axis=axis)
+
+
+# ----------------------------------------------------------------------------------------------
+# Mapping a per-block function over genes: in memory, or as one dask graph per pass
+# ----------------------------------------------------------------------------------------------
+class Block:
+    """The matrices of one block of genes as a per-block function sees them.
+
+    ``sl`` is the block's slice of the full gene axis (to index per-gene vectors); :meth:`read`
+    gives matrix ``i`` of the block as a dense float64 array (as :func:`read_block`). In memory the
+    block is read from the whole matrix; under dask the block's chunk was computed by the task and
+    is read from there, so the function sees the same numbers either way."""
+
+    __slots__ = ("sl", "_mats", "_local")
+
+    def __init__(self, sl: slice, mats: Sequence, local: bool):
+        self.sl, self._mats, self._local = sl, mats, local
+
+    @property
+    def size(self) -> int:
+        return self.sl.stop - self.sl.start
+
+    def read(self, i: int = 0, *, gene_major: bool = False, keep: np.ndarray | None = None) -> np.ndarray | None:
+        a = self._mats[i]
+        if a is None:
+            return None
+        return read_block(a, slice(0, self.size) if self._local else self.sl, gene_major=gene_major, keep=keep)
+
+
+def dask_blocks(a) -> GeneBlocks | None:
+    """The gene blocks of a dask array whose chunks hold every sample and equal gene counts (the
+    last may be shorter): used as they are, so nothing is rechunked. ``None`` otherwise."""
+    if len(a.chunks[0]) != 1:
+        return None
+    cg = a.chunks[1]
+    if len(cg) > 1 and (len(set(cg[:-1])) != 1 or cg[-1] > cg[0]):
+        return None
+    return GeneBlocks(int(a.shape[1]), int(cg[0]) if cg else 1)
+
+
+def blocks_for(a, n_samples: int, *, block_genes: int | None = None) -> GeneBlocks:
+    """The blocks an engine walks ``a`` (samples × genes) in: a dask array's own gene chunks when
+    they hold every sample (gene-major storage: no rechunk), else :func:`gene_blocks`."""
+    if block_genes is None and is_dask(a):
+        own = dask_blocks(a)
+        if own is not None:
+            return own
+    return gene_blocks(int(a.shape[1]), n_samples, block_genes=block_genes)
+
+
+def _aligned(a, blocks: GeneBlocks):
+    """``a`` (dask, samples × genes) rechunked so its chunks are the blocks (all samples each)."""
+    sizes = tuple(sl.stop - sl.start for sl in blocks)
+    if a.chunks == ((a.shape[0],), sizes):
+        return a
+    return a.rechunk(((a.shape[0],), sizes))
+
+
+class _serial_kernels:
+    """Inside a dask task the compiled kernels run on one thread (numba's thread count is
+    per thread): dask runs blocks in parallel already, and the result does not depend on it."""
+
+    def __enter__(self):
+        import numba
+
+        self._t = numba.get_num_threads()
+        numba.set_num_threads(1)
+
+    def __exit__(self, *exc):
+        import numba
+
+        numba.set_num_threads(self._t)
+
+
+def _task(fn, sl, args, *chunks):
+    with _serial_kernels():
+        return fn(Block(sl, chunks, True), *args)
+
+
+def uses_dask(*mats) -> bool:
+    return any(m is not None and is_dask(m) for m in mats)
+
+
+def map_gene_blocks(
+    fn: Callable[..., object],
+    mats: Sequence,
+    blocks: GeneBlocks,
+    *,
+    args: tuple = (),
+    on_block: Callable[[str], None] | None = None,
+    stage: str = "",
+) -> list:
+    """``[fn(Block, *args) for each block]``: the per-block results, in block order.
+
+    ``mats`` are samples × genes matrices (numpy, scipy sparse, dask, or ``None``) read through
+    :meth:`Block.read`. In memory the blocks run one after another (the engines' kernels use the
+    threads). When any matrix is a dask array, every block becomes a task of one dask graph, run
+    with one ``dask.compute`` (on the user's active scheduler or ``distributed`` Client): each task
+    computes its own chunk and returns ``fn``'s result, which should be per-gene (small); the
+    matrices are never gathered. ``fn`` and ``args`` must be picklable for a distributed Client
+    (module-level functions, numpy arrays)."""
+    if not uses_dask(*mats):
+        out = []
+        for sl in blocks:
+            out.append(fn(Block(sl, mats, False), *args))
+            if on_block is not None:
+                on_block(stage)
+        return out
+    import dask
+
+    aligned = [None if m is None else _aligned(m if is_dask(m) else _as_dask(m, blocks), blocks) for m in mats]
+    tasks = []
+    for i, sl in enumerate(blocks):
+        chunks = [None if m is None else m.blocks[0, i] for m in aligned]
+        tasks.append(dask.delayed(_task, pure=True)(fn, sl, args, *chunks))
+    out = list(dask.compute(*tasks))
+    if on_block is not None:
+        for _ in out:
+            on_block(stage)
+    return out
+
+
+def _as_dask(m, blocks: GeneBlocks):
+    import dask.array as da
+
+    if sparse.issparse(m):
+        m = m.toarray()
+    return da.from_array(np.asarray(m), chunks=(m.shape[0], blocks.size))
+
+
+def lazy_gene_map(fn: Callable[..., np.ndarray], mats: Sequence, blocks: GeneBlocks, *, args: tuple = (), dtype=np.float64):
+    """A samples × genes result made block by block by ``fn(Block, *args)`` (which returns the
+    block's samples × block-genes array). In memory the blocks are computed now into one array;
+    with dask input the result is a lazy dask array with the blocks as chunks, computed only when
+    the user computes or writes it (nothing samples × genes is gathered here)."""
+    n = next(m for m in mats if m is not None).shape[0]
+    if not uses_dask(*mats):
+        out = np.empty((n, blocks.n_genes), dtype=dtype)
+        for sl in blocks:
+            out[:, sl] = fn(Block(sl, mats, False), *args)
+        return out
+    import dask.array as da
+
+    aligned = [None if m is None else _aligned(m if is_dask(m) else _as_dask(m, blocks), blocks) for m in mats]
+    present = [m for m in aligned if m is not None]
+    where = [i for i, m in enumerate(aligned) if m is not None]
+    starts = np.cumsum([0] + [sl.stop - sl.start for sl in blocks])
+
+    def one(*chunks, block_info=None):
+        j = block_info[None]["chunk-location"][1]
+        full = [None] * len(aligned)
+        for i, c in zip(where, chunks, strict=True):
+            full[i] = c
+        sl = slice(int(starts[j]), int(starts[j + 1]))
+        with _serial_kernels():
+            return np.asarray(fn(Block(sl, full, True), *args), dtype=dtype)
+
+    return da.map_blocks(one, *present, dtype=dtype, chunks=present[0].chunks, meta=np.empty((0, 0), dtype=dtype))
