@@ -182,6 +182,10 @@ def _task(fn, sl, args, *chunks):
         return fn(Block(sl, chunks, True), *args)
 
 
+def _block_args(args: tuple, per_block, i: int, sl: slice) -> tuple:
+    return args if per_block is None else (*args, *per_block(i, sl))
+
+
 def uses_dask(*mats) -> bool:
     return any(m is not None and is_dask(m) for m in mats)
 
@@ -192,10 +196,14 @@ def map_gene_blocks(
     blocks: GeneBlocks,
     *,
     args: tuple = (),
+    per_block: Callable[[int, slice], tuple] | None = None,
     on_block: Callable[[str], None] | None = None,
     stage: str = "",
 ) -> list:
-    """``[fn(Block, *args) for each block]``: the per-block results, in block order.
+    """``[fn(Block, *args, *per_block(i, sl)) for each block i]``: the per-block results, in order.
+
+    ``per_block`` gives a block's own extra arguments (e.g. per-gene vectors sliced to the block,
+    so a task carries only its genes' values).
 
     ``mats`` are samples × genes matrices (numpy, scipy sparse, dask, or ``None``) read through
     :meth:`Block.read`. In memory the blocks run one after another (the engines' kernels use the
@@ -206,8 +214,8 @@ def map_gene_blocks(
     (module-level functions, numpy arrays)."""
     if not uses_dask(*mats):
         out = []
-        for sl in blocks:
-            out.append(fn(Block(sl, mats, False), *args))
+        for i, sl in enumerate(blocks):
+            out.append(fn(Block(sl, mats, False), *_block_args(args, per_block, i, sl)))
             if on_block is not None:
                 on_block(stage)
         return out
@@ -217,7 +225,7 @@ def map_gene_blocks(
     tasks = []
     for i, sl in enumerate(blocks):
         chunks = [None if m is None else m.blocks[0, i] for m in aligned]
-        tasks.append(dask.delayed(_task, pure=True)(fn, sl, args, *chunks))
+        tasks.append(dask.delayed(_task, pure=True)(fn, sl, _block_args(args, per_block, i, sl), *chunks))
     out = list(dask.compute(*tasks))
     if on_block is not None:
         for _ in out:
@@ -233,16 +241,24 @@ def _as_dask(m, blocks: GeneBlocks):
     return da.from_array(np.asarray(m), chunks=(m.shape[0], blocks.size))
 
 
-def lazy_gene_map(fn: Callable[..., np.ndarray], mats: Sequence, blocks: GeneBlocks, *, args: tuple = (), dtype=np.float64):
-    """A samples × genes result made block by block by ``fn(Block, *args)`` (which returns the
-    block's samples × block-genes array). In memory the blocks are computed now into one array;
+def lazy_gene_map(
+    fn: Callable[..., np.ndarray],
+    mats: Sequence,
+    blocks: GeneBlocks,
+    *,
+    args: tuple = (),
+    per_block: Callable[[int, slice], tuple] | None = None,
+    dtype=np.float64,
+):
+    """A samples × genes result made block by block by ``fn(Block, *args, *per_block(i, sl))``
+    (which returns the block's samples × block-genes array). In memory the blocks are computed now into one array;
     with dask input the result is a lazy dask array with the blocks as chunks, computed only when
     the user computes or writes it (nothing samples × genes is gathered here)."""
     n = next(m for m in mats if m is not None).shape[0]
     if not uses_dask(*mats):
         out = np.empty((n, blocks.n_genes), dtype=dtype)
-        for sl in blocks:
-            out[:, sl] = fn(Block(sl, mats, False), *args)
+        for i, sl in enumerate(blocks):
+            out[:, sl] = fn(Block(sl, mats, False), *_block_args(args, per_block, i, sl))
         return out
     import dask.array as da
 
@@ -258,6 +274,6 @@ def lazy_gene_map(fn: Callable[..., np.ndarray], mats: Sequence, blocks: GeneBlo
             full[i] = c
         sl = slice(int(starts[j]), int(starts[j + 1]))
         with _serial_kernels():
-            return np.asarray(fn(Block(sl, full, True), *args), dtype=dtype)
+            return np.asarray(fn(Block(sl, full, True), *_block_args(args, per_block, j, sl)), dtype=dtype)
 
     return da.map_blocks(one, *present, dtype=dtype, chunks=present[0].chunks, meta=np.empty((0, 0), dtype=dtype))
