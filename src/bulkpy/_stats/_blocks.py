@@ -277,3 +277,65 @@ def lazy_gene_map(
             return np.asarray(fn(Block(sl, full, True), *_block_args(args, per_block, j, sl)), dtype=dtype)
 
     return da.map_blocks(one, *present, dtype=dtype, chunks=present[0].chunks, meta=np.empty((0, 0), dtype=dtype))
+
+
+# ----------------------------------------------------------------------------------------------
+# Passes over blocks of samples: per-sample reductions that need every gene of a sample
+# ----------------------------------------------------------------------------------------------
+def sample_blocks(n_samples: int, n_genes: int, *, block_elements: int = BLOCK_ELEMENTS) -> list[slice]:
+    """Contiguous blocks of samples (rows) holding about ``block_elements`` matrix elements each
+    (every gene of a sample in one block; at least one sample per block)."""
+    size = max(1, int(block_elements) // max(int(n_genes), 1))
+    return [slice(s, min(int(n_samples), s + size)) for s in range(0, int(n_samples), size)]
+
+
+def _dense_rows(c) -> np.ndarray:
+    if c is None:
+        return None
+    if is_dask(c):
+        c = c.compute()
+    if sparse.issparse(c):
+        c = c.toarray()
+    return np.ascontiguousarray(np.asarray(c, dtype=np.float64))
+
+
+def _rows_task(fn, sl, args, *chunks):
+    with _serial_kernels():
+        return fn(sl, *[_dense_rows(c) for c in chunks], *args)
+
+
+def map_sample_blocks(
+    fn: Callable[..., object],
+    mats: Sequence,
+    *,
+    args: tuple = (),
+    block_elements: int = BLOCK_ELEMENTS,
+) -> list:
+    """``[fn(rows, *row_blocks, *args) for each block of samples]``: the per-block results, in order.
+
+    The samples × genes matrices ``mats`` (numpy, scipy sparse, dask, or ``None``) are given to
+    ``fn`` as dense float64 C-ordered blocks of whole rows (every gene of the block's samples);
+    ``rows`` is the block's slice of the sample axis. This is how per-sample reductions over all
+    genes (medians of ratios, quantiles, trimmed means) run without gathering the matrix. In memory
+    the blocks run one after another; when any matrix is a dask array it is rechunked into row
+    blocks and every block becomes a task of one graph run with one ``dask.compute``. ``args`` may
+    hold dask arrays (small per-gene vectors, a reference row): they are computed in the same graph.
+    """
+    first = next(m for m in mats if m is not None)
+    n, g = first.shape
+    blocks = sample_blocks(n, g, block_elements=block_elements)
+    if not uses_dask(*mats):
+        return [fn(sl, *[None if m is None else _dense_rows(m[sl]) for m in mats], *args) for sl in blocks]
+    import dask
+    import dask.array as da
+
+    sizes = tuple(sl.stop - sl.start for sl in blocks)
+    aligned = [
+        None if m is None else (m if is_dask(m) else da.from_array(_dense_rows(m), chunks=(sizes, g))).rechunk((sizes, (g,)))
+        for m in mats
+    ]
+    tasks = [
+        dask.delayed(_rows_task, pure=True)(fn, sl, args, *[None if m is None else m.blocks[i, 0] for m in aligned])
+        for i, sl in enumerate(blocks)
+    ]
+    return list(dask.compute(*tasks))
