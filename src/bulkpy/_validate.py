@@ -67,8 +67,12 @@ def dense(x) -> np.ndarray:
     return np.asarray(x, dtype=np.float64)
 
 
-def _is_dask(x) -> bool:
+def is_dask(x) -> bool:
+    """Whether ``x`` is a dask array (without importing dask)."""
     return type(x).__module__.split(".")[0] == "dask"
+
+
+_is_dask = is_dask
 
 
 #: summaries of dask matrices already checked, by the array's graph name (a deterministic token):

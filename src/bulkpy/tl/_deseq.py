@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import math
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -23,7 +24,7 @@ from .._stats.deseq2.size_factors import (
 )
 from .._tximport import QuantCounts, non_integer_error, quant_counts, round_counts
 from .._utils import finish, start
-from .._validate import check_adata, check_counts, dense, get_matrix
+from .._validate import check_adata, check_counts, dask_summary, dense, get_matrix, is_dask
 from ._contrasts import DESeqContrast, check_deseq_shrinkable, deseq_contrasts, levels_of
 from ._grouped import DOC_SPLIT, DOC_SPLIT_RETURNS, check_unsplit, run_grouped, split_arguments
 
@@ -101,14 +102,15 @@ def _check_options(test, reduced, fit_type, alpha, lfc_threshold, alt_hypothesis
 # --------------------------------------------------------------------------------------------
 
 
-def _normalisation(adata: AnnData, counts: np.ndarray, size_factors, lengths: np.ndarray | None = None):
+def _normalisation(adata: AnnData, counts: np.ndarray, size_factors, lengths: np.ndarray | None = None, checks=None):
     """``(size factors or None, normalisation factors or None, description)`` as DESeq2 uses them.
 
     Factors already in ``adata`` (``layers["norm_factors"]``, ``obs["size_factors"]``) are used as
     ``DESeq()`` uses pre-existing ones; otherwise they are estimated here, from tximport's average
     transcript ``lengths`` when given (``estimateSizeFactors`` with the ``avgTxLength`` assay)."""
     n, g = counts.shape
-    empty = counts.sum(axis=1) == 0
+    chk = _count_checks(counts) if checks is None else checks
+    empty, any_positive_gene = chk.empty_samples, chk.positive_gene
     if empty.any():
         raise ValueError(
             f"samples {adata.obs_names[empty].tolist()[:10]} have no counts (all genes zero), so their size factor "
@@ -116,8 +118,9 @@ def _normalisation(adata: AnnData, counts: np.ndarray, size_factors, lengths: np
         )
     if size_factors is None:
         if NORM_FACTORS_LAYER in adata.layers:
-            nf = dense(adata.layers[NORM_FACTORS_LAYER])
-            if nf.shape != counts.shape or not np.all(np.isfinite(nf)) or np.any(nf <= 0):
+            nf = adata.layers[NORM_FACTORS_LAYER]
+            nf = nf if is_dask(nf) else dense(nf)
+            if nf.shape != counts.shape or not _finite_positive(nf):
                 raise ValueError(
                     f"layers[{NORM_FACTORS_LAYER!r}] must hold finite positive normalisation factors (samples × genes); "
                     "remove it, or pass size_factors= to use size factors instead"
@@ -125,7 +128,7 @@ def _normalisation(adata: AnnData, counts: np.ndarray, size_factors, lengths: np
             return None, nf, f"layers[{NORM_FACTORS_LAYER!r}]"
         if SIZE_FACTORS_OBS in adata.obs.columns:
             return _obs_factors(adata, SIZE_FACTORS_OBS), None, f"obs[{SIZE_FACTORS_OBS!r}]"
-        if (counts > 0).all(axis=0).any():
+        if any_positive_gene:
             return *_estimated(counts, "ratio", lengths), "ratio" + _LENGTHS_NOTE * (lengths is not None)
         logger.warning(
             "every gene has a zero in at least one sample, so the median-of-ratios size factors can not be "
@@ -138,7 +141,7 @@ def _normalisation(adata: AnnData, counts: np.ndarray, size_factors, lengths: np
         if size_factors in _SF_METHODS:
             if size_factors == "iterate":  # DESeq2's iterative estimator ignores the lengths
                 return deseq2_size_factors_iterate(counts), None, "iterate"
-            if size_factors == "ratio" and not (counts > 0).all(axis=0).any():
+            if size_factors == "ratio" and not any_positive_gene:
                 raise ValueError(
                     "every gene has a zero in at least one sample, so size_factors='ratio' can not be computed; use "
                     "size_factors='poscounts' (DESeq2's choice for sparse data)"
@@ -164,6 +167,33 @@ def _normalisation(adata: AnnData, counts: np.ndarray, size_factors, lengths: np
 _LENGTHS_NOTE = ", with tximport lengths (normalisation factors)"
 
 
+@dataclass(frozen=True)
+class _CountChecks:
+    """What DESeq() checks of the counts before the model (one computation on dask input)."""
+
+    all_equal: bool  # every gene has equal values in all samples
+    any_gene: bool  # some gene is not zero in every sample
+    empty_samples: np.ndarray  # samples with no counts
+    positive_gene: bool  # some gene is positive in every sample (median-of-ratios factors exist)
+
+
+def _count_checks(counts) -> _CountChecks:
+    parts = (
+        (counts == counts[:1, :]).all(), (counts.sum(axis=0) > 0).any(), counts.sum(axis=1) == 0,
+        (counts > 0).all(axis=0).any(),
+    )  # fmt: skip
+    if is_dask(counts):
+        import dask
+
+        parts = dask.compute(*parts)
+    return _CountChecks(bool(parts[0]), bool(parts[1]), np.asarray(parts[2]), bool(parts[3]))
+
+
+def _finite_positive(nf) -> bool:
+    ok = np.isfinite(nf).all() & (nf > 0).all()
+    return bool(ok.compute() if is_dask(ok) else ok)
+
+
 def _estimated(counts: np.ndarray, method: str, lengths: np.ndarray | None):
     """``(size factors, None)``, or with ``lengths`` ``(None, normalisation factors)``."""
     if lengths is None:
@@ -177,6 +207,8 @@ def _quant_counts(adata: AnnData, layer, lengths, X_raw) -> tuple[np.ndarray, Qu
     where = "X" if layer is None else f"layer {layer!r}"
     txi = quant_counts(adata, layer, lengths, X_raw.shape, caller="bk.tl.deseq", log=logger)
     check_counts(X_raw, what=f"counts in {where}", integer=False)
+    if is_dask(X_raw):
+        return _quant_counts_dask(adata, X_raw, txi, where)
     counts = dense(X_raw)
     if txi.from_tximport:
         counts, n_rounded = round_counts(counts, where=where, caller="bk.tl.deseq", log=logger)
@@ -184,6 +216,27 @@ def _quant_counts(adata: AnnData, layer, lengths, X_raw) -> tuple[np.ndarray, Qu
     err = non_integer_error(adata, counts, where)
     if err is not None:
         raise err
+    return counts, txi, None
+
+
+def _quant_counts_dask(adata: AnnData, X_raw, txi: QuantCounts, where: str):
+    """:func:`_quant_counts` for a dask matrix: rounding stays lazy (R's round, halves to even,
+    chunk by chunk); the number of values changed comes from the one-pass check of the matrix."""
+    if txi.lengths is not None and is_dask(txi.lengths):
+        raise TypeError(
+            "bk.tl.deseq on dask counts with tximport lengths needs the lengths (layers['length']) in memory; "
+            "load them with adata.layers['length'] = adata.layers['length'].compute()"
+        )
+    counts = X_raw.astype(np.float64)
+    n_nonint = dask_summary(X_raw)["nonint"]
+    if txi.from_tximport:
+        logger.info(
+            "bk.tl.deseq: rounding the estimated counts in %s to integers, as DESeqDataSetFromTximport does "
+            "(%d values changed)", where, n_nonint,
+        )  # fmt: skip
+        return counts.map_blocks(np.round, dtype=np.float64), txi, n_nonint
+    if n_nonint:
+        check_counts(X_raw, what=f"counts in {where}", integer=True)
     return counts, txi, None
 
 
@@ -685,11 +738,12 @@ def deseq(
     if shrink == "normal":
         check_deseq_shrinkable(d, contrasts)
     ape_coefs = _apeglm_coefficients(d, contrasts) if shrink == "apeglm" else {}
-    if np.all(counts == counts[:1, :]):
+    chk = _count_checks(counts)
+    if chk.all_equal:
         raise ValueError("all genes have equal values for all samples; differential analysis is not possible")
-    if not (counts.sum(axis=0) > 0).any():
+    if not chk.any_gene:
         raise ValueError("every gene is zero in all samples")
-    sf, nf, sf_source = _normalisation(adata, counts, size_factors, txi.lengths)
+    sf, nf, sf_source = _normalisation(adata, counts, size_factors, txi.lengths, chk)
     lengths_used = txi.lengths is not None and sf_source.endswith(_LENGTHS_NOTE)
     if txi.lengths is not None and not lengths_used:
         logger.info(

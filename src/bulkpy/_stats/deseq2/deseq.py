@@ -45,7 +45,18 @@ import numpy as np
 from scipy import special
 from scipy import stats as sst
 
-from .._blocks import GeneBlocks, for_each_block, gene_blocks, read_block
+from .._blocks import (
+    Block,
+    GeneBlocks,
+    blocks_for,
+    for_each_block,
+    gene_blocks,
+    is_dask,
+    lazy_gene_map,
+    map_gene_blocks,
+    read_block,
+    uses_dask,
+)
 from ..limma.lowess import lowess
 from ..multitest import p_adjust_bh
 from ._kernels import contrast_kernel_par, cooks_par, design_cells, n_chunks
@@ -572,23 +583,41 @@ def deseq(
 
 
 @dataclass
-class _Inputs:
-    """Validated inputs of :func:`deseq` (counts and normalisation factors stay as given: blocks are
-    read from them by the gene-block driver)."""
+class _Model:
+    """What every block of :func:`deseq` needs besides its counts (small, picklable: a dask task
+    carries it): the designs, size factors, options and the global quantities of earlier passes."""
 
-    counts: Any
     X: np.ndarray
     Xr: np.ndarray | None
     sf: np.ndarray | None
+    has_nf: bool
+    opts: dict
+    masks: list
+    xim: float = float("nan")
+    # after the dispersion trend (pass 2)
+    prior_var: float = float("nan")
+    var_log: float = float("nan")
+    fill_disp: float | None = None
+    # pass 3
+    cutoff: float = float("nan")
+    replaceable: np.ndarray | None = None
+    do_replace: bool = False
+
+
+@dataclass
+class _Inputs:
+    """Validated inputs of :func:`deseq` (counts and normalisation factors stay as given: blocks are
+    read from them by the gene-block driver, in memory or as dask tasks)."""
+
+    counts: Any
     nf: Any
     C: np.ndarray
-    masks: list
     blocks: GeneBlocks
-    opts: dict
+    m: _Model
 
     @property
     def n(self) -> int:
-        return self.X.shape[0]
+        return self.m.X.shape[0]
 
     @property
     def g(self) -> int:
@@ -596,14 +625,16 @@ class _Inputs:
 
     @property
     def p(self) -> int:
-        return self.X.shape[1]
+        return self.m.X.shape[1]
 
-    def y(self, genes, keep=None) -> np.ndarray:
-        """Counts of the genes, genes × samples (the kernels' layout)."""
-        return read_block(self.counts, genes, gene_major=True, keep=keep)
+    @property
+    def lazy(self) -> bool:
+        """Dask input: samples × genes intermediates are not kept (recomputed per block instead)."""
+        return uses_dask(self.counts, self.nf)
 
-    def nf_block(self, genes, keep=None) -> np.ndarray | None:
-        return None if self.nf is None else read_block(self.nf, genes, gene_major=True, keep=keep)
+    @property
+    def mats(self) -> list:
+        return [self.counts, self.nf]
 
 
 class _State:
@@ -614,25 +645,21 @@ class _State:
     base_var: np.ndarray
     all_zero: np.ndarray
     nz: np.ndarray
-    xim: float
     disp_gene_est: np.ndarray
     disp_gene_iter: np.ndarray
     mus: list
     # pass 2
     trend: DispersionTrend
     disp_fit: np.ndarray
-    var_log: float
-    fill_disp: float | None
-    prior_var: float
     # pass 3 and the refit
-    cutoff: float
-    replaceable: np.ndarray
     out: dict[str, np.ndarray]
-    cooks: np.ndarray
+    cooks: Any
     max_cooks: np.ndarray
+    max_cooks_unreplaceable: np.ndarray
     replace: np.ndarray
     n_above: np.ndarray
     new_all_zero: np.ndarray
+    caz: np.ndarray
     refit_idx: list
     refit_y: list
     refit_nf: list
@@ -641,7 +668,6 @@ class _State:
     lfc: np.ndarray
     lse: np.ndarray
     all_zero_final: np.ndarray
-    caz: np.ndarray
 
 
 def _check_inputs(counts, design, *, size_factors, norm_factors, contrasts, contrast_samples, test, reduced, block_genes, opts):
@@ -660,156 +686,290 @@ def _check_inputs(counts, design, *, size_factors, norm_factors, contrasts, cont
     sf = None if size_factors is None else np.asarray(size_factors, dtype=np.float64).ravel()
     C = np.zeros((p, 0)) if contrasts is None else np.asarray(contrasts, dtype=np.float64).reshape(p, -1)
     masks = list(contrast_samples) if contrast_samples is not None else [None] * C.shape[1]
+    masks = [None if mk is None else np.asarray(mk, dtype=bool) for mk in masks]
+    m = _Model(X=X, Xr=Xr, sf=sf, has_nf=norm_factors is not None, opts=opts, masks=masks)
     return _Inputs(
-        counts=counts, X=X, Xr=Xr, sf=sf, nf=norm_factors, C=C, masks=masks,
-        blocks=gene_blocks(g, n, block_genes=block_genes), opts=opts,
+        counts=counts, nf=norm_factors, C=C, blocks=blocks_for(counts, n, block_genes=block_genes), m=m,
     )  # fmt: skip
 
 
-def _gene_wise_dispersions(inp: _Inputs, on_block) -> _State:
-    """Pass 1 (per block): base means and variances, DESeq2's ``estimateDispersionsGeneEst``."""
-    g = inp.g
-    st = _State()
-    st.base_mean, st.base_var = np.empty(g), np.empty(g)
-    st.all_zero = np.zeros(g, dtype=bool)
-    for sl in inp.blocks:
-        st.all_zero[sl] = inp.y(sl).sum(axis=1) == 0
-    st.nz = ~st.all_zero
+# ---- pass 0 and pass 1: all-zero genes, xim, gene-wise dispersions ----------------------------
+def _zero_block(blk: Block, has_nf: bool):
+    """Which genes of the block are zero in every sample, and (with normalisation factors) the
+    per-sample long double sums of the factors of the other genes."""
+    all_zero = blk.read(0).sum(axis=0) == 0
+    sums = col_sums_ld([blk.read(1, gene_major=True, keep=~all_zero)], blk.read(0).shape[0]) if has_nf else None
+    return all_zero, sums
+
+
+def _gene_est(blk: Block, m: _Model):
+    """``estimateDispersionsGeneEst`` for the genes of the block (all of them: all-zero genes get NaN)."""
+    o = m.opts
+    return estimate_gene_dispersions(
+        blk.read(0, gene_major=True), m.X, size_factors=m.sf, norm_factors=blk.read(1, gene_major=True),
+        min_disp=o["min_disp"], kappa_0=o["kappa_0"], disp_tol=o["disp_tol"], maxit=o["maxit"], minmu=o["minmu"],
+        xim=m.xim, gene_major=True,
+    )  # fmt: skip
+
+
+def _gene_est_block(blk: Block, m: _Model, keep_mu: bool):
+    ge = _gene_est(blk, m)
+    all_zero = blk.read(0).sum(axis=0) == 0
+    return ge.base_mean, ge.base_var, ge.disp_gene_est, ge.disp_gene_iter, (ge.mu if keep_mu else None), all_zero
+
+
+def _all_zero_and_xim(inp: _Inputs, st: _State) -> None:
+    """With normalisation factors, pass 0: the all-zero genes and DESeq2's momentsDispEstimate
+    ``xim`` = mean(1 / colMeans(normFactors)) over the other genes, with R's arithmetic (pass 1
+    needs it). With size factors ``xim`` = mean(1 / sizeFactors) and pass 1 finds the all-zero
+    genes itself (one pass fewer over the counts)."""
+    m = inp.m
+    if not m.has_nf:
+        m.xim = xim_r(m.sf)
+        return
+    lazy_nf = is_dask(inp.nf)
+    parts = map_gene_blocks(_zero_block, inp.mats, inp.blocks, args=(lazy_nf,))
+    _set_all_zero(st, np.concatenate([a for a, _ in parts]))
+    if lazy_nf:
+        # block sums added in block order (in memory: one long double sum over genes in order)
+        acc = np.zeros(inp.n, dtype=np.longdouble)
+        for _, (s_b, _c) in parts:
+            acc = acc + s_b
+        m.xim = xim_r(nf_col_sums=(acc, int(st.nz.sum())))
+    else:
+        nz = st.nz
+        m.xim = xim_r(nf_col_sums=col_sums_ld((read_block(inp.nf, sl, gene_major=True, keep=nz[sl]) for sl in inp.blocks), inp.n))
+
+
+def _set_all_zero(st: _State, all_zero: np.ndarray) -> None:
+    st.all_zero = all_zero
+    st.nz = ~all_zero
     if not st.nz.any():
         raise ValueError("every gene is zero in all samples")
-    # DESeq2's momentsDispEstimate: mean(1 / sizeFactors), or mean(1 / colMeans(normFactors))
-    # over the genes that are not all zero, with R's arithmetic (numpy or dask, block by block)
-    if inp.nf is None:
-        st.xim = xim_r(inp.sf)
-    else:
-        st.xim = xim_r(nf_col_sums=col_sums_ld((inp.nf_block(sl, st.nz[sl]) for sl in inp.blocks), inp.n))
-    st.disp_gene_est = np.full(g, np.nan)
-    st.disp_gene_iter = np.zeros(g, dtype=np.int64)
-    st.mus = []
-    o = inp.opts
 
-    def one_block(sl):
-        ge = estimate_gene_dispersions(
-            inp.y(sl), inp.X, size_factors=inp.sf, norm_factors=inp.nf_block(sl), min_disp=o["min_disp"],
-            kappa_0=o["kappa_0"], disp_tol=o["disp_tol"], maxit=o["maxit"], minmu=o["minmu"], xim=st.xim,
-            gene_major=True,
-        )  # fmt: skip
-        st.base_mean[sl], st.base_var[sl] = ge.base_mean, ge.base_var
-        st.disp_gene_est[sl], st.disp_gene_iter[sl] = ge.disp_gene_est, ge.disp_gene_iter
-        st.mus.append(ge.mu)
 
-    for_each_block(one_block, inp.blocks, on_block=on_block, stage="gene-wise dispersions")
+def _gene_wise_dispersions(inp: _Inputs, on_block) -> _State:
+    """Pass 1 (per block): base means and variances, DESeq2's ``estimateDispersionsGeneEst``.
+    In memory each block's fitted means are kept for pass 3; on dask input pass 3 recomputes them."""
+    st = _State()
+    _all_zero_and_xim(inp, st)
+    parts = map_gene_blocks(
+        _gene_est_block, inp.mats, inp.blocks, args=(inp.m, not inp.lazy), on_block=on_block,
+        stage="gene-wise dispersions",
+    )  # fmt: skip
+    if not inp.m.has_nf:
+        _set_all_zero(st, np.concatenate([q[5] for q in parts]))
+    st.base_mean = np.concatenate([q[0] for q in parts])
+    st.base_var = np.concatenate([q[1] for q in parts])
+    st.disp_gene_est = np.concatenate([q[2] for q in parts])
+    st.disp_gene_iter = np.concatenate([q[3] for q in parts]).astype(np.int64)
+    st.mus = [q[4] for q in parts]
     return st
 
 
 def _dispersion_trend_and_prior(inp: _Inputs, st: _State, fit_type: str) -> None:
     """Pass 2 (all genes): ``estimateDispersionsFit`` and ``estimateDispersionsPriorVar``."""
-    nz, min_disp = st.nz, inp.opts["min_disp"]
+    nz, m = st.nz, inp.m
+    min_disp = m.opts["min_disp"]
     st.trend = fit_dispersion_trend(st.base_mean, st.disp_gene_est, fit_type=fit_type, min_disp=min_disp)
     st.disp_fit = np.full(inp.g, np.nan)
     st.disp_fit[nz] = st.trend(st.base_mean[nz])
-    st.var_log = log_dispersion_residual_variance(st.disp_gene_est[nz], st.disp_fit[nz], min_disp=min_disp)
-    st.fill_disp = None
+    m.var_log = log_dispersion_residual_variance(st.disp_gene_est[nz], st.disp_fit[nz], min_disp=min_disp)
+    m.fill_disp = None
     if not (st.disp_gene_est[nz] >= min_disp * 100).any():
         warnings.warn(
             f"all genes have dispersion estimates < {min_disp * 10}, returning dispersion = {min_disp * 10}",
             UserWarning,
             stacklevel=3,
         )
-        st.fill_disp = min_disp * 10
-        st.prior_var = 0.25
+        m.fill_disp = min_disp * 10
+        m.prior_var = 0.25
     else:
-        st.prior_var = dispersion_prior_variance(
-            st.disp_gene_est[nz], st.disp_fit[nz], st.var_log, inp.n, inp.p, min_disp=min_disp
+        m.prior_var = dispersion_prior_variance(
+            st.disp_gene_est[nz], st.disp_fit[nz], m.var_log, inp.n, inp.p, min_disp=min_disp
         )
 
 
-def _map_fit_and_outliers(inp: _Inputs, st: _State, min_replicates_for_replace, on_block) -> None:
-    """Pass 3 (per block): MAP dispersions, the GLM fit, Cook's distances and ``replaceOutliers``."""
-    n, g, p, X = inp.n, inp.g, inp.p, inp.X
-    st.cutoff = default_cooks_cutoff(n, p)
+# ---- pass 3: MAP dispersions, the fit, Cook's distances, outlier replacement ------------------
+_OUT_KEYS = (
+    "dispersion", "disp_map", "disp_outlier", "disp_iter", "beta", "beta_se", "beta_conv", "beta_iter", "deviance",
+    "lrt_stat", "reduced_conv",
+)  # fmt: skip
+
+
+def _fit_block(blk: Block, m: _Model, keep_cooks: bool, nz_b, dge_b, dfit_b, mu_gm) -> dict:
+    """One block of pass 3 for the genes of the block that are not all zero (``nz_b``): their
+    MAP dispersions and fit, Cook's distances and DESeq2's outlier rules. ``mu_gm`` is pass 1's
+    fitted means of the block, or ``None`` to recompute them (dask input)."""
+    if mu_gm is None:
+        mu_gm = _gene_est(blk, m).mu
+    ii = np.flatnonzero(nz_b)  # genes of the block (local indices)
+    r: dict = {"ii": ii}
+    if ii.size == 0:
+        return r
+    X, sf = m.X, m.sf
+    y_ge = blk.read(0, gene_major=True, keep=nz_b)
+    nf_nz = blk.read(1, gene_major=True, keep=nz_b)
+    if not nz_b.all():
+        mu_gm = mu_gm[nz_b]
+    fit = _map_and_fit(y_ge, X, m.Xr, sf, nf_nz, mu_gm, dge_b[ii], dfit_b[ii], m.prior_var, m.var_log, m.opts, m.fill_disp)
+    del mu_gm
+    r["out"] = {key: getattr(fit, key) for key in _OUT_KEYS}
+    norm_ge = _normalised(y_ge, sf, nf_nz)
+    ck = cooks_distance(y_ge, fit.mu, fit.hat, norm_ge, X)
+    fit.mu = fit.hat = None
+    r["max_cooks"] = max_cooks(ck, X)
+    if m.replaceable is not None and not m.replaceable.all():
+        rc = ck.copy()
+        rc[:, m.replaceable] = 0.0
+        r["max_cooks_unreplaceable"] = max_cooks(rc, X)
+    # for DESeq2's rule for a design of one two-level factor: the count at the sample with
+    # the largest Cook's distance, and how many samples have a larger count
+    amax = np.argmax(np.where(np.isnan(ck), -np.inf, ck), axis=1)
+    out_count = y_ge[np.arange(ck.shape[0]), amax]
+    r["n_above"] = (y_ge > out_count[:, None]).sum(axis=1)
+    if keep_cooks:
+        r["cooks"] = ck
+    if m.do_replace:
+        r.update(_replace_outliers(m, ii, y_ge, nf_nz, norm_ge, ck))
+    r["caz"] = _compared_all_zero(blk, m, ~nz_b, r.get("now_zero_local"))
+    return r
+
+
+def _compared_all_zero(blk: Block, m: _Model, all_zero_b, now_zero_local) -> np.ndarray | None:
+    """DESeq2's rule that a contrast whose compared samples are all zero (and the gene is not,
+    after outlier replacement) has no estimate; genes × contrasts for the block."""
+    if not any(mk is not None for mk in m.masks):
+        return None
+    zero_final = all_zero_b.copy()
+    if now_zero_local is not None:
+        zero_final[now_zero_local] = True
+    y = blk.read(0, gene_major=True)
+    caz = np.zeros((y.shape[0], len(m.masks)), dtype=bool)
+    for j, mk in enumerate(m.masks):
+        if mk is not None:
+            caz[:, j] = (y[:, mk] == 0).all(axis=1) & ~zero_final
+    return caz
+
+
+def _replace_outliers(m: _Model, ii, y_ge, nf_nz, norm_ge, ck) -> dict:
+    """``replaceOutliers``: counts with a Cook's distance above the cutoff, in samples of cells with
+    at least ``min_replicates`` samples, become the trimmed mean of the normalised counts times the
+    sample's factor (truncated to an integer); the genes are queued for the refit."""
+    sf = m.sf
+    with np.errstate(invalid="ignore"):
+        over = ck > m.cutoff
+    rep = over.any(axis=1)
+    r: dict = {"replace": rep}
+    if not rep.any():
+        return r
+    r_loc = ii[rep]
+    tbm = trimmed_mean_rows(norm_ge[rep], 0.2)
+    nf_r = None if nf_nz is None else np.ascontiguousarray(nf_nz[rep])
+    new_y = y_ge[rep].copy()
+    change = over[rep] & m.replaceable[None, :]
+    new_y[change] = np.trunc(tbm[:, None] * _nf_gene_major(sf, nf_r, r_loc.size))[change]
+    norm_new = _normalised(new_y, sf, nf_r)
+    now_zero = new_y.sum(axis=1) == 0
+    keep = ~now_zero
+    r.update(
+        replaced_local=r_loc, base_mean=row_means_r(norm_new), base_var=row_vars_r(norm_new),
+        now_zero_local=r_loc[now_zero], refit_local=r_loc[keep], refit_y=new_y[keep],
+        refit_nf=None if nf_r is None else nf_r[keep],
+    )  # fmt: skip
+    return r
+
+
+def _pass3_setup(inp: _Inputs, min_replicates_for_replace) -> None:
+    m, n, p = inp.m, inp.n, inp.p
+    m.cutoff = default_cooks_cutoff(n, p)
     if np.isfinite(min_replicates_for_replace):
-        st.replaceable = n_or_more_in_cell(X, min_replicates_for_replace)
+        m.replaceable = n_or_more_in_cell(m.X, min_replicates_for_replace)
     else:
-        st.replaceable = np.zeros(n, dtype=bool)
-    do_replace = bool(st.replaceable.any()) and n > p
+        m.replaceable = np.zeros(n, dtype=bool)
+    m.do_replace = bool(m.replaceable.any()) and n > p
+
+
+def _map_fit_and_outliers(inp: _Inputs, st: _State, min_replicates_for_replace, on_block) -> None:
+    """Pass 3 (per block): MAP dispersions, the GLM fit, Cook's distances and ``replaceOutliers``.
+    In memory the Cook's distances are kept (samples × genes); on dask input they become a lazy
+    layer that recomputes each block's fit when it is computed."""
+    _pass3_setup(inp, min_replicates_for_replace)
+    g, p, k = inp.g, inp.p, inp.C.shape[1]
     st.out = dict(
         dispersion=np.full(g, np.nan), disp_map=np.full(g, np.nan), disp_outlier=np.zeros(g, bool),
         disp_iter=np.zeros(g, np.int64), beta=np.full((g, p), np.nan), beta_se=np.full((g, p), np.nan),
         beta_conv=np.zeros(g, bool), beta_iter=np.zeros(g, np.int64), deviance=np.full(g, np.nan),
         lrt_stat=np.full(g, np.nan), reduced_conv=np.zeros(g, bool),
     )  # fmt: skip
-    st.cooks = np.full((n, g), np.nan)
     st.max_cooks = np.full(g, np.nan)
+    st.max_cooks_unreplaceable = np.full(g, np.nan)
     st.replace = np.zeros(g, dtype=bool)
     st.n_above = np.zeros(g, dtype=np.int64)
     st.new_all_zero = np.zeros(g, dtype=bool)
+    st.caz = np.zeros((g, k), dtype=bool)
     st.refit_idx, st.refit_y, st.refit_nf = [], [], []
-    for b, sl in enumerate(inp.blocks):
-        mu_gm, st.mus[b] = st.mus[b], None
-        ii = np.arange(sl.start, sl.stop)[st.nz[sl]]
-        if ii.size:
-            _map_fit_block(inp, st, sl, ii, mu_gm, do_replace)
-        if on_block is not None:
-            on_block("MAP dispersions and fit")
+    keep_cooks = not inp.lazy
+    if keep_cooks:
+        st.cooks = np.full((inp.n, g), np.nan)
+    mus, st.mus = st.mus, []
+
+    def per_block(i, sl):
+        mu, mus[i] = mus[i], None  # each block's pass-1 means are released once used
+        return st.nz[sl], st.disp_gene_est[sl], st.disp_fit[sl], mu
+
+    for sl, r in zip(
+        inp.blocks,
+        map_gene_blocks(
+            _fit_block, inp.mats, inp.blocks, args=(inp.m, keep_cooks), per_block=per_block, on_block=on_block,
+            stage="MAP dispersions and fit",
+        ),
+        strict=True,
+    ):  # fmt: skip
+        _store_block(st, sl, r)
+    if not keep_cooks:
+        st.cooks = lazy_gene_map(
+            _cooks_block, inp.mats, inp.blocks, args=(inp.m,),
+            per_block=lambda i, sl: (st.nz[sl], st.disp_gene_est[sl].copy(), st.disp_fit[sl].copy()),
+        )  # fmt: skip
 
 
-def _map_fit_block(inp: _Inputs, st: _State, sl: slice, ii: np.ndarray, mu_gm, do_replace: bool) -> None:
-    """One block of pass 3: fit the genes ``ii`` (those of ``sl`` not all zero)."""
-    X, sf, nzb = inp.X, inp.sf, st.nz[sl]
-    y_ge = inp.y(sl, nzb)
-    nf_nz = inp.nf_block(sl, nzb)
-    if not nzb.all():
-        mu_gm = mu_gm[nzb]
-    fit = _map_and_fit(
-        y_ge, X, inp.Xr, sf, nf_nz, mu_gm, st.disp_gene_est[ii], st.disp_fit[ii], st.prior_var, st.var_log,
-        inp.opts, st.fill_disp,
-    )  # fmt: skip
-    del mu_gm
-    for key in st.out:
-        st.out[key][ii] = getattr(fit, key)
-    norm_ge = _normalised(y_ge, sf, nf_nz)
-    ck = cooks_distance(y_ge, fit.mu, fit.hat, norm_ge, X)
-    fit.mu = fit.hat = None
-    st.cooks[:, ii] = ck.T
-    st.max_cooks[ii] = max_cooks(ck, X)
-    # for DESeq2's rule for a design of one two-level factor: the count at the sample with
-    # the largest Cook's distance, and how many samples have a larger count
-    amax = np.argmax(np.where(np.isnan(ck), -np.inf, ck), axis=1)
-    out_count = y_ge[np.arange(ck.shape[0]), amax]
-    st.n_above[ii] = (y_ge > out_count[:, None]).sum(axis=1)
-    if do_replace:
-        _replace_outliers(inp, st, ii, y_ge, nf_nz, norm_ge, ck)
-
-
-def _replace_outliers(inp: _Inputs, st: _State, ii, y_ge, nf_nz, norm_ge, ck) -> None:
-    """``replaceOutliers``: counts with a Cook's distance above the cutoff, in samples of cells with
-    at least ``min_replicates`` samples, become the trimmed mean of the normalised counts times the
-    sample's factor (truncated to an integer); the genes are queued for the refit."""
-    sf = inp.sf
-    with np.errstate(invalid="ignore"):
-        over = ck > st.cutoff
-    rep = over.any(axis=1)
-    st.replace[ii] = rep
-    if not rep.any():
+def _store_block(st: _State, sl: slice, r: dict) -> None:
+    """Write one block's pass-3 results into the gene-length arrays."""
+    ii = sl.start + r["ii"]
+    if ii.size == 0:
         return
-    r_idx = ii[rep]
-    tbm = trimmed_mean_rows(norm_ge[rep], 0.2)
-    nf_r = None if nf_nz is None else np.ascontiguousarray(nf_nz[rep])
-    new_y = y_ge[rep].copy()
-    change = over[rep] & st.replaceable[None, :]
-    new_y[change] = np.trunc(tbm[:, None] * _nf_gene_major(sf, nf_r, r_idx.size))[change]
-    norm_new = _normalised(new_y, sf, nf_r)
-    st.base_mean[r_idx] = row_means_r(norm_new)
-    st.base_var[r_idx] = row_vars_r(norm_new)
-    now_zero = new_y.sum(axis=1) == 0
-    st.new_all_zero[r_idx[now_zero]] = True
-    keep = ~now_zero
-    if keep.any():
-        st.refit_idx.append(r_idx[keep])
-        st.refit_y.append(new_y[keep])
-        if nf_r is not None:
-            st.refit_nf.append(nf_r[keep])
+    for key, v in r["out"].items():
+        st.out[key][ii] = v
+    st.max_cooks[ii] = r["max_cooks"]
+    if "max_cooks_unreplaceable" in r:
+        st.max_cooks_unreplaceable[ii] = r["max_cooks_unreplaceable"]
+    st.n_above[ii] = r["n_above"]
+    if "cooks" in r:
+        st.cooks[:, ii] = r["cooks"].T
+    if r.get("caz") is not None:
+        st.caz[sl] = r["caz"]
+    if "replace" in r:
+        st.replace[ii] = r["replace"]
+    if "replaced_local" in r:
+        rr = sl.start + r["replaced_local"]
+        st.base_mean[rr], st.base_var[rr] = r["base_mean"], r["base_var"]
+        st.new_all_zero[sl.start + r["now_zero_local"]] = True
+        if r["refit_local"].size:
+            st.refit_idx.append(sl.start + r["refit_local"])
+            st.refit_y.append(r["refit_y"])
+            if r["refit_nf"] is not None:
+                st.refit_nf.append(r["refit_nf"])
+
+
+def _cooks_block(blk: Block, m: _Model, nz_b, dge_b, dfit_b) -> np.ndarray:
+    """Cook's distances of one block (samples × genes, NaN for all-zero genes), recomputed from
+    the counts and the per-gene results of passes 1 and 2 (the lazy layer on dask input)."""
+    r = _fit_block(blk, m, True, nz_b, dge_b, dfit_b, None)
+    out = np.full((m.X.shape[0], nz_b.size), np.nan)
+    if r["ii"].size:
+        out[:, r["ii"]] = r["cooks"].T
+    return out
 
 
 def _refit_without_outliers(inp: _Inputs, st: _State) -> None:
@@ -817,48 +977,53 @@ def _refit_without_outliers(inp: _Inputs, st: _State) -> None:
     st.refitted = bool(st.refit_idx)
     if not st.refitted:
         return
-    o = inp.opts
+    m, o = inp.m, inp.m.opts
     f_idx = np.concatenate(st.refit_idx)
     y_f = np.ascontiguousarray(np.concatenate(st.refit_y, axis=0))
-    nf_f = np.ascontiguousarray(np.concatenate(st.refit_nf, axis=0)) if inp.nf is not None else None
+    nf_f = np.ascontiguousarray(np.concatenate(st.refit_nf, axis=0)) if m.has_nf else None
     # DESeq2 recomputes xim on the refitted subset: mean over samples of 1 / (mean over genes)
-    xim_f = st.xim if nf_f is None else xim_r(nf_col_sums=col_sums_ld([nf_f], inp.n))
+    xim_f = m.xim if nf_f is None else xim_r(nf_col_sums=col_sums_ld([nf_f], inp.n))
     ge = estimate_gene_dispersions(
-        y_f, inp.X, size_factors=inp.sf, norm_factors=nf_f, min_disp=o["min_disp"], kappa_0=o["kappa_0"],
+        y_f, m.X, size_factors=m.sf, norm_factors=nf_f, min_disp=o["min_disp"], kappa_0=o["kappa_0"],
         disp_tol=o["disp_tol"], maxit=o["maxit"], minmu=o["minmu"], xim=xim_f, gene_major=True,
     )  # fmt: skip
     st.disp_gene_est[f_idx], st.disp_gene_iter[f_idx] = ge.disp_gene_est, ge.disp_gene_iter
     st.disp_fit[f_idx] = st.trend(st.base_mean[f_idx])
     fit = _map_and_fit(
-        y_f, inp.X, inp.Xr, inp.sf, nf_f, ge.mu, st.disp_gene_est[f_idx], st.disp_fit[f_idx], st.prior_var,
-        st.var_log, o, st.fill_disp,
+        y_f, m.X, m.Xr, m.sf, nf_f, ge.mu, st.disp_gene_est[f_idx], st.disp_fit[f_idx], m.prior_var,
+        m.var_log, o, m.fill_disp,
     )  # fmt: skip
     for key in st.out:
         st.out[key][f_idx] = getattr(fit, key)
 
 
+# ---- contrasts -------------------------------------------------------------------------------
+def _contrast_block(blk: Block, m: _Model, C, ok_b, beta_b, disp_b):
+    if not ok_b.any() or C.shape[1] == 0:
+        return None
+    nf_b = blk.read(0, gene_major=True, keep=ok_b) if m.has_nf else None
+    return contrast_estimates(beta_b[ok_b], m.X, m.sf, nf_b, disp_b[ok_b], C, minmu=m.opts["minmu"])
+
+
 def _contrast_estimates(inp: _Inputs, st: _State) -> None:
-    """``getContrast`` at the final coefficients (per block), and DESeq2's rule that a contrast
-    whose compared samples are all zero (and the gene is not) has no estimate."""
+    """``getContrast`` at the final coefficients (per block; only the normalisation factors are
+    read, so with size factors nothing is read again)."""
     g, k = inp.g, inp.C.shape[1]
     final_nz = st.nz & ~st.new_all_zero
     st.lfc = np.full((g, k), np.nan)
     st.lse = np.full((g, k), np.nan)
     st.all_zero_final = st.all_zero | st.new_all_zero
-    st.caz = np.zeros((g, k), dtype=bool)
-    masks = [None if m is None else np.asarray(m, dtype=bool) for m in inp.masks]
-    for sl in inp.blocks:
-        ii = np.arange(sl.start, sl.stop)[final_nz[sl]]
-        if k and ii.size:
-            st.lfc[ii], st.lse[ii] = contrast_estimates(
-                st.out["beta"][ii], inp.X, inp.sf, inp.nf_block(ii), st.out["dispersion"][ii], inp.C,
-                minmu=inp.opts["minmu"],
-            )  # fmt: skip
-        if any(m is not None for m in masks):
-            y_sl = inp.y(sl)
-            for j, m in enumerate(masks):
-                if m is not None:
-                    st.caz[sl, j] = (y_sl[:, m] == 0).all(axis=1) & ~st.all_zero_final[sl]
+    if not k:
+        return
+    beta, disp = st.out["beta"], st.out["dispersion"]
+    parts = map_gene_blocks(
+        _contrast_block, [inp.nf], inp.blocks, args=(inp.m, inp.C),
+        per_block=lambda i, sl: (final_nz[sl], beta[sl], disp[sl]),
+    )  # fmt: skip
+    for sl, r in zip(inp.blocks, parts, strict=True):
+        if r is not None:
+            ii = sl.start + np.flatnonzero(final_nz[sl])
+            st.lfc[ii], st.lse[ii] = r
 
 
 def _assemble(inp: _Inputs, st: _State, test: str) -> DESeqFit:
@@ -868,12 +1033,10 @@ def _assemble(inp: _Inputs, st: _State, test: str) -> DESeqFit:
         # maximum Cook's distance is taken over the samples that could not be replaced
         for key in ("beta", "beta_se", "deviance", "lrt_stat"):
             out[key][st.new_all_zero] = np.nan
-        if st.replaceable.all():
+        if inp.m.replaceable.all():
             mx[:] = np.nan
         else:
-            rc = st.cooks.T.copy()
-            rc[:, st.replaceable] = 0.0
-            mx = max_cooks(rc, inp.X)
+            mx = st.max_cooks_unreplaceable
             mx[st.all_zero] = np.nan
     res = DESeqFit(
         base_mean=st.base_mean, base_var=st.base_var, all_zero=st.all_zero_final, disp_gene_est=st.disp_gene_est,
@@ -881,11 +1044,11 @@ def _assemble(inp: _Inputs, st: _State, test: str) -> DESeqFit:
         disp_outlier=out["disp_outlier"], disp_iter=out["disp_iter"], beta=out["beta"], beta_se=out["beta_se"],
         beta_conv=out["beta_conv"], beta_iter=out["beta_iter"], deviance=out["deviance"], cooks=st.cooks,
         max_cooks=mx, replace=st.replace, n_above_outlier=st.n_above, contrast_lfc=st.lfc, contrast_se=st.lse,
-        contrast_all_zero=st.caz, trend=st.trend, var_log_disp_ests=float(st.var_log), prior_var=float(st.prior_var),
-        test=test, replaceable=st.replaceable, refitted=st.refitted, cooks_cutoff=st.cutoff,
+        contrast_all_zero=st.caz, trend=st.trend, var_log_disp_ests=float(inp.m.var_log), prior_var=float(inp.m.prior_var),
+        test=test, replaceable=inp.m.replaceable, refitted=st.refitted, cooks_cutoff=inp.m.cutoff,
     )  # fmt: skip
     if test == "LRT":
-        df = inp.p - inp.Xr.shape[1]
+        df = inp.p - inp.m.Xr.shape[1]
         res.lrt_stat = out["lrt_stat"]
         res.lrt_df = int(df)
         with np.errstate(invalid="ignore"):
