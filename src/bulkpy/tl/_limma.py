@@ -21,7 +21,8 @@ from .._docs import doc_adata, doc_copy, doc_params
 from .._slots import check_key, write_de
 from .._stats import limma as _lin
 from .._utils import finish, start
-from .._validate import check_adata, check_bool, check_counts, dense, get_matrix, obs_column
+from .._stats._blocks import is_dask
+from .._validate import check_adata, check_bool, check_counts, dask_summary, dense, get_matrix, obs_column
 from ._contrasts import DOC_CONTRAST as _doc_contrast
 from ._contrasts import DOC_DESIGN as _doc_design
 from ._contrasts import _one_contrast, collect_contrasts, contrast_items, parse_design
@@ -157,7 +158,8 @@ def _weights(adata: AnnData, weights, shape: tuple[int, int]):
         return None, "None"
     if isinstance(weights, str):
         if weights in adata.layers:
-            W = dense(get_matrix(adata, weights))
+            W = get_matrix(adata, weights)
+            W = W if is_dask(W) else dense(W)
             desc = f"layers[{weights!r}]"
         elif weights in adata.obs.columns:
             col = adata.obs[weights]
@@ -185,11 +187,13 @@ def _weights(adata: AnnData, weights, shape: tuple[int, int]):
             f"weights must be samples x genes ({n} x {g}, like the data) or one weight per sample ({n},); "
             f"got shape {W.shape}"
         )
-    if not np.all(np.isfinite(W)):
+    s = dask_summary(W) if is_dask(W) else None
+    if (s["nonfinite"] if s else not np.all(np.isfinite(W))):
         raise ValueError("weights contain missing or infinite values; weights must be finite numbers >= 0")
-    if np.any(W < 0):
+    negative = s["negative"] if s else int(np.sum(W < 0))
+    if negative:
         raise ValueError(
-            f"weights contain {int(np.sum(W < 0))} negative values; weights must be >= 0 (0 drops an observation)"
+            f"weights contain {negative} negative values; weights must be >= 0 (0 drops an observation)"
         )
     return W, desc
 
@@ -253,27 +257,78 @@ def _block_params(block, n_blocks: int, correlation: float, estimated: bool) -> 
     }
 
 
-def _expression(adata: AnnData, layer) -> np.ndarray:
-    E = dense(get_matrix(adata, layer))
+def _expression(adata: AnnData, layer):
+    """The log-expression: in memory a dense float64 array, checked; a dask matrix as it is,
+    checked from its one-pass summary (infinite values are told from NaN by the fit's pass)."""
+    E = get_matrix(adata, layer)
+    if is_dask(E):
+        return _dask_expression(E, layer)
+    E = dense(E)
     if E.ndim != 2 or 0 in E.shape:
         raise ValueError(f"the expression matrix is empty (shape {E.shape})")
     inf = np.isinf(E)
     if inf.any():
-        raise ValueError(
-            f"the expression matrix ({'X' if layer is None else f'layer {layer!r}'}) has {int(inf.sum())} infinite "
-            "values (the log of 0?); use a log transform with a prior count, or set them to NaN to treat them as missing"
-        )
+        _refuse_inf(int(inf.sum()), layer)
     if np.isnan(E).all():
         raise ValueError("the expression matrix has only missing values")
     finite = E[np.isfinite(E)]
     if finite.size and finite.min() >= 0 and finite.max() > 100 and np.all(finite == np.round(finite)):
-        warnings.warn(
-            f"the expression values ({'X' if layer is None else f'layer {layer!r}'}) look like raw counts; limma "
-            "expects log-expression: use bk.tl.voom for counts, or log-transform first (e.g. log-CPM)",
-            UserWarning,
-            stacklevel=3,
-        )
+        _warn_counts(layer)
     return E
+
+
+def _dask_expression(E, layer):
+    if E.ndim != 2 or 0 in E.shape:
+        raise ValueError(f"the expression matrix is empty (shape {E.shape})")
+    s = dask_summary(E)
+    if s["finite"] == 0:
+        raise ValueError("the expression matrix has only missing values")
+    if s["negative"] == 0 and s["max"] > 100 and s["nonint"] == 0:
+        _warn_counts(layer)
+    return E
+
+
+def _refuse_inf(n_inf: int, layer) -> None:
+    raise ValueError(
+        f"the expression matrix ({'X' if layer is None else f'layer {layer!r}'}) has {n_inf} infinite "
+        "values (the log of 0?); use a log transform with a prior count, or set them to NaN to treat them as missing"
+    )
+
+
+def _warn_counts(layer) -> None:
+    warnings.warn(
+        f"the expression values ({'X' if layer is None else f'layer {layer!r}'}) look like raw counts; limma "
+        "expects log-expression: use bk.tl.voom for counts, or log-transform first (e.g. log-CPM)",
+        UserWarning,
+        stacklevel=4,
+    )
+
+
+def _check_observed(adata: AnnData, empty: np.ndarray) -> None:
+    if empty.any():
+        raise ValueError(
+            f"{int(empty.sum())} genes have no observed value (e.g. {adata.var_names[empty][:5].tolist()}), so "
+            "their average expression, the covariate of trend=True, is undefined; drop them first"
+        )
+
+
+def _dask_missing(E, W) -> bool:
+    """Whether a dask expression matrix (with its weights) has a missing observation anywhere."""
+    if dask_summary(E)["nonfinite"] if is_dask(E) else not np.all(np.isfinite(E)):
+        return True
+    if W is None:
+        return False
+    if is_dask(W):
+        return True  # a weights matrix: limma fits it by patterns of missing values whatever they are
+    return bool(np.any(~(np.asarray(W) > 0)))
+
+
+def _refuse_on_dask(what: str) -> None:
+    raise ValueError(
+        f"{what} needs the matrix in memory (an iterative estimate over all genes); it is not computed silently "
+        "from a dask layer. Load it first (adata.layers[key] = adata.layers[key].compute()), or give the "
+        "estimate (correlation=)"
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -431,8 +486,28 @@ def _ftest_table(var_names, fit, eb, ft: _FTest) -> tuple[pd.DataFrame, int]:
 # --------------------------------------------------------------------------------------------
 
 
-def _fit_and_test(E, X, C, names, *, weights, trend, robust, lfc, legacy, block=None, correlation=None, ftests=()):
-    fit = _lin.lm_fit(E, X, weights=weights, block=block, correlation=correlation)
+def _lm_fit(E, X, *, weights, block, correlation, layer=None):
+    """limma's ``lmFit``: on the whole matrix in memory, on a dask matrix one pass block by block
+    of genes (infinite values, refused, are counted by the same pass)."""
+    if not is_dask(E) and not is_dask(weights):
+        return _lin.lm_fit(E, X, weights=weights, block=block, correlation=correlation)
+    fit, ninf = _lin.lm_fit_blocks(
+        E, X, weights=weights, block=block, correlation=correlation, missing=_dask_missing(E, weights)
+    )
+    if ninf.sum():
+        _refuse_inf(int(ninf.sum()), layer)
+    return fit
+
+
+def _fit_and_test(
+    E, X, C, names, *, weights, trend, robust, lfc, legacy, block=None, correlation=None, ftests=(), layer=None
+):
+    fit = _lm_fit(E, X, weights=weights, block=block, correlation=correlation, layer=layer)
+    return _moderate(fit, C, ftests, trend=trend, robust=robust, lfc=lfc, legacy=legacy)
+
+
+def _moderate(fit, C, ftests, *, trend, robust, lfc, legacy):
+    """``contrasts.fit`` and ``eBayes`` (or ``treat``) on per-gene vectors."""
     if not np.any(fit.df_residual > 0):
         raise ValueError("no gene has residual degrees of freedom (too many missing values for the design)")
     # the posterior variances do not depend on the contrasts: without t tests, moderate on the first F-test's
@@ -598,6 +673,13 @@ def limma(
     quality weights (limma's ``arrayWeights``) come from ``sample_weights=True`` or from
     :func:`bulkpy.pp.array_weights` passed as ``weights="array_weights"``.
 
+    A dask-backed layer (and weights layer, e.g. voom's lazy ``voom_weights``) is fitted block by
+    block of genes and never gathered: on dask input two passes over the matrix (the one-pass check
+    of the values, shared with other functions reading the same array, then the fit; a dask weights
+    layer adds its own check), the per-gene results computed within the call. ``block=`` needs
+    ``correlation=`` there, and ``sample_weights=True`` is refused (both estimate over all genes
+    at once; load the layer into memory for them).
+
     Parameters
     ----------
     {adata}
@@ -692,13 +774,13 @@ def limma(
     W, wdesc = _weights(adata, weights, E.shape)
     correlation = _check_correlation(correlation, block)
     codes, n_blocks = _block(adata, block, X, cols)
-    if trend:
-        empty = np.isnan(E).all(axis=0)
-        if empty.any():
-            raise ValueError(
-                f"{int(empty.sum())} genes have no observed value (e.g. {adata.var_names[empty][:5].tolist()}), so "
-                "their average expression, the covariate of trend=True, is undefined; drop them first"
-            )
+    lazy = is_dask(E) or is_dask(W)
+    if lazy and sample_weights:
+        _refuse_on_dask("sample_weights=True (limma's arrayWeights)")
+    if lazy and codes is not None and correlation is None:
+        _refuse_on_dask("block= without correlation= (limma's duplicateCorrelation)")
+    if trend and not lazy:
+        _check_observed(adata, np.isnan(E).all(axis=0))
     aw = None
     if sample_weights:
         aw = _lin.array_weights(E, X, weights=W)
@@ -706,10 +788,10 @@ def limma(
     estimated = codes is not None and correlation is None
     if estimated:
         correlation = _lin.duplicate_correlation(E, X, codes, weights=W).consensus_correlation
-    fit, cfit, eb = _fit_and_test(
-        E, X, C, names, weights=W, trend=trend, robust=robust, lfc=lfc, legacy=legacy,
-        block=codes, correlation=correlation, ftests=ftests,
-    )
+    fit = _lm_fit(E, X, weights=W, block=codes, correlation=correlation, layer=layer)
+    if trend and lazy:
+        _check_observed(adata, np.isnan(fit.amean))
+    fit, cfit, eb = _moderate(fit, C, ftests, trend=trend, robust=robust, lfc=lfc, legacy=legacy)
 
     adata = start(adata, copy)
     method = "limma-trend" if trend else "limma"
@@ -728,7 +810,7 @@ def limma(
     }
     params.update(_block_params(block, n_blocks, correlation, estimated))
     if aw is not None:
-        method = "genebygene" if weights is not None or np.isnan(E).any() else "reml"
+        method = "genebygene" if weights is not None or np.isnan(E).any() else "reml"  # never on dask
         params.update(sample_weights=aw, sample_weights_method=method)
         adata.obs[f"{key_added}_sample_weights"] = aw
     _write(adata, key_added, fit, cfit, eb, names, C, specs, params, legacy=legacy, ftests=ftests)

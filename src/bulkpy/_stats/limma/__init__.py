@@ -26,7 +26,7 @@ from .array_weights import QualityVoomResult, array_weights, voom_with_quality_w
 from .batch import batch_terms, remove_batch_effect
 from .dupcor import DupCorResult, block_in_design, duplicate_correlation
 from .ebayes import EBayesResult, FTestResult, ebayes, f_projection, moderated_f, treat
-from .lmfit import LinearFit, contrasts_fit, lm_fit
+from .lmfit import LinearFit, contrasts_fit, lm_fit, lm_fit_blocks
 from .lowess import lowess
 from .splines import natural_spline_basis
 from .squeeze_var import fit_f_dist, fit_f_dist_robustly, squeeze_var, trigamma_inverse
@@ -49,6 +49,7 @@ __all__ = [
     "fit_f_dist",
     "fit_f_dist_robustly",
     "lm_fit",
+    "lm_fit_blocks",
     "lowess",
     "moderated_f",
     "natural_spline_basis",

@@ -272,6 +272,7 @@ def lm_fit(
     block=None,
     correlation: float | None = None,
     chunk_elements: int = 4_000_000,
+    missing: bool | None = None,
 ) -> LinearFit:
     """Fit ``y[:, g] ~ design`` for every gene ``g`` (limma ``lmFit`` with ``method="ls"``).
 
@@ -293,6 +294,10 @@ def lm_fit(
         The intra-block correlation (e.g. from :func:`duplicate_correlation`), with ``block``.
     chunk_elements
         Genes are processed in blocks of about this many samples × genes elements.
+    missing
+        Whether the whole matrix has a missing observation when ``y`` is one block of its genes
+        (:func:`lm_fit_blocks`): limma chooses its branch (one fit for all genes, or a fit per
+        pattern of missing values) on the whole matrix. ``None``: from ``y`` (and ``weights``).
 
     Returns
     -------
@@ -308,6 +313,7 @@ def lm_fit(
     if est_full.size < p:
         raise ValueError("design is not of full column rank")
     C = _check_block(block, correlation, n)
+    globally_missing = missing
 
     amean = _row_nanmean(y)
     missing = ~np.isfinite(y)
@@ -323,7 +329,8 @@ def lm_fit(
     rss = np.full(g, np.nan)
     df = np.zeros(g)
 
-    if not missing.any() and (W is None or array_weights):
+    any_missing = bool(missing.any()) if globally_missing is None else bool(globally_missing)
+    if not any_missing and (W is None or array_weights):
         # limma's NoProbeWts branch: one fit for all genes; with array weights the covariance of
         # the coefficients is the weighted one
         w1 = None if W is None else np.asarray(W[:, 0], dtype=np.float64)
@@ -454,3 +461,48 @@ def contrasts_fit(fit: LinearFit, contrasts) -> LinearFit:
         new_coef[bad] = np.nan
         new_su[bad] = np.nan
     return replace(fit, coefficients=new_coef, stdev_unscaled=new_su, cov_coefficients=cov_new, contrasts=C)
+
+
+# --------------------------------------------------------------------------------------------
+# lmFit block by block of genes (dask input)
+# --------------------------------------------------------------------------------------------
+
+
+def _lm_fit_block(blk, X, vec_weights, block, correlation, missing):
+    y = blk.read(0)
+    w = blk.read(1)
+    fit = lm_fit(y, X, weights=vec_weights if w is None else w, block=block, correlation=correlation, missing=missing)
+    ninf = np.isinf(y).sum(axis=0)
+    return fit.coefficients, fit.stdev_unscaled, fit.sigma, fit.df_residual, fit.amean, fit.cov_coefficients, ninf
+
+
+def lm_fit_blocks(
+    y, design, *, weights=None, block=None, correlation: float | None = None, missing: bool | None = None,
+    blocks=None,
+) -> tuple[LinearFit, np.ndarray]:  # fmt: skip
+    """:func:`lm_fit` of a samples × genes matrix block by block of genes (one pass, e.g. over a
+    dask array: one ``dask.compute``, each task fitting its block), with the number of infinite
+    values of each gene (the adapter refuses them).
+
+    ``weights``: ``None``, one per sample, or samples × genes (read block by block like ``y``).
+    ``missing``: whether the whole matrix has a missing value (NaN, or a weight <= 0) — limma's
+    branch is chosen on the whole matrix, so the blocks take the in-memory path's arithmetic.
+    The per-gene results are those of :func:`lm_fit` on the whole matrix."""
+    from .._blocks import blocks_for, map_gene_blocks
+
+    n = y.shape[0]
+    X = _check_design(design, n)
+    wmat = weights if weights is not None and np.ndim(weights) == 2 and np.shape(weights)[1] > 1 else None
+    wvec = None if wmat is not None or weights is None else np.asarray(weights, dtype=np.float64)
+    if blocks is None:
+        blocks = blocks_for(y, n)
+    parts = map_gene_blocks(_lm_fit_block, [y, wmat], blocks, args=(X, wvec, block, correlation, missing))
+    coef, su, sigma, df, amean, _, ninf = (
+        np.concatenate([p[i] for p in parts], axis=-1) if i != 5 else None for i in range(7)
+    )
+    fit = LinearFit(
+        coefficients=coef, stdev_unscaled=su, sigma=sigma, df_residual=df, amean=amean,
+        cov_coefficients=parts[0][5], design=X, block=None if block is None else np.asarray(block),
+        correlation=None if correlation is None else float(correlation),
+    )  # fmt: skip
+    return fit, ninf
