@@ -297,14 +297,11 @@ def _shrink(adata, counts, fit, d: DESeqDesign, contrasts: list[DESeqContrast], 
             cols = eterms[(t["expr"],)]
             for lvl, sign in ((c.factor[1], 1.0), (c.factor[2], -1.0)):
                 Ce[cols[t["levels"].index(lvl)], i] = sign
-        lfc, se = _de.shrink_normal(
-            counts, fit, Xe, eprior, Ce, size_factors=sf, norm_factors=nf, contrast_samples=[None] * len(fac_cs)
-        )
+        # DESeq2's results() on the expanded fit: contrastAllZeroNumeric over the expanded matrix
+        # (fold change 0 where the samples of the contrast's columns are all zero)
+        compared = [(Xe @ (Ce[:, i] != 0).astype(np.float64)) != 0 for i in range(len(fac_cs))]
+        lfc, se = _de.shrink_normal(counts, fit, Xe, eprior, Ce, size_factors=sf, norm_factors=nf, contrast_samples=compared)
         for i, c in enumerate(fac_cs):
-            # DESeq2's results() on the expanded fit: contrastAllZeroNumeric over the expanded matrix
-            samples = (Xe @ (Ce[:, i] != 0).astype(np.float64)) != 0
-            caz = (counts[samples, :] == 0).all(axis=0) & nz
-            lfc[caz, i] = 0.0
             out_lfc[c.name], out_se[c.name] = lfc[:, i], se[:, i]
             priors[c.name] = {ecols[j]: float(v) for j, v in enumerate(eprior)}
     return out_lfc, out_se, priors

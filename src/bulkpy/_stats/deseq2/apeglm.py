@@ -56,7 +56,7 @@ import numpy as np
 from numba import njit
 from scipy import special
 
-from .._blocks import for_each_block, gene_blocks, read_block
+from .._blocks import Block, blocks_for, map_gene_blocks
 from .._optimize import zeroin
 from ._kernels import n_chunks, run_chunks
 
@@ -797,6 +797,34 @@ def _validate(counts, X, coef, dispersion, size_factors, norm_factors, mle):
         raise ValueError(f"mle must be genes × 2 (estimate, standard error), got shape {mle.shape}")
 
 
+def _ape_block_task(blk: Block, X, sf_off, base_samples, init_rest, scale: float, shrink, disp_b):
+    """apeglm on the genes of one block that are not all zero: their local indices, MAP
+    estimates, posterior SDs and the fit information (convergence, refit)."""
+    y = blk.read(0, gene_major=True)
+    nz = y.sum(axis=1) > 0
+    if not nz.any():
+        return None
+    p = X.shape[1]
+    y = np.ascontiguousarray(y[nz])
+    if sf_off is not None:
+        off, shared = sf_off, True
+    else:
+        off = np.ascontiguousarray(np.log(blk.read(1, gene_major=True)[nz]))
+        shared = False
+    size = 1.0 / disp_b[nz]
+    bm = y[:, base_samples].mean(axis=1)
+    init_nan = np.tile(init_rest, (y.shape[0], 1))
+    init_nan[:, 0] = np.where(bm == 0, 0.0, np.log(np.where(bm == 0, 1.0, bm)))
+    m = np.empty((y.shape[0], p))
+    s = np.empty((y.shape[0], p))
+    inf = np.empty((y.shape[0], 4))
+    _ape_block(
+        X, y, off, shared, np.ascontiguousarray(size), NO_SHRINK_SCALE, scale, shrink, init_nan, m, s, inf,
+        n_chunks(y.shape[0]),
+    )  # fmt: skip
+    return np.flatnonzero(nz), m, s, inf
+
+
 def apeglm_shrink(
     counts,
     design: np.ndarray,
@@ -863,33 +891,16 @@ def apeglm_shrink(
     out_map = np.full((g, p), np.nan)
     out_sd = np.full((g, p), np.nan)
     info = np.full((g, 4), np.nan)
-
-    def one_block(sl: slice) -> None:
-        y = read_block(counts, sl, gene_major=True)
-        nz = y.sum(axis=1) > 0
-        if not nz.any():
-            return
-        y = np.ascontiguousarray(y[nz])
-        if sf_off is not None:
-            off, shared = sf_off, True
-        else:
-            off = np.ascontiguousarray(np.log(read_block(norm_factors, sl, gene_major=True)[nz]))
-            shared = False
-        size = 1.0 / disp[sl][nz]
-        bm = y[:, base_samples].mean(axis=1)
-        init_nan = np.tile(init_rest, (y.shape[0], 1))
-        init_nan[:, 0] = np.where(bm == 0, 0.0, np.log(np.where(bm == 0, 1.0, bm)))
-        m = np.empty((y.shape[0], p))
-        s = np.empty((y.shape[0], p))
-        inf = np.empty((y.shape[0], 4))
-        _ape_block(
-            X, y, off, shared, np.ascontiguousarray(size), NO_SHRINK_SCALE, scale, shrink, init_nan, m, s, inf,
-            n_chunks(y.shape[0]),
-        )  # fmt: skip
-        idx = np.arange(sl.start, sl.stop)[nz]
-        out_map[idx], out_sd[idx], info[idx] = m, s, inf
-
-    for_each_block(one_block, gene_blocks(g, n, block_genes=block_genes), on_block=on_block, stage="apeglm")
+    blocks = blocks_for(counts, n, block_genes=block_genes)
+    parts = map_gene_blocks(
+        _ape_block_task, [counts, norm_factors], blocks,
+        args=(X, sf_off, base_samples, init_rest, float(scale), shrink), per_block=lambda i, sl: (disp[sl],),
+        on_block=on_block, stage="apeglm",
+    )  # fmt: skip
+    for sl, r in zip(blocks, parts, strict=True):
+        if r is not None:
+            idx = sl.start + r[0]
+            out_map[idx], out_sd[idx], info[idx] = r[1:]
     fsr, thresh = tail_probabilities(out_map[:, coef], out_sd[:, coef], threshold)
     return ApeglmFit(
         map=out_map, sd=out_sd, conv=info[:, 0], refit=info[:, 1] == 1.0, fsr=fsr, thresh=thresh,

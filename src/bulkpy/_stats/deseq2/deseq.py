@@ -49,7 +49,6 @@ from .._blocks import (
     Block,
     GeneBlocks,
     blocks_for,
-    for_each_block,
     gene_blocks,
     is_dask,
     lazy_gene_map,
@@ -1134,6 +1133,20 @@ def results(
 # ----------------------------------------------------------------------------------------------
 # lfcShrink(type = "normal")
 # ----------------------------------------------------------------------------------------------
+def _shrink_block(blk: Block, Xs, sf, lam, lam_nat, C, masks, minmu, nz_b, disp_b):
+    """The penalised refit and contrasts of the block's genes that are not all zero."""
+    if not nz_b.any():
+        return None
+    y_b = blk.read(0, gene_major=True, keep=nz_b)
+    nf_b = blk.read(1, gene_major=True, keep=nz_b)
+    f = _fit(y_b, Xs, disp_b[nz_b], sf, nf_b, minmu, lambda_=lam)
+    lfc, se = contrast_estimates(f.beta, Xs, sf, nf_b, disp_b[nz_b], C, lambda_nat=lam_nat, minmu=minmu)
+    for j, mk in enumerate(masks):
+        if mk is not None:
+            lfc[(y_b[:, mk] == 0).all(axis=1), j] = 0.0
+    return lfc, se
+
+
 def shrink_normal(
     counts: np.ndarray,
     fit: DESeqFit,
@@ -1166,20 +1179,15 @@ def shrink_normal(
     se = np.full((g, k), np.nan)
     nz = ~fit.all_zero
     masks = [None if m is None else np.asarray(m, dtype=bool) for m in (contrast_samples or [None] * k)]
-
-    def one_block(sl):
-        ii = np.arange(sl.start, sl.stop)[nz[sl]]
-        if ii.size == 0:
-            return
-        y_b = read_block(counts, sl, gene_major=True, keep=nz[sl])
-        nf_b = None if norm_factors is None else read_block(norm_factors, sl, gene_major=True, keep=nz[sl])
-        f = _fit(y_b, Xs, fit.dispersion[ii], sf, nf_b, minmu, lambda_=lam)
-        lfc[ii], se[ii] = contrast_estimates(f.beta, Xs, sf, nf_b, fit.dispersion[ii], C, lambda_nat=lam_nat, minmu=minmu)
-        for j, m in enumerate(masks):
-            if m is not None:
-                lfc[ii[(y_b[:, m] == 0).all(axis=1)], j] = 0.0
-
-    for_each_block(one_block, gene_blocks(g, n, block_genes=block_genes))
+    blocks = blocks_for(counts, n, block_genes=block_genes)
+    parts = map_gene_blocks(
+        _shrink_block, [counts, norm_factors], blocks, args=(Xs, sf, lam, lam_nat, C, masks, minmu),
+        per_block=lambda i, sl: (nz[sl], fit.dispersion[sl]),
+    )  # fmt: skip
+    for sl, r in zip(blocks, parts, strict=True):
+        if r is not None:
+            ii = sl.start + np.flatnonzero(nz[sl])
+            lfc[ii], se[ii] = r
     now_zero = fit.replace & (fit.base_mean == 0)
     lfc[now_zero] = 0.0
     se[now_zero] = 0.0
