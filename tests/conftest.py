@@ -94,3 +94,17 @@ def roundtrip(adata, path):
 
     adata.write_h5ad(path)
     return ad.read_h5ad(path)
+
+
+@pytest.fixture(scope="session")
+def dask_client():
+    """One ``distributed.LocalCluster`` for the session (two worker processes of one thread each,
+    as the 2-core CI machine has), with its Client active while a test uses it."""
+    distributed = pytest.importorskip("distributed")
+    with (
+        distributed.LocalCluster(
+            n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None, memory_limit="3GiB"
+        ) as cluster,
+        distributed.Client(cluster) as client,
+    ):
+        yield client

@@ -132,24 +132,12 @@ class Block:
         return read_block(a, slice(0, self.size) if self._local else self.sl, gene_major=gene_major, keep=keep)
 
 
-def dask_blocks(a) -> GeneBlocks | None:
-    """The gene blocks of a dask array whose chunks hold every sample and equal gene counts (the
-    last may be shorter): used as they are, so nothing is rechunked. ``None`` otherwise."""
-    if len(a.chunks[0]) != 1:
-        return None
-    cg = a.chunks[1]
-    if len(cg) > 1 and (len(set(cg[:-1])) != 1 or cg[-1] > cg[0]):
-        return None
-    return GeneBlocks(int(a.shape[1]), int(cg[0]) if cg else 1)
-
-
 def blocks_for(a, n_samples: int, *, block_genes: int | None = None) -> GeneBlocks:
-    """The blocks an engine walks ``a`` (samples × genes) in: a dask array's own gene chunks when
-    they hold every sample (gene-major storage: no rechunk), else :func:`gene_blocks`."""
-    if block_genes is None and is_dask(a):
-        own = dask_blocks(a)
-        if own is not None:
-            return own
+    """The blocks an engine walks ``a`` (samples × genes) in: :func:`gene_blocks`, whatever the
+    array type. A dask array is rechunked to these blocks inside the graph (cheap along genes),
+    so every gene is computed in the same block as in memory: the matrix products of a block round
+    a gene's numbers depending on its place in the block, and DESeq2's line searches can carry
+    that last bit to 1e-5, so equal blocks are what makes dask and in-memory results bitwise equal."""
     return gene_blocks(int(a.shape[1]), n_samples, block_genes=block_genes)
 
 
