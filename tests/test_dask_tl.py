@@ -54,6 +54,32 @@ def _counted(fn, *args, **kw):
     return sched
 
 
+def _gathered_nothing(sched, ad) -> None:
+    """The largest array a computation returned is far below the samples × genes matrix."""
+    n, g = ad.shape
+    assert sched.largest < n * g * 8 / 5, (sched.largest, n * g * 8)
+
+
+@pytest.fixture(scope="module")
+def many():
+    """Pasilla's samples resampled (Poisson) 20 times: 140 samples × 2,000 genes. Dask inputs have
+    more samples than per-gene results have columns (edgeR's 21 dispersion grid points), so the
+    pass-counting tests can tell per-gene results from a gathered matrix; with fewer samples a
+    block's per-gene results can outweigh its counts."""
+    import anndata
+
+    ad = bk.datasets.pasilla()
+    X = np.asarray(ad.layers["counts"], dtype=np.float64)
+    X = X[:, np.argsort(-X.sum(axis=0), kind="stable")[:2000]]
+    rng = np.random.default_rng(0)
+    obs = pd.concat([ad.obs] * 20)
+    obs.index = [f"s{i}" for i in range(obs.shape[0])]
+    out = anndata.AnnData(obs=obs, var=pd.DataFrame(index=[f"g{i}" for i in range(X.shape[1])]))
+    out.layers["counts"] = rng.poisson(np.tile(X, (20, 1))).astype(np.float64)
+    bk.pp.normalize(out, method="tmm", log=True)
+    return out
+
+
 @pytest.fixture
 def pasilla_tmm(pasilla):
     bk.pp.normalize(pasilla, method="tmm", log=True)
@@ -77,13 +103,12 @@ def test_rank_test_any_array_type(pasilla_tmm, kind, test):
     assert got.uns["rank_test"]["params"]["log_scale"] is True
 
 
-def test_rank_test_passes(pasilla_tmm):
-    ad = _as(pasilla_tmm, "log_tmm_cpm", "dask_genes")
+def test_rank_test_passes(many):
+    ad = _as(many, "log_tmm_cpm", "dask_genes")
     ad.uns.pop("log_tmm_cpm", None)  # no stored parameters: the log scale is guessed from the summary pass
     sched = _counted(bk.tl.rank_test, ad, **_RANK)
     assert sched.computes <= 2  # the docstring: two passes
-    n, g = ad.shape
-    assert sched.largest < n * g * 8 / 4
+    _gathered_nothing(sched, ad)
     assert ad.uns["rank_test"]["params"]["log_scale"] is True
 
 
@@ -128,12 +153,15 @@ def test_limma_missing_values_and_sample_weights(pasilla_logcpm, kind):
     _tables_equal(got, want, kind, exact=False)
 
 
-def test_limma_passes_and_refusals(pasilla_logcpm):
-    ad = _as(pasilla_logcpm, "log_tmm_cpm", "dask_genes")
+def test_limma_passes(many):
+    ad = _as(many, "log_tmm_cpm", "dask_genes")
     sched = _counted(bk.tl.limma, ad, design=_DESIGN, contrast=_CONTRAST, layer="log_tmm_cpm")
     assert sched.computes <= 2  # the docstring: two passes
-    n, g = ad.shape
-    assert sched.largest < n * g * 8 / 4
+    _gathered_nothing(sched, ad)
+
+
+def test_limma_refusals_leave_adata_untouched(pasilla_logcpm):
+    ad = _as(pasilla_logcpm, "log_tmm_cpm", "dask_genes")
     before = ad.copy()
     with pytest.raises(ValueError, match="needs the matrix in memory"):
         bk.tl.limma(ad, design="~ condition", contrast=_CONTRAST, layer="log_tmm_cpm", block="type")
@@ -146,3 +174,168 @@ def test_limma_passes_and_refusals(pasilla_logcpm):
     with pytest.raises(ValueError, match="1 infinite values"):
         bk.tl.limma(ad, design=_DESIGN, contrast=_CONTRAST, layer="bad")
     assert_adata_equal(ad, before)
+
+
+# --------------------------------------------------------------------------------------------
+# voom
+# --------------------------------------------------------------------------------------------
+@pytest.fixture
+def pasilla_kept(pasilla):
+    return pasilla[:, np.asarray(pasilla.layers["counts"]).sum(axis=0) >= 20].copy()
+
+
+@pytest.mark.parametrize("kind", ARRAY_TYPES)
+def test_voom_any_array_type(pasilla_kept, kind):
+    pasilla_kept.obs["nf"] = np.linspace(0.9, 1.1, pasilla_kept.n_obs)
+    kw = dict(design=_DESIGN, contrast=_CONTRAST, norm="none", norm_factors_key="nf")
+    want = pasilla_kept.copy()
+    bk.tl.voom(want, **kw)
+    got = _as(pasilla_kept, "counts", kind)
+    bk.tl.voom(got, **kw)
+    _tables_equal(got, want, kind)
+    for k in ("voom_E", "voom_weights"):
+        assert is_dask(got.layers[k]) == kind.startswith("dask")
+        _close(np.asarray(got.layers[k]), want.layers[k], kind, 1e-10, True, k)
+    if kind == "dask_genes":
+        np.testing.assert_array_equal(got.uns["voom"]["trend"]["y"], want.uns["voom"]["trend"]["y"])
+
+
+def test_voom_passes_lazy_layers_and_limma_on_them(many):
+    want = many.copy()
+    bk.tl.voom(want, design=_DESIGN, contrast=_CONTRAST)
+    ad = _as(many, "counts", "dask_genes")
+    sched = _counted(bk.tl.voom, ad, design=_DESIGN, contrast=_CONTRAST)
+    assert sched.computes <= 6  # the docstring: four passes, and two for TMM
+    _gathered_nothing(sched, ad)
+    assert is_dask(ad.layers["voom_E"]) and is_dask(ad.layers["voom_weights"])
+    _tables_equal(ad, want, "dask_genes")
+    # limma on voom's lazy layers reproduces voom's tables (two more passes: the check of E and the fit)
+    sched = _counted(
+        bk.tl.limma, ad, design=_DESIGN, contrast=_CONTRAST, layer="voom_E", weights="voom_weights", key_added="again"
+    )
+    assert sched.computes <= 3
+    again, voom = ad.varm["again_treated_vs_untreated"], ad.varm["voom_treated_vs_untreated"]
+    np.testing.assert_array_equal(again["pvalue"], voom["pvalue"])
+
+
+# --------------------------------------------------------------------------------------------
+# edgeR
+# --------------------------------------------------------------------------------------------
+def _r_current(name):
+    from conftest import shared_path
+
+    return pd.read_csv(shared_path("pasilla", "r_current", name), index_col=0)
+
+
+@pytest.fixture(scope="module")
+def edger_pasilla():
+    """Pasilla filtered as R's filterByExpr, untreated as the reference level (as the R
+    references), with the in-memory edgeR 4 QL result."""
+    ad = bk.datasets.pasilla()
+    keep = _r_current("edger_filter_by_expr.csv.gz")["keep"].astype(bool)
+    ad = ad[:, ad.var_names.isin(keep.index[keep.to_numpy()])].copy()
+    ad.obs["condition"] = pd.Categorical(ad.obs["condition"].astype(str), categories=["untreated", "treated"])
+    want = ad.copy()
+    bk.tl.edger(want, design=_DESIGN, contrast=_CONTRAST)
+    return ad, want
+
+
+@pytest.mark.parametrize("kind", ARRAY_TYPES)
+def test_edger_ql_any_array_type(edger_pasilla, kind):
+    ad, want = edger_pasilla
+    got = _as(ad, "counts", kind)
+    bk.tl.edger(got, design=_DESIGN, contrast=_CONTRAST)
+    _tables_equal(got, want, kind)
+    assert got.uns["edger"]["params"]["n_genes_tested"] == want.uns["edger"]["params"]["n_genes_tested"]
+
+
+def test_edger_dask_matches_r(edger_pasilla):
+    # the tolerances of test_tl_edger.py's edgeR 4.10.7 parity (observed ~3e-9 / 9e-10 there)
+    ad, _ = edger_pasilla
+    got = _as(ad, "counts", "dask_genes")
+    bk.tl.edger(got, design=_DESIGN, contrast=_CONTRAST)
+    ours = bk.get.de_df(got, "edger")
+    ref = _r_current("edger_qlf.csv.gz").loc[got.var_names]
+    ok = ~np.isnan(ref["PValue"].to_numpy())
+    lp = [np.log10(np.maximum(v.to_numpy()[ok], 1e-300)) for v in (ours["pvalue"], ref["PValue"])]
+    assert np.percentile(np.abs(lp[0] - lp[1]), 99) < 1e-7
+    assert np.percentile(np.abs(ours["log2FoldChange"].to_numpy()[ok] - ref["logFC"].to_numpy()[ok]), 99) < 1e-7
+    assert set(ours.index[ours["padj"] < 0.05]) == set(ref.index[ref["FDR"] < 0.05])
+    common = _r_current("edger_common_dispersion.csv.gz").iloc[0, 0]
+    assert abs(got.uns["edger"]["params"]["common_dispersion"] / common - 1) < 1e-8
+
+
+@pytest.mark.parametrize(
+    "kw",
+    [dict(test="LRT"), dict(test="LRT", lfc=0.585), dict(lfc=0.585, robust=True), dict(mask_var="m", norm="RLE")],
+    ids=["lrt", "lrt_treat", "ql_treat_robust", "mask_rle"],
+)
+def test_edger_routes_on_dask(pasilla_kept, kw):
+    ad = pasilla_kept[:, :3000].copy()
+    ad.var["m"] = np.asarray(ad.layers["counts"]).sum(axis=0) >= 50
+    want = ad.copy()
+    bk.tl.edger(want, design=_DESIGN, contrast=_CONTRAST, **kw)
+    got = _as(ad, "counts", "dask_genes")
+    bk.tl.edger(got, design=_DESIGN, contrast=_CONTRAST, **kw)
+    _tables_equal(got, want, "dask_genes")
+
+
+@pytest.mark.parametrize("test,bound", [("QL", 30), ("LRT", 8)])
+def test_edger_passes(many, test, bound):
+    ad = _as(many, "counts", "dask_genes")
+    sched = _counted(bk.tl.edger, ad, design=_DESIGN, contrast=_CONTRAST, test=test)
+    assert sched.computes <= bound  # the docstring: about 25 (QL), 8 (LRT)
+    _gathered_nothing(sched, ad)
+
+
+def test_edger_refusals_leave_adata_untouched(edger_pasilla):
+    ad = _as(edger_pasilla[0], "counts", "dask_genes")
+    before = ad.copy()
+    for kw in (dict(test="exact", design="~ condition"), dict(legacy=True)):
+        kw = {"design": _DESIGN, **kw}
+        with pytest.raises(ValueError, match="not available on a dask layer"):
+            bk.tl.edger(ad, contrast=_CONTRAST, **kw)
+    bad = np.asarray(edger_pasilla[0].layers["counts"], dtype=np.float64).copy()
+    bad[1, 2] = -1
+    ad.layers["bad"] = before.layers["bad"] = as_array_type(bad, "dask_genes")
+    with pytest.raises(ValueError, match="negative"):
+        bk.tl.edger(ad, design=_DESIGN, contrast=_CONTRAST, layer="bad")
+    assert_adata_equal(ad, before)
+
+
+# --------------------------------------------------------------------------------------------
+# schedulers: the compiled kernels (numba, parallel=True) run on one thread inside each task
+# --------------------------------------------------------------------------------------------
+def _small_edger(pasilla_kept):
+    ad = pasilla_kept[:, :2000].copy()
+    want = ad.copy()
+    bk.tl.edger(want, design=_DESIGN, contrast=_CONTRAST)
+    return _as(ad, "counts", "dask_genes", gene_chunk=250), want
+
+
+def test_threaded_scheduler_same_numbers(pasilla_kept):
+    got, want = _small_edger(pasilla_kept)
+    with dask.config.set(scheduler="threads", num_workers=2):
+        bk.tl.edger(got, design=_DESIGN, contrast=_CONTRAST)
+    _tables_equal(got, want, "dask_genes")
+
+
+@pytest.mark.slow
+def test_distributed_local_cluster_same_numbers(pasilla_kept):
+    distributed = pytest.importorskip("distributed")
+    got, want = _small_edger(pasilla_kept)
+    limma_want = got.copy()
+    with (
+        distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster,
+        distributed.Client(cluster),
+    ):
+        bk.tl.edger(got, design=_DESIGN, contrast=_CONTRAST)
+        bk.tl.voom(got, design=_DESIGN, contrast=_CONTRAST)
+        E = got.layers["voom_E"].compute()
+    key = "edger_treated_vs_untreated"
+    for c in want.varm[key].columns:
+        np.testing.assert_array_equal(got.varm[key][c], want.varm[key][c])
+    bk.tl.voom(limma_want, design=_DESIGN, contrast=_CONTRAST)  # the same dask input on the local scheduler
+    np.testing.assert_array_equal(E, np.asarray(limma_want.layers["voom_E"]))
+    key = "voom_treated_vs_untreated"
+    np.testing.assert_array_equal(got.varm[key]["pvalue"], limma_want.varm[key]["pvalue"])

@@ -15,6 +15,8 @@ from .._progress import check_progress, progress_bar
 from .._slots import check_key, write_de
 from .._stats import normalization as _norm
 from .._stats import tximport as _tx
+from .._stats._blocks import blocks_for, is_dask
+from .._stats.edger import blocked as _blocked
 from .._stats.edger import exact as _exact
 from .._stats.edger import glm as _edger
 from .._stats.edger import ql as _ql
@@ -33,6 +35,7 @@ from .._validate import (
 )
 from ._contrasts import DOC_CONTRAST, DOC_DESIGN, levels_of, parse_contrasts, parse_design
 from ._grouped import DOC_SPLIT, DOC_SPLIT_RETURNS, check_unsplit, run_grouped, split_arguments
+from ._limma import _library_sizes, norm_factors
 
 logger = logging.getLogger(__name__)
 
@@ -49,8 +52,10 @@ def _scalar_or_note(value, note: str):
     return note
 
 
-def _counts(adata: AnnData, layer) -> np.ndarray:
-    counts = dense(get_matrix(adata, layer))
+def _counts(adata: AnnData, layer):
+    """The checked counts: a dense float64 array, or a dask array as it is (checked in one pass)."""
+    X = get_matrix(adata, layer)
+    counts = X if is_dask(X) else dense(X)
     where = layer_name(layer)
     if counts.ndim != 2 or 0 in counts.shape:
         raise ValueError(f"the counts in {where} are empty (shape {counts.shape})")
@@ -60,12 +65,14 @@ def _counts(adata: AnnData, layer) -> np.ndarray:
             f"the values in {where} look log-transformed (small and mostly fractional); edgeR needs counts: "
             "pass the layer holding raw (or estimated) counts"
         )
-    lib = counts.sum(axis=1)
+    return counts
+
+
+def _check_libs(adata: AnnData, lib: np.ndarray) -> None:
     if np.any(lib <= 0):
         raise ValueError(
             f"samples with no counts: {adata.obs_names[lib <= 0].tolist()[:10]}; remove them first"
         )
-    return counts
 
 
 def _table(r, index, **extra) -> pd.DataFrame:
@@ -182,7 +189,11 @@ def _ql_v4(yg, X, off, C, names, index, disp, robust, lfc, null, key):
         else:
             r = _ql.glm_ql_ftest_v4(q4, yg, X, off, C[:, j], disp.ave_log_cpm)
             tables[name] = _table(r, index, F=r.statistic, df_total=r.df_total)
-    g = yg.shape[0]
+    return (tables, *_ql_v4_outputs(q4, yg.shape[0], key))
+
+
+def _ql_v4_outputs(q4, g: int, key: str):
+    """The ``var`` columns and parameters of edgeR 4's QL fit."""
     var_cols = {
         "ql_dispersion": q4.s2,
         "ql_dispersion_prior": np.broadcast_to(np.asarray(q4.var_prior, dtype=np.float64), (g,)),
@@ -200,7 +211,7 @@ def _ql_v4(yg, X, off, C, names, index, disp, robust, lfc, null, key):
         "abundance_trend": True,
         "poisson_bound": False,
     }
-    return tables, var_cols, params
+    return var_cols, params
 
 
 def _ql_legacy(yg, X, off, C, names, index, disp, robust, lfc, null, key):
@@ -241,6 +252,48 @@ def _lrt(yg, X, off, C, names, index, disp, lfc, null):
             r = _edger.glm_lrt(fit, yg, X, off, C[:, j], disp.ave_log_cpm)
             tables[name] = _table(r, index, LR=r.statistic)
     return tables, {}, {}
+
+
+def _dask_route(counts, lib, detected, mask, X, C, names, index, norm, test, robust, lfc, treat_null, key):
+    """edgeR on a dask matrix, block by block of genes (:mod:`bulkpy._stats.edger.blocked`):
+    the normalisation factors, ``estimateDisp`` and the QL or LR tests; per-gene vectors only."""
+    sub = counts if mask is None else counts[:, mask]
+    nf = norm_factors(sub, lib, norm, detected if mask is None or detected is None else detected[mask])
+    eff = lib * nf
+    m = _blocked.Model(mask, X, np.log(eff))
+    blocks = blocks_for(counts, counts.shape[0])
+    disp, rowsum = _blocked.estimate_disp(counts, m, blocks, robust=robust)
+    if test == "QL":
+        q4, results = _blocked.ql_v4(counts, m, blocks, disp.ave_log_cpm, rowsum, C, robust=robust, lfc=lfc, null=treat_null)
+        var_cols, test_params = _ql_v4_outputs(q4, disp.ave_log_cpm.size, key)
+    else:
+        results = _blocked.lrt(counts, m, blocks, disp, C, lfc=lfc, null=treat_null)
+        var_cols, test_params = {}, {}
+    tables = {}
+    for name, r in zip(names, results, strict=True):
+        if lfc > 0:
+            tables[name] = _treat_table(r, index)
+        elif test == "QL":
+            tables[name] = _table(r, index, F=r.statistic, df_total=r.df_total)
+        else:
+            tables[name] = _table(r, index, LR=r.statistic)
+    return nf, eff, disp, tables, var_cols, test_params
+
+
+def _refuse_on_dask(test: str, legacy: bool, txi) -> None:
+    what = None
+    if test == "exact":
+        what = "test='exact' (the classic exact test)"
+    elif legacy:
+        what = "legacy=True (edgeR 3's QL fit and its Poisson bound)"
+    elif txi.lengths is not None:
+        what = f"tximport lengths ({txi.lengths_source}: genes x samples offsets)"
+    if what is not None:
+        raise ValueError(
+            f"{what} is not available on a dask layer yet: it is not computed silently. Run edgeR's default "
+            "(test='QL' or 'LRT', lengths=None), or load the layer first: "
+            "adata.layers[key] = adata.layers[key].compute()"
+        )
 
 
 def _treat_table(r, index) -> pd.DataFrame:
@@ -358,6 +411,17 @@ def edger(
     (``normMat`` = lengths over their geometric mean per gene; ``calcNormFactors`` on counts /
     ``normMat``; ``scaleOffset``), computed on **all** genes of ``adata`` before the ``mask_var``
     filter, as in R. Filter with ``mask_var`` (not ``subset=True``) on this route.
+
+    A dask-backed counts layer runs block by block of genes (every per-gene step the in-memory
+    code's, the global steps on per-gene vectors between passes: the same numbers), never gathered;
+    the per-gene results are computed within the call. ``dask.compute`` calls on dask input: the
+    one-pass check of the counts (shared with other functions reading the same array), the library
+    sizes, the normalisation factors (TMM: 2, ``norm="none"``: 0), three for ``estimateDisp``;
+    then for ``test="QL"`` one reading the most abundant genes (``top.proportion`` of them, kept by
+    the scheduler), one per evaluation of R's ``optimize`` over those genes (about 15), two for the
+    average quasi-dispersion and one for the fit and tests (about 25 in all); for ``test="LRT"``
+    one for the fit and tests (8 in all). ``test="exact"``, ``legacy=True`` and tximport lengths are
+    refused on dask input.
 
     Parameters
     ----------
@@ -486,6 +550,8 @@ def edger(
         adata, key_added, test, norm, robust, legacy, lfc, treat_null, progress
     )
     counts_all = _counts(adata, layer)
+    lib_all, detected = _library_sizes(counts_all)
+    _check_libs(adata, lib_all)
     X, cols = parse_design(adata, design, what_needs_df="the dispersions")
     if X.shape[1] < 2:
         raise ValueError(
@@ -501,11 +567,41 @@ def edger(
             "lengths; use test='QL' (the tximport vignette's route) or lengths=None"
         )
     mask = _mask(adata, mask_var)
+    if is_dask(counts_all):
+        _refuse_on_dask(test, legacy, txi)
+        index = adata.var_names if mask is None else adata.var_names[mask]
+        lib, off_all = lib_all, None
+        nf, eff, disp, tables, var_cols, test_params = _dask_route(
+            counts_all, lib, detected, mask, X, C, names, index, norm, test, robust, lfc, treat_null, key_added
+        )
+        n_tested = int(disp.ave_log_cpm.size)
+    else:
+        lib, nf, eff, off_all, disp, tables, var_cols, test_params, n_tested = _in_memory(
+            counts_all, mask, txi, norm, X, C, names, adata.var_names, exact, test, robust, legacy, lfc, treat_null,
+            key_added, progress,
+        )  # fmt: skip
+    var_cols = {
+        "common_dispersion": np.full(n_tested, disp.common),
+        "trended_dispersion": disp.trended,
+        "tagwise_dispersion": disp.tagwise,
+        **var_cols,
+    }
+    if mask is not None:
+        tables = {k: t.reindex(adata.var_names) for k, t in tables.items()}
+    return _write(
+        adata, copy, key_added, tables, var_cols, mask, eff, nf, off_all, test, lfc, design, cols, names, C, specs, layer,
+        norm, robust, legacy, treat_null, txi, mask_var, n_tested, disp, counts_all.shape[0], test_params,
+    )  # fmt: skip
+
+
+def _in_memory(counts_all, mask, txi, norm, X, C, names, var_names, exact, test, robust, legacy, lfc, treat_null,
+               key_added, progress):  # fmt: skip
+    """edgeR on counts in memory: normalisation, ``estimateDisp`` (or the classic mode) and the tests."""
     lib, nf, eff, off_all = _library(counts_all, mask, txi, norm)
     counts = counts_all if mask is None else counts_all[:, mask]
     offset = None if off_all is None else (off_all if mask is None else off_all[:, mask])
     model_off = np.log(eff) if offset is None else np.ascontiguousarray(offset.T)
-    index = adata.var_names if mask is None else adata.var_names[mask]
+    index = var_names if mask is None else var_names[mask]
     yg = np.ascontiguousarray(counts.T)
 
     if exact is not None:
@@ -544,15 +640,12 @@ def edger(
             )
         else:
             tables, var_cols, test_params = _lrt(yg, X, model_off, C, names, index, disp, lfc, treat_null)
-    var_cols = {
-        "common_dispersion": np.full(yg.shape[0], disp.common),
-        "trended_dispersion": disp.trended,
-        "tagwise_dispersion": disp.tagwise,
-        **var_cols,
-    }
-    if mask is not None:
-        tables = {k: t.reindex(adata.var_names) for k, t in tables.items()}
+    return lib, nf, eff, off_all, disp, tables, var_cols, test_params, int(yg.shape[0])
 
+
+def _write(adata, copy, key_added, tables, var_cols, mask, eff, nf, off_all, test, lfc, design, cols, names, C, specs, layer,
+           norm, robust, legacy, treat_null, txi, mask_var, n_tested, disp, n_samples, test_params):  # fmt: skip
+    """Write the results (the AnnData is touched only here)."""
     adata = start(adata, copy)
     for k, v in var_cols.items():
         adata.var[f"{key_added}_{k}"] = _expand(v, mask, adata.n_vars)
@@ -578,7 +671,7 @@ def edger(
         "lengths": txi.lengths_source,
         "tximport": txi.mode,
         "mask_var": _mask_note(mask_var, mask),
-        "n_genes_tested": int(yg.shape[0]),
+        "n_genes_tested": n_tested,
         "common_dispersion": disp.common,
         "prior_df": _scalar_or_note(disp.prior_df, "per gene (robust)"),
         "trend_method": "locfit",
@@ -589,7 +682,7 @@ def edger(
         "r_release": "Bioconductor 3.16" if legacy else "Bioconductor 3.23",
         "edger_version": _edger.EDGER_LEGACY_VERSION if legacy else _edger.EDGER_VERSION,
         "limma_version": "3.54.1" if legacy else "3.68.5",
-        "n_samples": int(counts.shape[0]),
+        "n_samples": int(n_samples),
         "n_genes": int(adata.n_vars),
         **test_params,
     }

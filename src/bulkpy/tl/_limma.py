@@ -20,8 +20,8 @@ from .._design import describe_design, design_spec, expr_variable
 from .._docs import doc_adata, doc_copy, doc_params
 from .._slots import check_key, write_de
 from .._stats import limma as _lin
-from .._utils import finish, start
 from .._stats._blocks import is_dask
+from .._utils import finish, start
 from .._validate import check_adata, check_bool, check_counts, dask_summary, dense, get_matrix, obs_column
 from ._contrasts import DOC_CONTRAST as _doc_contrast
 from ._contrasts import DOC_DESIGN as _doc_design
@@ -314,13 +314,11 @@ def _check_observed(adata: AnnData, empty: np.ndarray) -> None:
 
 def _dask_missing(E, W) -> bool:
     """Whether a dask expression matrix (with its weights) has a missing observation anywhere."""
+    if W is not None and np.ndim(W) == 2 and np.shape(W)[1] > 1:
+        return True  # a weights matrix: limma fits by patterns of missing values whatever they are
     if dask_summary(E)["nonfinite"] if is_dask(E) else not np.all(np.isfinite(E)):
         return True
-    if W is None:
-        return False
-    if is_dask(W):
-        return True  # a weights matrix: limma fits it by patterns of missing values whatever they are
-    return bool(np.any(~(np.asarray(W) > 0)))
+    return W is not None and bool(np.any(~(np.asarray(W) > 0)))
 
 
 def _refuse_on_dask(what: str) -> None:
@@ -593,6 +591,83 @@ def _write(adata, key, fit, cfit, eb, names, C, specs, params, *, legacy, ftests
                 "spec": ft.spec,
             }
     write_de(adata, key, _tables(adata.var_names, cfit, eb, names), p, ftests=ftables)
+
+
+def _voom_counts(adata: AnnData, layer):
+    X = get_matrix(adata, layer)
+    counts = X if is_dask(X) else dense(X)
+    what = "counts in " + ("X" if layer is None else f"layer {layer!r}")
+    check_counts(counts, what=what, integer=False)
+    if counts.shape[1] < 2:
+        raise ValueError("voom needs at least two genes to fit a mean-variance trend")
+    return counts
+
+
+def _voom_offset(adata: AnnData, offset, counts):
+    if offset is None:
+        return None
+    off = get_matrix(adata, offset)
+    off = off if is_dask(off) else dense(off)
+    bad = dask_summary(off)["nonfinite"] if is_dask(off) else not np.all(np.isfinite(off))
+    if off.shape != counts.shape or bad:
+        raise ValueError(
+            f"offset layer {offset!r} must hold finite natural-log offsets of the counts' shape {counts.shape}"
+        )
+    if is_dask(counts) and not is_dask(off):
+        import dask.array as da
+
+        off = da.from_array(off, chunks=counts.chunks)
+    return off
+
+
+def _library_sizes(counts) -> tuple[np.ndarray, np.ndarray | None]:
+    """Column totals per sample and, for a dask matrix, which genes have a positive count (one
+    pass over blocks of samples, the input of :func:`norm_factors`); in memory ``None``."""
+    if not is_dask(counts):
+        return counts.sum(axis=1), None
+    from .._stats import normalization as _norm
+
+    blocks_fn = getattr(_norm, "library_sizes_blocks", None)
+    if blocks_fn is not None:
+        return blocks_fn(counts)
+    return np.asarray(counts.sum(axis=1, dtype=np.float64).compute(), dtype=np.float64), None
+
+
+def norm_factors(counts, lib: np.ndarray, method: str, detected: np.ndarray | None = None) -> np.ndarray:
+    """edgeR's ``calcNormFactors`` of the counts (samples × genes) with library sizes ``lib``; a dask
+    matrix is read block by block by the normalisation engine (``detected``: its genes with a
+    positive count, from :func:`_library_sizes`)."""
+    from .._stats import normalization as _norm
+
+    if not is_dask(counts):
+        return _norm.calc_norm_factors(counts, lib_size=lib, method=method)[0]
+    if method == "none":
+        return np.ones(counts.shape[0])
+    blocks_fn = getattr(_norm, "calc_norm_factors_blocks", None)
+    if blocks_fn is None or detected is None:
+        raise ValueError(
+            f"norm={method!r} on a dask layer needs the chunk-by-chunk calcNormFactors of bk.pp.norm_factors, "
+            "which this installation lacks; compute the factors in memory, or use norm='none'"
+        )
+    return blocks_fn(counts, lib_size=lib, detected=detected, method=method)[0]
+
+
+def _voom_norm_factors(adata: AnnData, counts, lib, detected, norm: str, norm_factors_key):
+    if norm_factors_key is None:
+        return norm_factors(counts, lib, norm, detected), norm
+    if norm != "none":
+        raise ValueError(
+            f"norm_factors_key={norm_factors_key!r} reads the factors from obs; pass norm='none' with it "
+            f"(norm={norm!r} would compute them here)"
+        )
+    if not isinstance(norm_factors_key, str) or norm_factors_key not in adata.obs.columns:
+        raise KeyError(
+            f"norm_factors_key {norm_factors_key!r} is not a column of adata.obs; columns are: {list(adata.obs.columns)}"
+        )
+    nf = pd.to_numeric(adata.obs[norm_factors_key], errors="coerce").to_numpy(dtype=np.float64)
+    if not np.all(np.isfinite(nf)) or np.any(nf <= 0):
+        raise ValueError(f"adata.obs[{norm_factors_key!r}] must hold finite positive normalisation factors")
+    return nf, f"obs[{norm_factors_key!r}]"
 
 
 def _voom_rounds(counts, X, codes, correlation, sample_weights, **kw):
@@ -876,6 +951,14 @@ def voom(
     weights (``arrayWeights``, gene by gene), voom again with them, the sample weights again, and
     the observation weights are voom's times the sample weights.
 
+    A dask-backed counts layer runs block by block of genes, never gathered: on dask input four
+    passes over the matrix (the one-pass check of the counts, shared with other functions reading
+    it; the library sizes; voom's unweighted fit; the weighted fit), plus those of the
+    normalisation factors (TMM: 2; none with ``norm="none"`` or ``norm_factors_key``). The per-gene results
+    are computed within the call; ``layers[f"{{key_added}}_E"]`` and ``_weights`` are written as
+    lazy dask arrays, recomputed block by block from the counts when used. ``block=`` and
+    ``sample_weights=True`` are refused there (they estimate over all genes between voom rounds).
+
     Parameters
     ----------
     {adata}
@@ -969,7 +1052,6 @@ def voom(
             kwargs=split_arguments(locals()), key_added=key_added, copy=copy,
         )  # fmt: skip
     check_unsplit(filter_groups)
-    from .._stats import normalization as _norm
 
     check_adata(adata)
     check_key(key_added, "key_added")
@@ -992,51 +1074,29 @@ def voom(
             f"span={span!r} is only used with adaptive_span=False; with adaptive_span=True (limma's default since 3.66) "
             "the span is chosen from the number of genes"
         )
-    counts = dense(get_matrix(adata, layer))
-    what = "counts in " + ("X" if layer is None else f"layer {layer!r}")
-    check_counts(counts, what=what, integer=False)
-    if counts.shape[1] < 2:
-        raise ValueError("voom needs at least two genes to fit a mean-variance trend")
+    counts = _voom_counts(adata, layer)
     X, cols = _design(adata, design)
     names, C, specs, ftests = _tests(adata, design, X, cols, contrast, ftest, lfc)
     correlation = _check_correlation(correlation, block)
     codes, n_blocks = _block(adata, block, X, cols)
-    off = None
-    if offset is not None:
-        off = dense(get_matrix(adata, offset))
-        if off.shape != counts.shape or not np.all(np.isfinite(off)):
-            raise ValueError(
-                f"offset layer {offset!r} must hold finite natural-log offsets of the counts' shape {counts.shape}"
-            )
-    lib = counts.sum(axis=1)
+    lazy = is_dask(counts)
+    if lazy and sample_weights:
+        _refuse_on_dask("sample_weights=True (limma's voomWithQualityWeights)")
+    if lazy and codes is not None:
+        _refuse_on_dask("block= (voom's rounds of duplicateCorrelation)")
+    off = _voom_offset(adata, offset, counts)
+    lib, detected = _library_sizes(counts)
     if np.any(lib <= 0):
         raise ValueError(
             f"samples with no counts: {adata.obs_names[lib <= 0].tolist()[:10]}; remove them first"
         )
-    if norm_factors_key is not None:
-        if norm != "none":
-            raise ValueError(
-                f"norm_factors_key={norm_factors_key!r} reads the factors from obs; pass norm='none' with it "
-                f"(norm={norm!r} would compute them here)"
-            )
-        if not isinstance(norm_factors_key, str) or norm_factors_key not in adata.obs.columns:
-            raise KeyError(
-                f"norm_factors_key {norm_factors_key!r} is not a column of adata.obs; columns are: {list(adata.obs.columns)}"
-            )
-        nf = pd.to_numeric(adata.obs[norm_factors_key], errors="coerce").to_numpy(dtype=np.float64)
-        if not np.all(np.isfinite(nf)) or np.any(nf <= 0):
-            raise ValueError(
-                f"adata.obs[{norm_factors_key!r}] must hold finite positive normalisation factors"
-            )
-        norm_desc = f"obs[{norm_factors_key!r}]"
-    else:
-        nf, _ = _norm.calc_norm_factors(counts, lib_size=lib, method=norm)
-        norm_desc = norm
+    nf, norm_desc = _voom_norm_factors(adata, counts, lib, detected, norm, norm_factors_key)
     eff_lib = lib * nf
-    vres, aw, cors, correlation = _voom_rounds(
-        counts, X, codes, correlation, sample_weights,
-        lib_size=eff_lib, offset=off, span=span, adaptive_span=adaptive_span,
-    )
+    kw = dict(lib_size=eff_lib, offset=off, span=span, adaptive_span=adaptive_span)
+    if lazy:
+        vres, aw, cors = _lin.voom_blocks(counts, X, **kw), None, []
+    else:
+        vres, aw, cors, correlation = _voom_rounds(counts, X, codes, correlation, sample_weights, **kw)
     fit, cfit, eb = _fit_and_test(
         vres.E, X, C, names, weights=vres.weights, trend=False, robust=robust, lfc=lfc, legacy=legacy,
         block=codes, correlation=correlation, ftests=ftests,

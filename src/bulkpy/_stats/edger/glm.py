@@ -598,10 +598,23 @@ def trend_and_tagwise(
     (design ``X``, offsets ``off`` of the genes ``sel``), and the tagwise dispersions (WLEB).
     ``y`` is genes × samples (all genes)."""
     G, n = y.shape
-    p = X.shape[1]
     ys = np.ascontiguousarray(y[sel])
     alc = ave_log_cpm_genes(y, log_lib, common)
     cov = alc[sel]
+    span, m0, disp_trend, trended = dispersion_trend(l0, cov, alc, sel, pts, span=span, legacy_span=legacy_span)
+    if prior_df is None:
+        dev, dfr = trended_deviances(ys, X, disp_trend, off)
+        prior_df = prior_df_of(dev, dfr, cov, robust=robust, winsor_tail_p=winsor_tail_p, squeeze_legacy=squeeze_legacy)
+    return tagwise_dispersions(
+        common, trended, alc, sel, l0, m0, pts, prior_df, n - X.shape[1], robust=robust, span=span
+    )
+
+
+def dispersion_trend(l0, cov, alc, sel, pts, *, span, legacy_span):
+    """``estimateDisp``'s trend: the span, the locfit-smoothed likelihoods ``m0`` (genes ``sel``
+    × grid points), their maxima (the trended dispersions of the genes ``sel``) and the trended
+    dispersions of all genes (the others take the value of the gene of lowest AveLogCPM)."""
+    G = alc.size
     ns = int(sel.sum())
     if span is None:
         if legacy_span:
@@ -612,20 +625,35 @@ def trend_and_tagwise(
     disp_trend = 0.1 * 2.0 ** nb.maximize_interpolant(pts, m0)
     trended = np.full(G, disp_trend[int(np.argmin(cov))])
     trended[sel] = disp_trend
+    return span, m0, disp_trend, trended
 
-    if prior_df is None:
-        _, mu, dev, _ = _fit(ys, X, disp_trend, off)
-        zero = (ys < _ZERO) & (mu < _ZERO)
-        dfr = resid_df(zero, X)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            s2 = dev / dfr
-        s2[dfr == 0] = 0.0
-        s2 = np.maximum(s2, 0.0)
-        _, _, prior_df = squeeze_var(
-            s2, dfr, covariate=cov, robust=robust, winsor_tail_p=winsor_tail_p, legacy=squeeze_legacy
-        )
+
+def trended_deviances(ys, X, disp_trend, off):
+    """Deviances of a GLM with the trended dispersions and the residual df adjusted for zero fits
+    (``.residDF``), per gene (genes × samples counts ``ys``): the input of the prior df."""
+    _, mu, dev, _ = _fit(ys, X, disp_trend, off)
+    zero = (ys < _ZERO) & (mu < _ZERO)
+    return dev, resid_df(zero, X)
+
+
+def prior_df_of(dev, dfr, cov, *, robust, winsor_tail_p, squeeze_legacy):
+    """The prior df of the tagwise shrinkage: ``squeezeVar`` of ``deviance / df`` on AveLogCPM."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        s2 = dev / dfr
+    s2[dfr == 0] = 0.0
+    s2 = np.maximum(s2, 0.0)
+    _, _, prior_df = squeeze_var(
+        s2, dfr, covariate=cov, robust=robust, winsor_tail_p=winsor_tail_p, legacy=squeeze_legacy
+    )
+    return prior_df
+
+
+def tagwise_dispersions(common, trended, alc, sel, l0, m0, pts, prior_df, df_residual, *, robust, span) -> Dispersions:
+    """The tagwise dispersions (weighted likelihood empirical Bayes, ``WLEB``) and the result."""
+    G = trended.size
+    ns = int(sel.sum())
     prior_df_arr = np.asarray(prior_df, dtype=np.float64)
-    prior_n = prior_df_arr / (n - p)
+    prior_n = prior_df_arr / df_residual
     tagwise = trended.copy()
     too_large = np.broadcast_to(prior_n > 1e6, (ns,))
     if not too_large.all():

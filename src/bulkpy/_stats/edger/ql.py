@@ -228,7 +228,12 @@ def glm_ql_fit_v4(
     ave = average_ql_dispersion(y, first.fitted, X, disp, alc)
     fit = _glm.glm_fit_genes(y, X, disp / ave, off, prior_count=0.125)
     dev, df, s2 = adjusted_deviance(y, fit.fitted, X, disp, ave)
-    var_post, var_prior, df_prior = squeeze_var(s2, df, covariate=alc, robust=robust, legacy=False)
+    return squeezed_fit(fit, disp, ave, top_prop, dev, df, s2, alc, robust=robust)
+
+
+def squeezed_fit(fit, disp, ave, top_prop, dev, df, s2, ave_log_cpm, *, robust: bool) -> QLFit4:
+    """The last step of ``glmQLFit``: ``squeezeVar`` of the adjusted deviances over their df."""
+    var_post, var_prior, df_prior = squeeze_var(s2, df, covariate=ave_log_cpm, robust=robust, legacy=False)
     disp_out = float(disp[0]) if np.all(disp == disp[0]) else disp
     return QLFit4(fit, disp_out, float(ave), top_prop, df, dev, s2, var_post, var_prior, df_prior)
 
@@ -238,12 +243,22 @@ def glm_ql_ftest_v4(ql: QLFit4, y_genes, X, log_lib, contrast, ave_log_cpm):
     from . import glm as _glm
 
     y = np.asarray(y_genes, dtype=np.float64)
-    G, n = y.shape
     lr, logfc, df_test = _glm._lrt(ql.glm, y, X, log_lib, contrast)  # null fit at the working dispersion
+    return ql_ftest_table(ql, lr, logfc, df_test, y.shape[1] - X.shape[1], ave_log_cpm)
+
+
+def ql_ftest_table(ql: QLFit4, lr, logfc, df_test, df_residual: int, ave_log_cpm):
+    """``glmQLFTest``'s table from the likelihood ratios ``lr`` of a contrast (per gene) and the
+    squeezed QL dispersions of ``ql``; ``df_residual`` is ``n_samples - n_coefficients``."""
+    G = lr.size
     with np.errstate(divide="ignore", invalid="ignore"):
         fstat = lr / df_test / ql.var_post
-    df_total = np.minimum(
-        np.asarray(ql.df_prior, dtype=np.float64) + ql.df_residual_adj, G * (n - X.shape[1])
-    )
-    p = _glm._f_sf(fstat, df_test, df_total)
-    return _glm.DETable(logfc, ave_log_cpm, fstat, p, p_adjust_bh(p), np.broadcast_to(df_total, (G,)).copy())
+    df_total = np.minimum(np.asarray(ql.df_prior, dtype=np.float64) + ql.df_residual_adj, G * df_residual)
+    p = _glm_module()._f_sf(fstat, df_test, df_total)
+    return _glm_module().DETable(logfc, ave_log_cpm, fstat, p, p_adjust_bh(p), np.broadcast_to(df_total, (G,)).copy())
+
+
+def _glm_module():
+    from . import glm
+
+    return glm

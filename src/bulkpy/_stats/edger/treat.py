@@ -105,18 +105,25 @@ def _p_values(z_left, z_right, within, null: str):
 
 def _treat_p(fit, y, X, off, contrast, lfc, null, ql=None):
     z_left, z_right = _z_pair(y, X, off, fit.dispersion, contrast, lfc)
-    G, n = y.shape
+    unshrunk = fit.unshrunk @ contrast / np.log(2.0)
+    return treat_p_from_z(z_left, z_right, unshrunk, lfc, null, ql, y.shape[1] - X.shape[1]), unshrunk
+
+
+def treat_p_from_z(z_left, z_right, unshrunk, lfc: float, null: str, ql, df_residual: int):
+    """``glmTreat``'s p-values from the z-scores at the ends of the interval (:func:`_z_pair`) and
+    the unshrunk log2 fold changes, per gene; after a QL fit (``ql``) the z-scores become t
+    deviates (``zscoreT``) on its squeezed dispersions. ``df_residual``: samples - coefficients."""
+    G = z_left.size
     if ql is not None:
         df_res = getattr(ql, "df_residual_adj", None)
         if df_res is None:
             df_res = ql.df_residual_zeros
-        df_total = np.minimum(np.asarray(ql.df_prior, dtype=np.float64) + df_res, G * (n - X.shape[1]))
+        df_total = np.minimum(np.asarray(ql.df_prior, dtype=np.float64) + df_res, G * df_residual)
         s = np.sqrt(ql.var_post)
         with np.errstate(divide="ignore", invalid="ignore"):
             z_left = zscore_t(z_left / s, df_total)
             z_right = zscore_t(z_right / s, df_total)
-    unshrunk = fit.unshrunk @ contrast / np.log(2.0)
-    return _p_values(z_left, z_right, np.abs(unshrunk) <= lfc, null), unshrunk
+    return _p_values(z_left, z_right, np.abs(unshrunk) <= lfc, null)
 
 
 def glm_treat(

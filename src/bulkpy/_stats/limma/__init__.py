@@ -30,7 +30,7 @@ from .lmfit import LinearFit, contrasts_fit, lm_fit, lm_fit_blocks
 from .lowess import lowess
 from .splines import natural_spline_basis
 from .squeeze_var import fit_f_dist, fit_f_dist_robustly, squeeze_var, trigamma_inverse
-from .voom import VoomResult, voom
+from .voom import VoomResult, voom, voom_blocks
 
 __all__ = [
     "DupCorResult",
@@ -59,5 +59,6 @@ __all__ = [
     "treat",
     "trigamma_inverse",
     "voom",
+    "voom_blocks",
     "voom_with_quality_weights",
 ]

@@ -140,18 +140,8 @@ def voom(
     sy = np.sqrt(fit.sigma)
     allzero = counts.sum(axis=0) == 0
     use = ~allzero
-    lx, ly = lowess(sx[use], sy[use], f=span)
-    # approxfun(l, rule = 2, ties = list("ordered", mean))
-    xu, start = np.unique(lx, return_index=True)
-    if xu.size < lx.size:
-        counts_u = np.diff(np.append(start, lx.size))
-        ly_u = np.add.reduceat(ly, start) / counts_u
-    else:
-        ly_u = ly
-    fitted_values = X @ fit.coefficients
-    fitted_logcount = fitted_values + loglib_obs - np.log2(1e6)
-    trend = _interp_rule2(fitted_logcount, xu, ly_u)
-    weights = 1.0 / trend**4
+    lx, ly, xu, ly_u = _trend(sx, sy, use, span)
+    weights = _weights(X, fit.coefficients, loglib_obs, xu, ly_u)
     sx_out = np.where(use, sx, np.nan)
     sy_out = np.where(use, sy, np.nan)
     return VoomResult(
@@ -165,3 +155,103 @@ def voom(
         fit=fit,
         span=float(span),
     )
+
+
+def _trend(sx, sy, use, span: float):
+    """voom's lowess trend of ``sy`` on ``sx`` (genes ``use``) and the function R's
+    ``approxfun(l, rule = 2, ties = list("ordered", mean))`` makes of it: ``(lx, ly, xu, ly_u)``."""
+    lx, ly = lowess(sx[use], sy[use], f=span)
+    xu, start = np.unique(lx, return_index=True)
+    if xu.size < lx.size:
+        counts_u = np.diff(np.append(start, lx.size))
+        ly_u = np.add.reduceat(ly, start) / counts_u
+    else:
+        ly_u = ly
+    return lx, ly, xu, ly_u
+
+
+def _weights(X, coefficients, loglib_obs, xu, ly_u):
+    """The precision weights: the trend at the fitted log counts, to the power -4."""
+    fitted_values = X @ coefficients
+    fitted_logcount = fitted_values + loglib_obs - np.log2(1e6)
+    trend = _interp_rule2(fitted_logcount, xu, ly_u)
+    return 1.0 / trend**4
+
+
+# --------------------------------------------------------------------------------------------
+# voom block by block of genes (dask input)
+# --------------------------------------------------------------------------------------------
+
+
+def _log_lib_obs(loglib, lib, off):
+    """``log2(lib.size.matrix + 1)``: per sample, or per observation from a block's offsets."""
+    if off is None:
+        return loglib[:, None]
+    return np.log2(np.exp(np.log(lib)[:, None] + (off - off.mean(axis=0))) + 1)
+
+
+def _block_E(blk, loglib, lib):
+    return np.log2(blk.read(0) + 0.5) - _log_lib_obs(loglib, lib, blk.read(1)) + np.log2(1e6)
+
+
+def _block_fit(blk, X, loglib, lib):
+    fit = lm_fit(_block_E(blk, loglib, lib), X)
+    y = blk.read(0)
+    return fit.coefficients, fit.sigma, fit.df_residual, fit.amean, y.sum(axis=0) == 0
+
+
+def _block_weights(blk, X, coefficients, loglib, lib, xu, ly_u):
+    return _weights(X, coefficients[:, blk.sl], _log_lib_obs(loglib, lib, blk.read(1)), xu, ly_u)
+
+
+def voom_blocks(counts, design, *, lib_size, offset=None, span: float = 0.5, adaptive_span: bool = True, blocks=None):
+    """:func:`voom` of a samples × genes count matrix block by block of genes (e.g. a dask array;
+    ``offset``, if given, read block by block like the counts): one pass for the unweighted fit
+    (each task returns per-gene vectors), the trend on those vectors, and ``E`` and ``weights`` as
+    samples × genes results made block by block (lazy dask arrays for dask input, computed only when
+    used). ``lib_size`` (the effective library sizes) is required. Same numbers as :func:`voom`;
+    its ``fit`` holds the per-gene vectors of the unweighted fit."""
+    from .._blocks import blocks_for, lazy_gene_map, map_gene_blocks
+
+    n, g = counts.shape
+    if g < 2:
+        raise ValueError("Need at least two genes to fit a mean-variance trend")
+    X = _check_design(design, n)
+    if adaptive_span:
+        span = choose_lowess_span(g, small_n=50, min_span=0.3, power=1 / 3)
+    lib = np.asarray(lib_size, dtype=np.float64).ravel()
+    if lib.shape != (n,):
+        raise ValueError(f"lib_size must have one value per sample ({n}), got shape {lib.shape}")
+    loglib = np.log2(lib + 1)
+    blocks = blocks_for(counts, n) if blocks is None else blocks
+    mats = [counts, offset]
+    parts = map_gene_blocks(_block_fit, mats, blocks, args=(X, loglib, lib))
+    coef, sigma, df, amean, allzero = (np.concatenate([p[i] for p in parts], axis=-1) for i in range(5))
+    fit = LinearFit(coef, np.full_like(coef, np.nan), sigma, df, amean, np.linalg.inv(X.T @ X), X)
+    E = lazy_gene_map(_block_E, mats, blocks, args=(loglib, lib))
+    n_with_reps = int(np.sum(df > 0))
+    if n_with_reps < 2:
+        _warn_no_replication(n_with_reps)
+        nanv = np.full(g, np.nan)
+        W = lazy_gene_map(_ones, mats, blocks)
+        return VoomResult(E, W, lib, nanv, nanv.copy(), np.zeros(0), np.zeros(0), fit, float(span))
+    sx = amean + np.mean(loglib) - np.log2(1e6)
+    sy = np.sqrt(sigma)
+    use = ~allzero
+    lx, ly, xu, ly_u = _trend(sx, sy, use, span)
+    W = lazy_gene_map(_block_weights, mats, blocks, args=(X, coef, loglib, lib, xu, ly_u))
+    return VoomResult(
+        E=E, weights=W, lib_size=lib, sx=np.where(use, sx, np.nan), sy=np.where(use, sy, np.nan), trend_x=lx,
+        trend_y=ly, fit=fit, span=float(span),
+    )  # fmt: skip
+
+
+def _ones(blk):
+    return np.ones((blk.read(0).shape[0], blk.size))
+
+
+def _warn_no_replication(n_with_reps: int) -> None:
+    if n_with_reps == 0:
+        warnings.warn("The experimental design has no replication. Setting weights to 1.", UserWarning, stacklevel=3)
+    else:
+        warnings.warn("Only one gene with any replication. Setting weights to 1.", UserWarning, stacklevel=3)
