@@ -11,12 +11,18 @@ copied whole, and the result (units × genes) is dense float64 and exact:
 - other dtypes (integers, unchecked float32) are cast to float64 one block of ~16M non-zeros at a time.
 
 The raw-count check (non-negative finite integers) also runs block by block.
+
+A dask cell matrix (chunks numpy or scipy sparse) is summed chunk by chunk in one ``dask.compute``
+(:func:`sum_by_unit_blocks`): every chunk gives its units × chunk-genes sums (checked as counts),
+which are added over the chunks of cells; only the units × genes result reaches the client.
 """
 
 from __future__ import annotations
 
 import numpy as np
 from scipy import sparse
+
+from ._blocks import is_dask
 
 #: Non-zeros (sparse) or elements (dense) per block: 2**24 ≈ 16.8M, i.e. a float64 temporary of ~130 MB.
 BLOCK_SIZE = 1 << 24
@@ -191,7 +197,8 @@ def sum_by_unit(
     Parameters
     ----------
     x
-        Cells × genes: scipy sparse (CSR or CSC; other formats are converted to CSR) or dense.
+        Cells × genes: scipy sparse (CSR or CSC; other formats are converted to CSR), dense, or a
+        dask array of either (:func:`sum_by_unit_blocks`).
     codes
         Unit index (``0 .. n_units-1``) of every cell; ``-1`` leaves a cell out.
     n_units
@@ -210,6 +217,8 @@ def sum_by_unit(
         raise ValueError(f"codes must hold one entry per cell ({x.shape[0]}), got shape {codes.shape}")
     if codes.size and codes.max() >= n_units:
         raise ValueError(f"codes must be < n_units={n_units}, got {codes.max()}")
+    if is_dask(x):
+        return sum_by_unit_blocks(x, codes, n_units, check_counts=check_counts, block_size=block_size)
     block_size = int(block_size)
     n_cells, n_genes = x.shape
 
@@ -246,6 +255,36 @@ def sum_by_unit(
         vals = x[s:e]
         out += indicator(codes[s:e], n_units) @ _as_float64(vals)
     return out
+
+
+def _chunk_sums(chunk, codes, n_units, check_counts, block_size):
+    return sum_by_unit(chunk, codes, n_units, check_counts=check_counts, block_size=block_size)
+
+
+def _added(*parts):
+    out = parts[0].copy()
+    for q in parts[1:]:
+        out += q
+    return out
+
+
+def sum_by_unit_blocks(x, codes: np.ndarray, n_units: int, *, check_counts: bool = True, block_size: int = BLOCK_SIZE) -> np.ndarray:
+    """:func:`sum_by_unit` of a dask cells × genes array, chunk by chunk in one ``dask.compute``:
+    each chunk's units × genes sums (each chunk checked as counts), added over the chunks of cells
+    in order (exact for counts: integer sums below 2**53)."""
+    import dask
+
+    chunks = x.to_delayed()
+    bounds = np.concatenate([[0], np.cumsum(x.chunks[0])])
+    cols = []
+    for j in range(chunks.shape[1]):
+        parts = [
+            dask.delayed(_chunk_sums, pure=True)(chunks[i, j], codes[bounds[i] : bounds[i + 1]], n_units, check_counts, block_size)
+            for i in range(chunks.shape[0])
+        ]
+        cols.append(dask.delayed(_added, pure=True)(*parts))
+    out = dask.compute(*cols)
+    return np.concatenate(out, axis=1) if out else np.zeros((n_units, x.shape[1]))
 
 
 def unit_segments(codes: np.ndarray, n_units: int) -> tuple[np.ndarray, np.ndarray]:

@@ -15,12 +15,18 @@ close: CPMs are ``count * (1e6 / lib.size)`` as edgeR's C++ ``calculate_cpm_raw`
 the cutoff is ``(min.count / median) * 1e6``, the median of an even number of library sizes is the
 long-double mean of the middle two as in R's ``mean``, and sums are accumulated in long double
 (R's ``colSums``/``rowSums``).
+
+A dask matrix is read in two passes (``dask.compute`` calls): the library sizes over blocks of
+whole samples (the same long double row sums), then the per-gene CPM counts and totals over blocks
+of genes (the same per-gene arithmetic), so the kept set is the one the matrix in memory gives.
 """
 
 from __future__ import annotations
 
 import numpy as np
 from scipy import sparse
+
+from ._blocks import blocks_for, is_dask, map_gene_blocks, map_sample_blocks
 
 #: edgeR's tolerance in both comparisons.
 TOL = 1e-14
@@ -91,8 +97,15 @@ def r_median(x: np.ndarray) -> float:
     return float(s)
 
 
+def _row_sums_ld(rows, x) -> np.ndarray:
+    return np.asarray(x.sum(axis=1, dtype=np.longdouble), dtype=np.float64)
+
+
 def library_sizes(counts) -> np.ndarray:
-    """Per-sample column sums of the counts (R's ``colSums``, accumulated in long double)."""
+    """Per-sample column sums of the counts (R's ``colSums``, accumulated in long double); a dask
+    matrix in one pass over blocks of samples."""
+    if is_dask(counts):
+        return np.concatenate(map_sample_blocks(_row_sums_ld, [counts]))
     if sparse.issparse(counts):
         return np.asarray(counts.sum(axis=1, dtype=np.longdouble), dtype=np.float64).ravel()
     return np.asarray(np.asarray(counts).sum(axis=1, dtype=np.longdouble), dtype=np.float64)
@@ -129,6 +142,20 @@ def n_samples_above(counts, lib_size: np.ndarray, cutoff: float) -> np.ndarray:
     return out
 
 
+def _gene_counts_block(b, lib: np.ndarray, cutoff: float) -> tuple[np.ndarray, np.ndarray]:
+    x = b.read(0)
+    return n_samples_above(x, lib, cutoff), gene_totals(x)
+
+
+def _per_gene_counts(counts, lib: np.ndarray, cutoff: float) -> tuple[np.ndarray, np.ndarray]:
+    """Per gene, the number of samples at or above the CPM cutoff and the total count (a dask
+    matrix: one pass over blocks of genes)."""
+    if not is_dask(counts):
+        return n_samples_above(counts, lib, cutoff), gene_totals(counts)
+    parts = map_gene_blocks(_gene_counts_block, [counts], blocks_for(counts, counts.shape[0]), args=(lib, cutoff))
+    return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+
+
 def filter_by_expr(
     counts,
     *,
@@ -145,7 +172,7 @@ def filter_by_expr(
     Parameters
     ----------
     counts
-        Counts, samples × genes (dense or scipy sparse), finite and non-negative.
+        Counts, samples × genes (dense, scipy sparse or dask), finite and non-negative.
     lib_size
         Library sizes (default: the per-sample sums of ``counts``), all positive.
     design
@@ -182,7 +209,8 @@ def filter_by_expr(
     m_eff = large_n_adjust(m, large_n=large_n, min_prop=min_prop)
     median = r_median(lib)
     cutoff = float(min_count / median * 1e6)
-    keep_cpm = n_samples_above(counts, lib, cutoff) >= (m_eff - TOL)
-    keep_total = gene_totals(counts) >= (min_total_count - TOL)
+    above, totals = _per_gene_counts(counts, lib, cutoff)
+    keep_cpm = above >= (m_eff - TOL)
+    keep_total = totals >= (min_total_count - TOL)
     info = {"min_group_size": m, "min_samples": m_eff, "median_lib_size": median, "cpm_cutoff": cutoff}
     return keep_cpm & keep_total, info

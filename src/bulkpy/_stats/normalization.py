@@ -7,12 +7,18 @@ Arrays are samples × genes, like ``AnnData.X``. Nothing here knows about AnnDat
 * :func:`tpm` — transcripts per million from counts and (effective) lengths;
 * :func:`quantile_normalize` — preprocessCore's ``normalize.quantiles`` (its tie and NA rules);
 * :func:`zscore` — per gene across samples.
+
+A dask matrix goes through :func:`calc_norm_factors_blocks` (after :func:`library_sizes_blocks`),
+which runs the same per-sample arithmetic on blocks of whole samples (and RLE's per-gene
+geometric means on blocks of genes), so the factors are the same numbers as in memory.
 """
 
 from __future__ import annotations
 
 import numpy as np
 from scipy.stats import rankdata
+
+from ._blocks import _dense_rows, blocks_for, is_dask, lazy_gene_map, map_gene_blocks, map_sample_blocks
 
 NORM_FACTOR_METHODS = ("TMM", "TMMwsp", "RLE", "upperquartile", "none")
 
@@ -70,16 +76,19 @@ def _upper_quantile(x: np.ndarray, lib_size: np.ndarray, p: float) -> np.ndarray
     return np.quantile(x, p, axis=1) / lib_size
 
 
+_RLE_IMPOSSIBLE = (
+    "every gene has a zero count in at least one sample, so the RLE factors can not be computed; "
+    "use method='TMM' or 'TMMwsp'"
+)
+
+
 def _rle(x: np.ndarray, lib_size: np.ndarray) -> np.ndarray:
     """Median ratio to the per-gene geometric mean over genes without zeros, over library size."""
     with np.errstate(divide="ignore"):
         gm = np.exp(np.log(x).mean(axis=0))
     use = gm > 0
     if not use.any():
-        raise ValueError(
-            "every gene has a zero count in at least one sample, so the RLE factors can not be computed; "
-            "use method='TMM' or 'TMMwsp'"
-        )
+        raise ValueError(_RLE_IMPOSSIBLE)
     return np.median(x[:, use] / gm[use], axis=1) / lib_size
 
 
@@ -100,10 +109,25 @@ def _tmm(
     ``[floor(n * logratio_trim) + 1, n - floor(n * logratio_trim)]`` and A rank likewise with
     ``sum_trim`` are kept and their M averaged with inverse asymptotic variance weights.
     """
-    obs = x
-    refc = x[ref][None, :]
+    return _tmm_vs(x, lib_size, x[ref], lib_size[ref], logratio_trim=logratio_trim, sum_trim=sum_trim,
+                   do_weighting=do_weighting, a_cutoff=a_cutoff)  # fmt: skip
+
+
+def _tmm_vs(
+    obs: np.ndarray,
+    lib_size: np.ndarray,
+    ref_row: np.ndarray,
+    n_ref: float,
+    *,
+    logratio_trim: float,
+    sum_trim: float,
+    do_weighting: bool,
+    a_cutoff: float,
+) -> np.ndarray:
+    """TMM factors of the samples ``obs`` (rows; library sizes ``lib_size``) against the reference
+    sample's counts ``ref_row`` (library size ``n_ref``): :func:`_tmm` on any block of samples."""
+    refc = ref_row[None, :]
     n_obs = lib_size[:, None]
-    n_ref = lib_size[ref]
     with np.errstate(divide="ignore", invalid="ignore"):
         log_r = np.log2((obs / n_obs) / (refc / n_ref))
         abs_e = (np.log2(obs / n_obs) + np.log2(refc / n_ref)) / 2
@@ -205,11 +229,16 @@ def choose_ref_column(x: np.ndarray, lib_size: np.ndarray, method: str) -> int:
     median of those is below 1e-20, the sample with the largest sum of square-root counts, which is
     TMMwsp's choice).
     """
-    if method == "TMM":
-        f75 = _upper_quantile(x, lib_size, 0.75)
-        if np.median(f75) >= 1e-20:
-            return int(np.argmin(np.abs(f75 - np.mean(f75))))
-    return int(np.argmax(np.sqrt(x).sum(axis=1)))
+    f75 = _upper_quantile(x, lib_size, 0.75) if method == "TMM" else None
+    return _ref_from(f75, np.sqrt(x).sum(axis=1))
+
+
+def _ref_from(f75: np.ndarray | None, sqrt_sums: np.ndarray) -> int:
+    """edgeR's reference: upper-quartile factor closest to their mean, else the largest sum of
+    square-root counts (``f75`` ``None``: TMMwsp's rule)."""
+    if f75 is not None and np.median(f75) >= 1e-20:
+        return int(np.argmin(np.abs(f75 - np.mean(f75))))
+    return int(np.argmax(sqrt_sums))
 
 
 def calc_norm_factors(
@@ -258,15 +287,113 @@ def calc_norm_factors(
     elif method == "upperquartile":
         f = _upper_quantile(x, lib, p)
         if np.min(f) == 0:
-            zero = np.flatnonzero(f == 0).tolist()
-            raise ValueError(
-                f"the {p} quantile of the counts is zero in samples {zero[:10]}, so upper-quartile factors are "
-                "undefined; use a larger p or method='TMM' / 'TMMwsp'"
-            )
+            _upper_quartile_error(f, p)
     else:
         f = np.ones(nsamples)
     f = f / np.exp(np.mean(np.log(f)))
     return f, info
+
+
+# --------------------------------------------------------------------------------------------
+# calcNormFactors on dask: passes over blocks of whole samples
+# --------------------------------------------------------------------------------------------
+
+
+def _lib_rows(rows, x):
+    return x.sum(axis=1), (x > 0).any(axis=0)
+
+
+def library_sizes_blocks(counts) -> tuple[np.ndarray, np.ndarray]:
+    """Library sizes (the row sums, as ``counts.sum(axis=1)`` in memory) and which genes have a
+    positive count, from one pass over blocks of samples (one ``dask.compute`` on dask input)."""
+    parts = map_sample_blocks(_lib_rows, [counts])
+    return np.concatenate([p[0] for p in parts]), np.logical_or.reduce([p[1] for p in parts])
+
+
+def _ref_rows(rows, x, keep, lib, with_f75):
+    x = x[:, keep]
+    f75 = _upper_quantile(x, lib[rows], 0.75) if with_f75 else None
+    return f75, np.sqrt(x).sum(axis=1)
+
+
+def _factor_rows(rows, x, keep, lib, method, ref, ref_row, kw, p, gm):
+    """The unscaled factors of a block of samples (``x``: its rows, every gene)."""
+    x = x[:, keep]
+    if method == "TMM":
+        r = _dense_rows(ref_row).ravel()[keep]
+        return _tmm_vs(x, lib[rows], r, lib[ref], **kw)
+    if method == "TMMwsp":
+        r = _dense_rows(ref_row).ravel()[keep]
+        return np.array([_tmmwsp_one(x[i], r, lib[rows][i], lib[ref], **kw) for i in range(x.shape[0])])
+    if method == "RLE":
+        use = gm > 0
+        return np.median(x[:, use] / gm[use], axis=1) / lib[rows]
+    return _upper_quantile(x, lib[rows], p)
+
+
+def _log_mean_block(b, keep):
+    with np.errstate(divide="ignore"):
+        return np.exp(np.log(b.read(0, keep=keep[b.sl])).mean(axis=0))
+
+
+def calc_norm_factors_blocks(
+    counts,
+    *,
+    lib_size: np.ndarray,
+    detected: np.ndarray,
+    method: str = "TMM",
+    ref_column: int | None = None,
+    logratio_trim: float = 0.3,
+    sum_trim: float = 0.05,
+    do_weighting: bool = True,
+    a_cutoff: float = -1e10,
+    p: float = 0.75,
+) -> tuple[np.ndarray, dict]:
+    """:func:`calc_norm_factors` of a dask (or any) matrix read in blocks: ``detected`` marks the
+    genes with a positive count (:func:`library_sizes_blocks`). ``dask.compute`` calls: TMM and
+    TMMwsp 2 (1 with ``ref_column``: the reference row is read in the factors' pass), RLE 2,
+    upper quartile 1, none 0."""
+    if method not in NORM_FACTOR_METHODS:
+        raise ValueError(f"method={method!r} is not supported; choose one of {list(NORM_FACTOR_METHODS)}")
+    n = counts.shape[0]
+    lib = np.asarray(lib_size, dtype=np.float64)
+    keep = np.asarray(detected, dtype=bool)
+    if not keep.any() or n == 1:
+        method = "none"
+    info, ref, ref_row, gm = {"ref_column": -1}, -1, None, None
+    kw = {"logratio_trim": logratio_trim, "sum_trim": sum_trim, "do_weighting": do_weighting}
+    if method in ("TMM", "TMMwsp"):
+        ref = ref_column
+        if ref is None:
+            parts = map_sample_blocks(_ref_rows, [counts], args=(keep, lib, method == "TMM"))
+            f75 = np.concatenate([q[0] for q in parts]) if method == "TMM" else None
+            ref = _ref_from(f75, np.concatenate([q[1] for q in parts]))
+        if not 0 <= int(ref) < n:
+            raise ValueError(f"ref_column must be a sample index in [0, {n - 1}], got {ref_column!r}")
+        info["ref_column"] = ref = int(ref)
+        ref_row = counts[ref : ref + 1]
+        if method == "TMM":
+            kw["a_cutoff"] = a_cutoff
+    elif method == "RLE":
+        gm = np.concatenate(map_gene_blocks(_log_mean_block, [counts], blocks_for(counts, n), args=(keep,)))
+        if not (gm > 0).any():
+            raise ValueError(_RLE_IMPOSSIBLE)
+    if method == "none":
+        f = np.ones(n)
+    else:
+        f = np.concatenate(map_sample_blocks(_factor_rows, [counts], args=(keep, lib, method, ref, ref_row, kw, p, gm)))
+    if method == "upperquartile" and np.min(f) == 0:
+        _upper_quartile_error(f, p)
+    f = f / np.exp(np.mean(np.log(f)))
+    return f, info
+
+
+def _upper_quartile_error(f: np.ndarray, p: float):
+    zero = np.flatnonzero(f == 0).tolist()
+    raise ValueError(
+        f"the {p} quantile of the counts is zero in samples {zero[:10]}, so upper-quartile factors are "
+        "undefined; use a larger p or method='TMM' / 'TMMwsp'"
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -278,12 +405,15 @@ def cpm(counts: np.ndarray, lib_size: np.ndarray, *, log: bool = False, prior_co
     """edgeR's ``cpm.default`` with effective library sizes ``lib_size`` (per sample).
 
     With ``log=True`` each sample gets the prior ``prior_count * lib_size / mean(lib_size)`` added
-    to its counts and twice that added to its library size before ``log2``.
+    to its counts and twice that added to its library size before ``log2``. A dask ``counts``
+    gives a lazy dask array (nothing computed).
     """
-    y = np.asarray(counts, dtype=np.float64)
     lib = np.asarray(lib_size, dtype=np.float64)
     if not np.all(np.isfinite(lib)) or np.any(lib <= 0):
         raise ValueError("library sizes must be finite and positive")
+    if is_dask(counts):  # a lazy dask array, block by block with the arithmetic below
+        return lazy_gene_map(_cpm_block, [counts], blocks_for(counts, counts.shape[0]), args=(lib, log, prior_count))
+    y = np.asarray(counts, dtype=np.float64)
     if not log:
         return y * (1e6 / lib)[:, None]
     prior = prior_count * lib / np.mean(lib)
@@ -292,6 +422,40 @@ def cpm(counts: np.ndarray, lib_size: np.ndarray, *, log: bool = False, prior_co
         val = y + prior[:, None]
         out = (np.log(val) - lib_adj[:, None] + _LN_MILLION) / _LN_TWO
     return np.where(val > 0, out, np.nan)
+
+
+def _cpm_block(b, lib, log, prior_count):
+    return cpm(b.read(0), lib, log=log, prior_count=prior_count)
+
+
+def _tpm_rows(rows, x, lens, lens_vec):
+    L = lens if lens is not None else lens_vec
+    with np.errstate(divide="ignore", invalid="ignore"):  # bad lengths are counted, then refused
+        tot = (x / L).sum(axis=1)
+    return tot, x.sum(axis=1), int((~np.isfinite(L) | (L <= 0)).sum())
+
+
+def _tpm_block(b, lens_vec, tot, log, prior_count):
+    L = b.read(1) if lens_vec is None else lens_vec[:, b.sl]
+    out = b.read(0) / L / tot[:, None] * 1e6
+    return np.log2(out + prior_count) if log else out
+
+
+def tpm_blocks(counts, lengths, *, log: bool = False, prior_count: float = 1.0):
+    """:func:`tpm` (then ``log2(x + prior_count)`` with ``log``) of a dask matrix: a lazy dask array
+    after one pass over blocks of samples (one ``dask.compute``) for the per-sample totals.
+    ``lengths``: one per gene (1 × genes) or samples × genes (numpy or dask); they and the
+    library sizes are checked in that pass."""
+    matrix = getattr(lengths, "ndim", 1) == 2 and tuple(lengths.shape) == tuple(counts.shape)
+    vec = None if matrix else np.asarray(lengths, dtype=np.float64).reshape(1, -1)
+    parts = map_sample_blocks(_tpm_rows, [counts, lengths if matrix else None], args=(vec,))
+    if sum(q[2] for q in parts):
+        raise ValueError("gene lengths must be finite and positive for every gene")
+    tot, lib = np.concatenate([q[0] for q in parts]), np.concatenate([q[1] for q in parts])
+    if np.any(lib <= 0) or np.any(tot <= 0):
+        raise ValueError("samples with no counts have no TPM; remove them first")
+    mats = [counts, lengths] if matrix else [counts]
+    return lazy_gene_map(_tpm_block, mats, blocks_for(counts, counts.shape[0]), args=(vec, tot, log, prior_count))
 
 
 def tpm(counts: np.ndarray, lengths: np.ndarray) -> np.ndarray:

@@ -96,6 +96,10 @@ def filter_by_expr(
     one group. Groups larger than ``large_n`` only need ``large_n + (n - large_n) * min_prop``
     samples. Comparisons use edgeR's tolerance of 1e-14.
 
+    A dask matrix is read chunk by chunk, giving the same kept genes: on dask input, 3 passes over
+    the matrix (``dask.compute`` calls: the count check, 1 if it was checked before; the library
+    sizes, none with ``lib_size``; the per-gene counts); nothing samples × genes is gathered.
+
     Parameters
     ----------
     {adata}

@@ -13,10 +13,20 @@ from anndata import AnnData
 from .._docs import doc_adata, doc_copy, doc_params
 from .._slots import COUNTS, check_key, write_params
 from .._stats import normalization as _norm
+from .._stats._blocks import blocks_for, is_dask, lazy_gene_map
 from .._stats.deseq2 import size_factors as _sf
 from .._tximport import READ_QUANT_COUNT_LAYERS, read_quant_params, round_counts
 from .._utils import finish, start
-from .._validate import check_adata, check_bool, check_choice, dense, get_matrix, layer_name, looks_logged
+from .._validate import (
+    check_adata,
+    check_bool,
+    check_choice,
+    dask_summary,
+    dense,
+    get_matrix,
+    layer_name,
+    looks_logged,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -52,25 +62,28 @@ def _dtype_kind(x) -> str:
     return np.dtype(dt).kind
 
 
-def _counts(adata: AnnData, layer: str | None) -> np.ndarray:
-    """Dense float64 counts of ``layer``; raises for non-numeric, non-finite, log-like or negative values."""
+def _counts(adata: AnnData, layer: str | None):
+    """Dense float64 counts of ``layer`` (a dask matrix is returned as it is, checked in one pass);
+    raises for non-numeric, non-finite, log-like or negative values."""
     x = get_matrix(adata, layer)
     if _dtype_kind(x) not in "biuf":
         raise TypeError(f"{layer_name(layer)} must be numeric, got dtype {getattr(x, 'dtype', type(x).__name__)}")
-    arr = dense(x)
-    if arr.size == 0:
+    lazy = is_dask(x)
+    arr = x if lazy else dense(x)
+    if 0 in arr.shape:
         raise ValueError(f"{layer_name(layer)} is empty (shape {arr.shape})")
-    bad = ~np.isfinite(arr)
-    if bad.any():
-        raise ValueError(f"{layer_name(layer)} contains {int(bad.sum())} non-finite values (NaN or inf); counts must be finite")
+    s = dask_summary(x) if lazy else None  # a dask matrix: one pass for every check (remembered)
+    n_bad = s["nonfinite"] if lazy else int((~np.isfinite(arr)).sum())
+    if n_bad:
+        raise ValueError(f"{layer_name(layer)} contains {n_bad} non-finite values (NaN or inf); counts must be finite")
     if looks_logged(arr):
         raise ValueError(
             f"{layer_name(layer)} looks log-transformed (negative or small non-integer values), but raw counts are "
             f"needed here; pass the layer that holds the counts (layers: {list(adata.layers.keys())})"
         )
-    neg = arr < 0
-    if neg.any():
-        raise ValueError(f"{layer_name(layer)} contains {int(neg.sum())} negative values; counts must be >= 0")
+    n_neg = s["negative"] if lazy else int((arr < 0).sum())
+    if n_neg:
+        raise ValueError(f"{layer_name(layer)} contains {n_neg} negative values; counts must be >= 0")
     return arr
 
 
@@ -112,8 +125,11 @@ def _lengths(adata: AnnData, length_key: str | None) -> tuple[np.ndarray, str]:
     if not isinstance(length_key, str):
         raise TypeError(f"length_key must be a layer or var column name, got {type(length_key).__name__}")
     if length_key in adata.layers:
-        lens = dense(adata.layers[length_key])
+        lens = adata.layers[length_key]
         source = f"layers[{length_key!r}]"
+        if is_dask(lens):  # checked in the TPM pass
+            return lens, source
+        lens = dense(lens)
     elif length_key in adata.var.columns:
         lens = pd.to_numeric(adata.var[length_key], errors="coerce").to_numpy(dtype=np.float64)[None, :]
         source = f"var[{length_key!r}]"
@@ -163,6 +179,29 @@ def _previous_param(adata: AnnData, key: str, name: str):
 # --------------------------------------------------------------------------------------------
 
 
+_BAD_LENGTHS = "layers['length'] must hold finite positive lengths for every sample and gene; pass use_lengths=False to ignore it"
+
+
+def _size_factor_lengths(adata: AnnData, counts):
+    """``layers["length"]``: dense and checked here, or (dask counts or lengths) as it is, checked in
+    the engine's first pass."""
+    lens = adata.layers[LENGTH]
+    if is_dask(counts) or is_dask(lens):
+        return lens
+    lens = dense(lens)
+    if not np.all(np.isfinite(lens)) or np.any(lens <= 0):
+        raise ValueError(_BAD_LENGTHS)
+    return lens
+
+
+def _rounded(counts, layer):
+    """read_quant's estimated counts rounded as DESeqDataSetFromTximport does (lazily for dask)."""
+    if not is_dask(counts):
+        return round_counts(counts, where=layer_name(layer), caller="bk.pp.size_factors", log=logger)[0]
+    logger.info("bk.pp.size_factors: rounding the estimated counts in %s to integers, as DESeqDataSetFromTximport does", layer_name(layer))
+    return counts.map_blocks(np.round)
+
+
 @doc_params(adata=doc_adata, copy=doc_copy)
 def size_factors(
     adata: AnnData,
@@ -193,6 +232,13 @@ def size_factors(
     and :func:`bulkpy.tl.deseq` use; when read_quant made them from abundance
     (``counts_from_abundance`` ``"scaledTPM"`` or ``"lengthScaledTPM"``) they already account for
     length and ``layers["length"]`` is not used (tximport's vignette).
+
+    A dask counts layer (or length layer) is read chunk by chunk with the same arithmetic per gene
+    and per sample, so ``"ratio"`` and ``"poscounts"`` give the same factors as in memory: on dask
+    input, 3 passes over the matrix (``dask.compute`` calls: the count check, 1 if it was checked
+    before; the per-gene geometric means; the per-sample medians), and ``layers["norm_factors"]``
+    stays a lazy dask array. ``"iterate"`` needs the counts in memory (a dask layer raises a
+    ``TypeError``).
 
     Parameters
     ----------
@@ -240,26 +286,33 @@ def size_factors(
     control = _control_mask(adata, control_genes)
     if method == "iterate" and control is not None:
         raise ValueError("control_genes can not be used with method='iterate' (DESeq2's iterative estimator uses all genes)")
+    if method == "iterate" and is_dask(counts):
+        raise TypeError(
+            f"method='iterate' needs the counts in memory, but {layer_name(layer)} is a dask array (it is not computed "
+            "silently); 'ratio' and 'poscounts' run chunk by chunk on dask. To use 'iterate', load the layer first: "
+            "adata.layers[key] = adata.layers[key].compute()"
+        )
 
     txi = read_quant_params(adata) if layer in READ_QUANT_COUNT_LAYERS else None
     mode = None if txi is None else str(txi["counts_from_abundance"])
     from_abundance = mode not in (None, "no")
     lengths_used = use_lengths and LENGTH in adata.layers and method != "iterate" and not from_abundance
-    lens = None
-    if lengths_used:
-        lens = dense(adata.layers[LENGTH])
-        if not np.all(np.isfinite(lens)) or np.any(lens <= 0):
-            raise ValueError("layers['length'] must hold finite positive lengths for every sample and gene; pass use_lengths=False to ignore it")
+    lens = _size_factor_lengths(adata, counts) if lengths_used else None
     if from_abundance and use_lengths and LENGTH in adata.layers:
         logger.info(
             "bk.pp.size_factors: layers['length'] not used: counts_from_abundance=%r already accounts for transcript length",
             mode,
         )
     if mode is not None:
-        counts, _ = round_counts(counts, where=layer_name(layer), caller="bk.pp.size_factors", log=logger)
+        counts = _rounded(counts, layer)
     nf = None
     if lengths_used:
-        sf, nf = _sf.estimate_norm_factors(counts, lens, method=method, control=control)
+        try:
+            sf, nf = _sf.estimate_norm_factors(counts, lens, method=method, control=control)
+        except ValueError as err:
+            if "lengths must be finite" not in str(err):
+                raise
+            raise ValueError(_BAD_LENGTHS) from None
     elif method == "iterate":
         sf = _sf.deseq2_size_factors_iterate(counts)
     else:
@@ -294,6 +347,19 @@ def size_factors(
 # --------------------------------------------------------------------------------------------
 
 
+def _library_sizes(counts) -> tuple[np.ndarray, np.ndarray | None]:
+    """The column sums (and, for a dask matrix, which genes have a positive count: one pass)."""
+    if is_dask(counts):
+        return _norm.library_sizes_blocks(counts)
+    return counts.sum(axis=1), None
+
+
+def _calc_norm_factors(counts, lib: np.ndarray, detected: np.ndarray | None, **kw) -> tuple[np.ndarray, dict]:
+    if is_dask(counts):
+        return _norm.calc_norm_factors_blocks(counts, lib_size=lib, detected=detected, **kw)
+    return _norm.calc_norm_factors(counts, lib_size=lib, **kw)
+
+
 @doc_params(adata=doc_adata, copy=doc_copy)
 def norm_factors(
     adata: AnnData,
@@ -315,6 +381,11 @@ def norm_factors(
     so filtering genes first (e.g. with the keep column of ``filterByExpr``) and then calling this
     gives edgeR's ``y[keep, , keep.lib.sizes=FALSE]`` followed by ``calcNormFactors``. Genes with
     no positive count are ignored; the factors multiply to one.
+
+    A dask counts layer is read chunk by chunk (per-sample steps on blocks of whole samples, with
+    the same arithmetic, so the same factors as in memory): on dask input, at most 4 passes over
+    the matrix (``dask.compute`` calls: the count check, 1 if it was checked before; the library
+    sizes; then TMM/TMMwsp 2, or 1 with ``ref_column``; RLE 2; upper quartile 1; none 0).
 
     Parameters
     ----------
@@ -383,13 +454,14 @@ def norm_factors(
         else:
             raise TypeError(f"ref_column must be a sample index, a sample name or None, got {ref_column!r}")
     counts = _counts(adata, layer)
-    lib = counts.sum(axis=1)
+    lib, detected = _library_sizes(counts)
     if method != "none" and np.any(lib <= 0):
         empty = adata.obs_names[lib <= 0].tolist()
         raise ValueError(f"samples with no counts can not be normalised: {empty[:10]}; remove them first")
-    f, info = _norm.calc_norm_factors(
+    f, info = _calc_norm_factors(
         counts,
-        lib_size=lib,
+        lib,
+        detected,
         method=method,
         ref_column=ref,
         logratio_trim=logratio_trim,
@@ -427,6 +499,98 @@ def norm_factors(
 # --------------------------------------------------------------------------------------------
 
 
+def _no_empty_samples(adata: AnnData, lib: np.ndarray) -> None:
+    if np.any(lib <= 0):
+        raise ValueError(f"samples with no counts can not be normalised: {adata.obs_names[lib <= 0].tolist()[:10]}")
+
+
+def _cpm_layer(adata: AnnData, counts, method: str, log: bool, prior_count: float, params: dict):
+    """edgeR's ``cpm`` with library sizes times the stored or computed TMM factors (lazy for dask)."""
+    stored = method == "tmm" and "norm_factors" in adata.obs.columns
+    lib = detected = None
+    lib_source = "column sums"
+    if not (stored and LIB_SIZE in adata.obs.columns):
+        lib, detected = _library_sizes(counts)
+    nf = np.ones(adata.n_obs)
+    if stored:
+        nf = _positive_obs(adata, "norm_factors", "normalisation factors")
+        params["norm_factors"] = "obs['norm_factors']"
+        if LIB_SIZE in adata.obs.columns:
+            lib = _positive_obs(adata, LIB_SIZE, "library sizes")
+            lib_source = f"obs[{LIB_SIZE!r}]"
+    elif method == "tmm":
+        _no_empty_samples(adata, lib)
+        nf, _ = _calc_norm_factors(counts, lib, detected, method="TMM")
+        params["norm_factors"] = "computed (TMM)"
+    _no_empty_samples(adata, lib)
+    params["lib_size"] = lib_source
+    return _norm.cpm(counts, lib * nf, log=log, prior_count=prior_count)
+
+
+def _deseq2_factors(adata: AnnData, counts):
+    """DESeq2's normalisation factors (samples × genes) or size factors (samples × 1) and their source."""
+    if NORM_FACTORS_LAYER in adata.layers:
+        return _checked_factor_layer(adata.layers[NORM_FACTORS_LAYER]), f"layers[{NORM_FACTORS_LAYER!r}]"
+    if "size_factors" in adata.obs.columns:
+        return _positive_obs(adata, "size_factors", "size factors")[:, None], "obs['size_factors']"
+    if LENGTH in adata.layers:
+        lens = adata.layers[LENGTH]
+        if not (is_dask(counts) or is_dask(lens)):
+            lens = dense(lens)
+            if not np.all(np.isfinite(lens)) or np.any(lens <= 0):
+                raise ValueError(_BAD_LENGTHS_NORMALIZE)
+        try:
+            return _sf.deseq2_norm_factors(counts, lens, method="ratio"), "computed (ratio, with lengths)"
+        except ValueError as err:
+            if "lengths must be finite" not in str(err):
+                raise
+            raise ValueError(_BAD_LENGTHS_NORMALIZE) from None
+    return _sf.deseq2_size_factors(counts, method="ratio")[:, None], "computed (ratio)"
+
+
+_BAD_LENGTHS_NORMALIZE = "layers['length'] must hold finite positive lengths; compute size factors with use_lengths=False first"
+
+
+def _checked_factor_layer(fac):
+    """``layers["norm_factors"]``, checked finite and positive (a dask layer: one pass)."""
+    if is_dask(fac):
+        import dask.array as da
+
+        n_bad = int(da.count_nonzero(~(da.isfinite(fac) & (fac > 0))).compute())
+    else:
+        fac = dense(fac)
+        n_bad = int((~(np.isfinite(fac) & (fac > 0))).sum())
+    if n_bad:
+        raise ValueError(f"layers[{NORM_FACTORS_LAYER!r}] must hold finite positive factors")
+    return fac
+
+
+def _divided_block(b, fac_vec, log: bool, prior_count: float):
+    fac = fac_vec if fac_vec is not None else b.read(1)
+    out = b.read(0) / fac
+    return np.log2(out + prior_count) if log else out
+
+
+def _divided(counts, fac, log: bool, prior_count: float):
+    """``counts / fac`` (then ``log2(x + prior_count)``): a lazy dask array when either is dask."""
+    if not (is_dask(counts) or is_dask(fac)):
+        out = counts / fac
+        return np.log2(out + prior_count) if log else out
+    matrix = fac.shape == counts.shape and fac.shape[1] > 1
+    mats = [counts, fac] if matrix else [counts]
+    return lazy_gene_map(_divided_block, mats, blocks_for(counts, counts.shape[0]), args=(None if matrix else fac, log, prior_count))
+
+
+def _tpm_layer(counts, lens, log: bool, prior_count: float):
+    """TPM (then ``log2(x + prior_count)``); lazy for a dask matrix."""
+    if is_dask(counts) or is_dask(lens):
+        return _norm.tpm_blocks(counts, lens, log=log, prior_count=prior_count)
+    if np.any(counts.sum(axis=1) <= 0):
+        raise ValueError("samples with no counts have no TPM; remove them first")
+    out = _norm.tpm(counts, lens)
+    return np.log2(out + prior_count) if log else out
+
+
 def _default_key(method: str, log: bool) -> str:
     base = {"cpm": "cpm", "tmm": "tmm_cpm", "tpm": "tpm", "size_factors": "normalized"}[method]
     return f"log_{base}" if log else base
@@ -460,6 +624,14 @@ def normalize(
     With ``log=True``, CPM and TMM values are edgeR's ``cpm(log=TRUE, prior.count=prior_count)``
     (each sample gets ``prior_count`` scaled by its library size over the mean library size, and
     twice that is added to its library size); the others are ``log2(x + prior_count)``.
+
+    A dask counts layer is read chunk by chunk and the new layer is a lazy dask array (computed
+    when used or written), with the same values as in memory. On dask input, the passes over the
+    matrix (``dask.compute`` calls) are: the count check (1, none if it was checked before); then
+    ``"cpm"`` 1 (library sizes); ``"tmm"`` 1 with stored factors (none when ``obs["lib_size"]``
+    is there too), else 3 (library sizes and TMM); ``"size_factors"`` none with
+    ``obs["size_factors"]``, 1 with a dask ``layers["norm_factors"]`` (its check), else 2 (median
+    of ratios); ``"tpm"`` 1 (per-sample totals). At most 4 in all.
 
     Parameters
     ----------
@@ -510,54 +682,14 @@ def normalize(
     params: dict = {"method": method, "log": log, "prior_count": prior_count, "layer": layer}
 
     if method in ("cpm", "tmm"):
-        lib = counts.sum(axis=1)
-        lib_source = "column sums"
-        nf = np.ones(adata.n_obs)
-        if method == "tmm":
-            if "norm_factors" in adata.obs.columns:
-                nf = _positive_obs(adata, "norm_factors", "normalisation factors")
-                params["norm_factors"] = "obs['norm_factors']"
-                if LIB_SIZE in adata.obs.columns:
-                    lib = _positive_obs(adata, LIB_SIZE, "library sizes")
-                    lib_source = f"obs[{LIB_SIZE!r}]"
-            else:
-                if np.any(lib <= 0):
-                    raise ValueError(f"samples with no counts can not be normalised: {adata.obs_names[lib <= 0].tolist()[:10]}")
-                nf, _ = _norm.calc_norm_factors(counts, lib_size=lib, method="TMM")
-                params["norm_factors"] = "computed (TMM)"
-        if np.any(lib <= 0):
-            raise ValueError(f"samples with no counts can not be normalised: {adata.obs_names[lib <= 0].tolist()[:10]}")
-        params["lib_size"] = lib_source
-        out = _norm.cpm(counts, lib * nf, log=log, prior_count=prior_count)
+        out = _cpm_layer(adata, counts, method, log, prior_count, params)
     elif method == "size_factors":
-        if NORM_FACTORS_LAYER in adata.layers:
-            fac = dense(adata.layers[NORM_FACTORS_LAYER])
-            if not np.all(np.isfinite(fac)) or np.any(fac <= 0):
-                raise ValueError(f"layers[{NORM_FACTORS_LAYER!r}] must hold finite positive factors")
-            params["factors"] = f"layers[{NORM_FACTORS_LAYER!r}]"
-        elif "size_factors" in adata.obs.columns:
-            fac = _positive_obs(adata, "size_factors", "size factors")[:, None]
-            params["factors"] = "obs['size_factors']"
-        elif LENGTH in adata.layers:
-            lens = dense(adata.layers[LENGTH])
-            if not np.all(np.isfinite(lens)) or np.any(lens <= 0):
-                raise ValueError("layers['length'] must hold finite positive lengths; compute size factors with use_lengths=False first")
-            fac = _sf.deseq2_norm_factors(counts, lens, method="ratio")
-            params["factors"] = "computed (ratio, with lengths)"
-        else:
-            fac = _sf.deseq2_size_factors(counts, method="ratio")[:, None]
-            params["factors"] = "computed (ratio)"
-        out = counts / fac
-        if log:
-            out = np.log2(out + prior_count)
+        fac, params["factors"] = _deseq2_factors(adata, counts)
+        out = _divided(counts, fac, log, prior_count)
     else:
         lens, source = _lengths(adata, length_key)
         params["lengths"] = source
-        if np.any(counts.sum(axis=1) <= 0):
-            raise ValueError("samples with no counts have no TPM; remove them first")
-        out = _norm.tpm(counts, lens)
-        if log:
-            out = np.log2(out + prior_count)
+        out = _tpm_layer(counts, lens, log, prior_count)
 
     adata = start(adata, copy)
     adata.layers[key_added] = out

@@ -11,6 +11,7 @@ from scipy import sparse
 
 from .._slots import COUNTS, write_params
 from .._stats import aggregate as _agg
+from .._stats._blocks import is_dask
 from .._validate import check_adata, check_choice, get_matrix, obs_column
 
 logger = logging.getLogger(__name__)
@@ -116,11 +117,16 @@ def pseudobulk(
     input, memory is about the units × genes result (measured: +0.23 GB for 1M cells × 30k genes
     with 295M non-zeros into 300 units). The input is not modified.
 
+    A dask cell matrix (chunks numpy or scipy CSR, e.g. from ``anndata.experimental.read_elem_lazy``)
+    is summed chunk by chunk: on dask input, 1 pass over the matrix (one ``dask.compute``, which
+    also checks the counts) and only the units × genes sums are gathered; the result holds them
+    in memory, equal to the in-memory sums.
+
     Parameters
     ----------
     adata
         Single-cell AnnData: cells in ``obs``, genes in ``var``; the counts sparse (CSR or CSC;
-        other sparse formats are converted to CSR) or dense.
+        other sparse formats are converted to CSR), dense, or a dask array of either.
     sample_key
         ``obs`` column naming each cell's sample (biological replicate, e.g. donor or
         donor × condition). Missing values are an error.
@@ -203,10 +209,10 @@ def pseudobulk(
     min_counts = _check_threshold(min_counts, "min_counts", allow_none=True)
     check_choice(mode, ("sum", "mean"), "mode")
     x = get_matrix(adata, layer)
-    if not (sparse.issparse(x) or isinstance(x, np.ndarray)):
+    if not (sparse.issparse(x) or isinstance(x, np.ndarray) or is_dask(x)):
         raise TypeError(
-            f"the count matrix must be a scipy sparse matrix or a numpy array, got {type(x).__name__}; "
-            "load it into memory first (e.g. adata.to_memory(), or .compute() for dask)"
+            f"the count matrix must be a scipy sparse matrix, a numpy array or a dask array of either, got "
+            f"{type(x).__name__}; load it into memory first (e.g. adata.to_memory())"
         )
     if x.shape[0] == 0:
         raise ValueError("adata has no cells")

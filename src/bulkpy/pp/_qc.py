@@ -63,7 +63,9 @@ def qc_metrics(
     """Library size, detected genes and count concentration per sample; expression and detection per gene.
 
     A gene is *detected* in a sample when its count is > 0. Sparse and dense matrices give the
-    same values. The column names are fixed (as scanpy's ``calculate_qc_metrics``, with
+    same values. A dask matrix is read chunk by chunk: on dask input, 2 passes over the matrix
+    (``dask.compute`` calls: the count check, 1 if it was checked before, and one pass for every
+    metric); nothing samples × genes is gathered. The column names are fixed (as scanpy's ``calculate_qc_metrics``, with
     sample/gene wording); running again overwrites them.
 
     Parameters
@@ -118,8 +120,7 @@ def qc_metrics(
         raise TypeError(f"log1p must be True or False, got {log1p!r}")
     check_key(key_added, "key_added")
 
-    s = _qc.sample_metrics(X, top_n=ks, gene_sets=masks)
-    g = _qc.gene_metrics(X)
+    s, g = _qc.qc_metrics(X, top_n=ks, gene_sets=masks)
 
     adata = start(adata, copy)
     adata.obs["total_counts"] = s["total_counts"]

@@ -7,6 +7,8 @@ import numpy as np
 from .._design import check_full_rank, describe_design, design_matrix
 from .._docs import doc_adata, doc_copy, doc_copy_returns, doc_params
 from .._slots import check_key, write_params
+from .._stats._blocks import is_dask
+from .._stats.deseq2 import size_factors as _sf
 from .._stats.deseq2 import vst as _vst
 from .._stats.deseq2.dispersion import FIT_TYPES
 from .._stats.deseq2.size_factors import deseq2_size_factors
@@ -17,15 +19,22 @@ NORM_FACTORS_LAYER = "norm_factors"
 SIZE_FACTORS = "size_factors"
 
 
-def _normalisation(adata, counts: np.ndarray):
-    """Size or normalisation factors as DESeq2 would use them, and where they came from."""
+_BAD_NF = (
+    f"layers[{NORM_FACTORS_LAYER!r}] must hold finite positive normalisation factors "
+    "(samples × genes); remove it to use size factors instead"
+)
+
+
+def _normalisation(adata, counts):
+    """Size or normalisation factors as DESeq2 would use them, and where they came from (a dask
+    factor layer, or any with dask counts, is checked in the engine's first pass)."""
     if NORM_FACTORS_LAYER in adata.layers:
-        nf = dense(adata.layers[NORM_FACTORS_LAYER])
-        if nf.shape != counts.shape or not np.all(np.isfinite(nf)) or np.any(nf <= 0):
-            raise ValueError(
-                f"layers[{NORM_FACTORS_LAYER!r}] must hold finite positive normalisation factors "
-                "(samples × genes); remove it to use size factors instead"
-            )
+        nf = adata.layers[NORM_FACTORS_LAYER]
+        lazy = is_dask(nf) or is_dask(counts)
+        if not lazy:
+            nf = dense(nf)
+        if nf.shape != counts.shape or (not lazy and (not np.all(np.isfinite(nf)) or np.any(nf <= 0))):
+            raise ValueError(_BAD_NF)
         return None, nf, f"layers[{NORM_FACTORS_LAYER!r}]"
     if SIZE_FACTORS in adata.obs.columns:
         try:
@@ -38,6 +47,8 @@ def _normalisation(adata, counts: np.ndarray):
                 "recompute them with bk.pp.size_factors or delete the column"
             )
         return sf, None, f"obs[{SIZE_FACTORS!r}]"
+    if is_dask(counts):
+        return _default_size_factors_blocks(adata, counts)
     if (counts > 0).all(axis=0).any():
         return deseq2_size_factors(counts, method="ratio"), None, "computed (median of ratios)"
     if not (counts > 0).any(axis=1).all():
@@ -46,9 +57,34 @@ def _normalisation(adata, counts: np.ndarray):
     return deseq2_size_factors(counts, method="poscounts"), None, "computed (poscounts: every gene has a zero)"
 
 
-def _raw_counts(adata, layer, key_added: str, what: str) -> np.ndarray:
+def _default_size_factors_blocks(adata, counts):
+    """:func:`_normalisation`'s computed size factors for a dask matrix: the per-gene geometric
+    means of both methods in one pass, the medians in another."""
+    means = _sf.gene_log_means_blocks(counts)
+    if np.isfinite(means["ratio"]).any():
+        return _sf.size_factors_from_means(counts, means, method="ratio"), None, "computed (median of ratios)"
+    if not means["sample_pos"].all():
+        empty = np.flatnonzero(~means["sample_pos"])
+        raise ValueError(f"samples {adata.obs_names[empty].tolist()[:10]} have no counts; remove them first")
+    sf = _sf.size_factors_from_means(counts, means, method="poscounts")
+    return sf, None, "computed (poscounts: every gene has a zero)"
+
+
+def _transform(counts, mm, sf, nf, fit_type):
+    if is_dask(counts) or is_dask(nf):
+        try:
+            return _vst.variance_stabilizing_transformation_blocks(counts, mm, size_factors=sf, norm_factors=nf, fit_type=fit_type)
+        except ValueError as err:
+            if "normalisation factors must be finite" in str(err):
+                raise ValueError(_BAD_NF) from None
+            raise
+    return _vst.variance_stabilizing_transformation(counts, mm, size_factors=sf, norm_factors=nf, fit_type=fit_type)
+
+
+def _raw_counts(adata, layer, key_added: str, what: str, *, lazy: bool = False):
     """The raw counts ``vst``/``rlog`` transform: checked as integer counts that do not look
-    log-transformed, with ``key_added`` a valid name that does not overwrite the input layer."""
+    log-transformed, with ``key_added`` a valid name that does not overwrite the input layer.
+    Dense in memory; with ``lazy`` (vst) a dask matrix is returned as it is (checked in one pass)."""
     check_key(key_added, "key_added")
     if layer is not None and key_added == layer:
         raise ValueError(f"key_added={key_added!r} would overwrite the input layer; choose another name")
@@ -57,7 +93,7 @@ def _raw_counts(adata, layer, key_added: str, what: str) -> np.ndarray:
     check_counts(X, what=f"counts in {where}", integer=True)
     if looks_logged(X):
         raise ValueError(f"the values in {where} look log-transformed; {what} needs raw counts")
-    return dense(X)
+    return X if lazy and is_dask(X) else dense(X)
 
 
 def _dispersion_design(adata, blind: bool, design) -> tuple[np.ndarray, list[str]]:
@@ -108,6 +144,13 @@ def vst(
     Normalisation follows DESeq2: ``layers["norm_factors"]`` (samples × genes) when present, else
     ``obs["size_factors"]`` (from :func:`bulkpy.pp.size_factors`), else median-of-ratios size
     factors computed here (``poscounts`` when every gene has a zero somewhere, as DESeq2 advises).
+
+    A dask counts layer is read chunk by chunk and ``layers[key_added]`` is a lazy dask array (the
+    dispersion trend is fitted on per-gene vectors from one pass), with the same values as in
+    memory. On dask input, at most 4 passes over the matrix (``dask.compute`` calls): the count
+    check (none if it was checked before), the size factors when they are computed here (2; none
+    with ``obs["size_factors"]``, or 1 for the ``xim`` of ``layers["norm_factors"]``, whose values
+    then agree with memory to ~1e-12 rather than bitwise), and the gene-wise dispersions (1).
 
     Parameters
     ----------
@@ -164,11 +207,11 @@ def vst(
     if not isinstance(copy, bool):
         raise TypeError(f"copy must be True or False, got {copy!r}")
     check_choice(fit_type, FIT_TYPES, "fit_type")
-    counts = _raw_counts(adata, layer, key_added, "vst")
+    counts = _raw_counts(adata, layer, key_added, "vst", lazy=True)
 
     mm, columns = _dispersion_design(adata, blind, design)
     sf, nf, sf_source = _normalisation(adata, counts)
-    res = _vst.variance_stabilizing_transformation(counts, mm, size_factors=sf, norm_factors=nf, fit_type=fit_type)
+    res = _transform(counts, mm, sf, nf, fit_type)
 
     trend = {"fit_type": res.trend.fit_type, **res.trend.params}
     params = {

@@ -2,7 +2,11 @@
 ``estimateNormFactors`` (gene × sample factors from tximport's average transcript lengths) and
 ``estimateSizeFactorsIterate``.
 
-Arrays are samples × genes, like ``AnnData.X``.
+Arrays are samples × genes, like ``AnnData.X``. A dask matrix (``"ratio"``, ``"poscounts"``, with or
+without lengths) is read in two passes (two ``dask.compute`` calls): the per-gene log geometric
+means over blocks of genes, then each sample's median of ratios over blocks of whole samples, with
+the same arithmetic per gene and per sample as in memory (so the same bits); the gene × sample
+normalisation factors are a lazy dask array.
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ import math
 
 import numpy as np
 
+from .._blocks import blocks_for, is_dask, lazy_gene_map, map_gene_blocks, map_sample_blocks
 from ..tximport import length_norm_matrix  # DESeq2's normMatrix, shared with edgeR's offsets
 
 
@@ -91,8 +96,10 @@ def deseq2_size_factors(counts: np.ndarray, *, method: str = "ratio", control: n
     """DESeq2 size factors with ``method`` ``"ratio"`` or ``"poscounts"``.
 
     Poscounts factors are scaled to a geometric mean of 1, as DESeq2 does when geometric means are
-    supplied; ratio factors are not.
+    supplied; ratio factors are not. A dask matrix: two passes (:func:`size_factors_blocks`).
     """
+    if is_dask(counts):
+        return size_factors_blocks(counts, method=method, control=control)
     counts = np.asarray(counts, dtype=np.float64)
     if method == "ratio":
         lgm, cols, logc = _ratio_logs(counts)
@@ -136,7 +143,11 @@ def estimate_norm_factors(
     ``"poscounts"`` the geometric means are those of the raw counts, passed to DESeq2 as
     ``geoMeans``, and the factors are scaled to geometric mean 1), multiplied back into
     ``normMatrix``, and each gene's factors divided by their geometric mean.
+
+    With dask input: two passes (:func:`size_factors_blocks`), the factors a lazy dask array.
     """
+    if is_dask(counts) or is_dask(lengths):
+        return size_factors_blocks(counts, method=method, control=control, lengths=lengths)
     counts = np.asarray(counts, dtype=np.float64)
     nm = length_norm_matrix(lengths)
     scaled = counts / nm
@@ -170,6 +181,99 @@ def deseq2_norm_factors(
     ``DESeqDataSetFromTximport`` object (:func:`estimate_norm_factors` without the size factors).
     Returns samples × genes."""
     return estimate_norm_factors(counts, lengths, method=method, control=control)[1]
+
+
+# --------------------------------------------------------------------------------------------
+# dask: per-gene geometric means over blocks of genes, per-sample medians over blocks of samples
+# --------------------------------------------------------------------------------------------
+_NO_RATIO = (
+    "every gene has a zero in at least one sample, so the median-of-ratios ('ratio') size factors "
+    "can not be computed; use method='poscounts' (DESeq2's choice for sparse data such as single cells)"
+)
+
+
+def _gene_means_block(b, with_lengths: bool) -> dict:
+    """One block of genes: log geometric means for ``"ratio"`` (of the length-scaled counts with
+    lengths) and ``"poscounts"``, the lengths' log means and bad values, and which samples have a
+    positive count."""
+    x = b.read(0)
+    out = {"poscounts": log_geometric_means(x, method="poscounts"), "sample_pos": (x > 0).any(axis=1)}
+    if with_lengths:
+        lens = b.read(1)
+        out["bad_lengths"] = int((~np.isfinite(lens) | (lens <= 0)).sum())
+        with np.errstate(divide="ignore", invalid="ignore"):
+            out["log_len"] = np.mean(np.log(lens), axis=0)
+            x = x / (lens / np.exp(out["log_len"]))
+    out["ratio"] = _ratio_logs(x)[0]
+    return out
+
+
+def gene_log_means_blocks(counts, *, lengths=None) -> dict:
+    """Pass 1 over a dask matrix: per gene, ``"ratio"`` and ``"poscounts"`` log geometric means
+    (ratio: of ``counts / normMatrix`` when ``lengths`` are given), the lengths' log means
+    (``"log_len"``) and count of non-positive or non-finite lengths (``"bad_lengths"``); per sample,
+    whether it has a positive count (``"sample_pos"``). One ``dask.compute``."""
+    mats = [counts] if lengths is None else [counts, lengths]
+    parts = map_gene_blocks(_gene_means_block, mats, blocks_for(counts, counts.shape[0]), args=(lengths is not None,))
+    out = {k: np.concatenate([p[k] for p in parts]) for k in ("ratio", "poscounts")}
+    out["sample_pos"] = np.logical_or.reduce([p["sample_pos"] for p in parts])
+    if lengths is not None:
+        out["log_len"] = np.concatenate([p["log_len"] for p in parts])
+        out["bad_lengths"] = int(sum(p["bad_lengths"] for p in parts))
+    return out
+
+
+def _median_rows(rows, x, lens, lgm, cols, log_len, method, control):
+    """The size factors of a block of whole samples (before poscounts' rescaling)."""
+    if lens is not None:  # counts / normMatrix, as in memory
+        x = x / (lens / np.exp(log_len))
+    if method == "ratio" and lens is None:
+        from ._kernels import log_columns_par
+
+        logc = np.empty((x.shape[0], cols.size))
+        log_columns_par(x, cols, logc)
+        return _exp_median_r(logc - lgm[cols])
+    return median_of_ratios(x, lgm, control=control)
+
+
+def _norm_factors_block(b, sf):
+    nf = length_norm_matrix(b.read(0)) * sf[:, None]
+    return nf / np.exp(np.mean(np.log(nf), axis=0))
+
+
+def size_factors_from_means(counts, means: dict, *, method: str, control=None, lengths=None):
+    """Pass 2 over a dask matrix: the size factors (and, with ``lengths``, the lazy gene × sample
+    normalisation factors) from the per-gene log means of :func:`gene_log_means_blocks`.
+    One ``dask.compute``."""
+    lgm = means[method]
+    usable = np.isfinite(lgm) if control is None else np.isfinite(lgm) & np.asarray(control, dtype=bool)
+    if not usable.any():
+        if method == "poscounts":
+            raise ValueError("every gene (among the control genes) is zero in all samples; size factors can not be computed")
+        raise ValueError(_NO_RATIO)
+    cols = np.flatnonzero(usable)
+    args = (lgm, cols, means.get("log_len"), method, control)
+    sf = np.concatenate(map_sample_blocks(_median_rows, [counts, lengths], args=args))
+    if method == "poscounts":
+        sf = sf / np.exp(np.mean(np.log(sf)))
+    if lengths is None:
+        return sf
+    if not is_dask(lengths):
+        import dask.array as da
+
+        lengths = da.from_array(np.asarray(lengths, dtype=np.float64), chunks=counts.chunks if len(counts.chunks[0]) == 1 else "auto")
+    return sf, lazy_gene_map(_norm_factors_block, [lengths], blocks_for(lengths, lengths.shape[0]), args=(sf,))
+
+
+def size_factors_blocks(counts, *, method: str = "ratio", control=None, lengths=None):
+    """:func:`deseq2_size_factors` (or, with ``lengths``, :func:`estimate_norm_factors`) of a dask
+    matrix: two passes (two ``dask.compute`` calls), the same numbers as in memory."""
+    if method not in ("ratio", "poscounts"):
+        raise ValueError(f"unknown size factor method {method!r}; choose 'ratio' or 'poscounts'")
+    means = gene_log_means_blocks(counts, lengths=lengths)
+    if lengths is not None and means["bad_lengths"]:
+        raise ValueError("lengths must be finite and positive for every sample and gene")
+    return size_factors_from_means(counts, means, method=method, control=control, lengths=lengths)
 
 
 # --------------------------------------------------------------------------------------------
