@@ -125,6 +125,28 @@ def test_lazy_cooks_round_trip_h5ad_and_zarr(pasilla_ref, _pasilla, tmp_path):
         pd.testing.assert_frame_equal(bk.get.de_df(back, "deseq"), bk.get.de_df(a, "deseq"))
 
 
+@pytest.mark.filterwarnings("ignore:Writing zarr v2 data:UserWarning")
+def test_counts_read_lazily_from_zarr_and_h5ad(pasilla_ref, _pasilla, tmp_path):
+    """The route of docs/scaling.md: anndata's read_elem_lazy on a zarr store and an h5ad file."""
+    import anndata as ad
+    import h5py
+    import zarr
+    from anndata.experimental import read_elem_lazy
+
+    src = _r_levels(_pasilla.copy(), "pasilla")
+    src.layers["counts"] = np.asarray(src.layers["counts"])
+    src.write_zarr(tmp_path / "c.zarr")
+    src.write_h5ad(tmp_path / "c.h5ad")
+    g = zarr.open(tmp_path / "c.zarr", mode="r")
+    with h5py.File(tmp_path / "c.h5ad", "r") as f:
+        for store in (g, f):
+            lazy = ad.AnnData(obs=ad.io.read_elem(store["obs"]), var=ad.io.read_elem(store["var"]))
+            lazy.layers["counts"] = read_elem_lazy(store["layers/counts"])
+            assert is_dask(lazy.layers["counts"])
+            bk.tl.deseq(lazy, design=DESIGNS["pasilla"], contrast=CONTRASTS["pasilla"], shrink="normal")
+            _assert_same(lazy, pasilla_ref, "dask_genes")
+
+
 def test_dask_input_left_untouched_on_error(_pasilla):
     a = _with_counts(_pasilla, "dask_genes")
     before = a.copy()
