@@ -540,6 +540,11 @@ def deseq(
     (Benjamini–Hochberg); the others get ``padj`` NaN. Genes with only zero counts get NaN
     everywhere but ``baseMean`` (0).
 
+    Counts (and normalisation factors) may be dask arrays (docs/scaling.md): the model runs as one
+    dask graph of gene blocks per pass on the active scheduler — a check of the counts, DESeq()'s
+    input checks, the size factors, the gene-wise dispersions, the fit (and one pass per
+    shrinkage) — with results bitwise equal to the in-memory call.
+
     Normalisation as DESeq2: ``layers["norm_factors"]`` (samples × genes, e.g. from
     :func:`bulkpy.pp.size_factors` with tximport lengths) when present, else
     ``obs["size_factors"]`` (from :func:`bulkpy.pp.size_factors`), else factors computed here:
@@ -660,7 +665,7 @@ def deseq(
       ``_dispOutlier``, ``_betaConv``, ``_betaIter``, ``_deviance``, ``_maxCooks``, ``_replace``
       (DESeq2's ``mcols(dds)``; after outlier replacement, as DESeq2 reports them);
     - ``layers[f"{{key_added}}_cooks"]``: Cook's distances, samples × genes (of the first fit,
-      as ``assays(dds)[["cooks"]]``);
+      as ``assays(dds)[["cooks"]]``; a lazy dask array when the counts are one);
     - ``obs[f"{{key_added}}_size_factors"]``: the size factors used (not with normalisation
       factors);
     - ``layers[f"{{key_added}}_norm_factors"]``: the normalisation factors computed here from
