@@ -409,3 +409,29 @@ def test_zarr_layer_on_a_distributed_client(pasilla, tmp_path):
         pasilla.layers["vst"].to_zarr(str(tmp_path / "vst.zarr"))
     _same_results(pasilla, want, "dask_genes")
     np.testing.assert_array_equal(da.from_zarr(str(tmp_path / "vst.zarr")).compute(), want.layers["vst"])
+
+
+@pytest.mark.parametrize("chunks", ["int", "csr_genes", "csr_rows"])
+def test_integer_and_sparse_chunks(pasilla, chunks):
+    """Integer counts and scipy CSR chunks (e.g. from ``read_elem_lazy``): the same numbers."""
+    import dask.array as da
+
+    x = pasilla.layers["counts"].astype(np.int64)
+    want = pasilla.copy()
+    if chunks == "int":
+        pasilla.layers["counts"] = da.from_array(x, chunks=(7, 3000))
+    else:
+        c = (7, 3000) if chunks == "csr_genes" else (3, -1)
+        pasilla.layers["counts"] = da.from_array(sparse.csr_matrix(x), chunks=c, asarray=False)
+    calls = [
+        (bk.pp.qc_metrics, {}),
+        (bk.pp.filter_by_expr, {}),
+        (bk.pp.size_factors, {}),
+        (bk.pp.norm_factors, {}),
+        (bk.pp.normalize, {"method": "tmm", "log": True}),
+        (bk.pp.vst, {}),
+    ]
+    for fn, kw in calls:
+        fn(pasilla, **kw)
+        fn(want, **kw)
+    _same_results(pasilla, want, "dask_genes", layers=["log_tmm_cpm", "vst"])
