@@ -114,7 +114,7 @@ def worker(args) -> dict:
         from distributed import Client, LocalCluster
 
         with (
-            LocalCluster(n_workers=2, threads_per_worker=1, processes=True, memory_limit="4GB", dashboard_address=None) as cl,
+            LocalCluster(n_workers=2, threads_per_worker=1, processes=True, memory_limit="4GB", dashboard_address=":0") as cl,
             Client(cl) as client,
         ):
             t = time.perf_counter()

@@ -101,7 +101,9 @@ def rlog(
         Writes
 
         - ``layers[key_added]``: the transformed values, samples × genes (log2 scale; 0 for genes
-          with only zero counts);
+          with only zero counts). Dask counts are read block by block, but the result is computed
+          into memory: rlog is meant for small cohorts (DESeq2 advises vst beyond ~30 samples,
+          and :func:`bulkpy.pp.vst` keeps a lazy layer);
         - ``var[key_added + "_intercept"]``: the fitted intercept, log2 of a typical normalised
           count (DESeq2's ``rlogIntercept``; ``-inf`` for all-zero genes);
         - ``var[key_added + "_gene_dispersion"]``: gene-wise dispersion estimates (``dispGeneEst``;
@@ -135,7 +137,7 @@ def rlog(
     check_choice(fit_type, FIT_TYPES, "fit_type")
     if beta_prior_var is not None:
         beta_prior_var = check_positive(beta_prior_var, "beta_prior_var")
-    counts = _raw_counts(adata, layer, key_added, "rlog")
+    counts = _raw_counts(adata, layer, key_added, "rlog", lazy=True)
     mm, columns = _dispersion_design(adata, blind, design)
     sf, nf, sf_source = _normalisation(adata, counts)
 
