@@ -164,8 +164,6 @@ def test_limma_refusals_leave_adata_untouched(pasilla_logcpm):
     ad = _as(pasilla_logcpm, "log_tmm_cpm", "dask_genes")
     before = ad.copy()
     with pytest.raises(ValueError, match="needs the matrix in memory"):
-        bk.tl.limma(ad, design="~ condition", contrast=_CONTRAST, layer="log_tmm_cpm", block="type")
-    with pytest.raises(ValueError, match="needs the matrix in memory"):
         bk.tl.limma(ad, design=_DESIGN, contrast=_CONTRAST, layer="log_tmm_cpm", sample_weights=True)
     E = np.asarray(pasilla_logcpm.layers["log_tmm_cpm"]).copy()
     E[0, 3] = -np.inf
@@ -267,34 +265,47 @@ def test_edger_dask_matches_r(edger_pasilla):
 
 @pytest.mark.parametrize(
     "kw",
-    [dict(test="LRT"), dict(test="LRT", lfc=0.585), dict(lfc=0.585, robust=True), dict(mask_var="m", norm="RLE")],
-    ids=["lrt", "lrt_treat", "ql_treat_robust", "mask_rle"],
+    [
+        dict(test="LRT"), dict(test="LRT", lfc=0.585), dict(lfc=0.585, robust=True), dict(mask_var="m", norm="RLE"),
+        dict(legacy=True), dict(legacy=True, lfc=0.585, treat_null="worst.case"), dict(legacy=True, robust=True),
+        dict(test="exact", design="~ condition"), dict(test="exact", design="~ condition", robust=True, mask_var="m"),
+    ],
+    ids=[
+        "lrt", "lrt_treat", "ql_treat_robust", "mask_rle", "legacy", "legacy_treat", "legacy_robust", "exact",
+        "exact_robust_mask",
+    ],
 )
 def test_edger_routes_on_dask(pasilla_kept, kw):
     ad = pasilla_kept[:, :3000].copy()
     ad.var["m"] = np.asarray(ad.layers["counts"]).sum(axis=0) >= 50
+    kw = {"design": _DESIGN, **kw}
     want = ad.copy()
-    bk.tl.edger(want, design=_DESIGN, contrast=_CONTRAST, **kw)
+    bk.tl.edger(want, contrast=_CONTRAST, **kw)
     got = _as(ad, "counts", "dask_genes")
-    bk.tl.edger(got, design=_DESIGN, contrast=_CONTRAST, **kw)
+    bk.tl.edger(got, contrast=_CONTRAST, **kw)
     _tables_equal(got, want, "dask_genes")
 
 
-@pytest.mark.parametrize("test,bound", [("QL", 30), ("LRT", 8)])
-def test_edger_passes(many, test, bound):
-    ad = _as(many, "counts", "dask_genes")
-    sched = _counted(bk.tl.edger, ad, design=_DESIGN, contrast=_CONTRAST, test=test)
-    assert sched.computes <= bound  # the docstring: about 25 (QL), 8 (LRT)
+@pytest.mark.parametrize(
+    "kw,bound",
+    [(dict(), 30), (dict(test="LRT"), 8), (dict(legacy=True), 9), (dict(test="exact", design="~ condition"), 32)],
+    ids=["QL", "LRT", "legacy", "exact"],
+)
+def test_edger_passes(many, kw, bound):
+    # the docstring: about 25 (QL: 24 here, 13 of them R's optimize), 8 (LRT), 9 (legacy), about 27 (exact)
+    # the exact test's pseudo-counts are recomputed in each of its ~15 optimize passes: fewer genes
+    ad = _as(many[:, :400] if kw.get("test") == "exact" else many, "counts", "dask_genes")
+    sched = _counted(bk.tl.edger, ad, contrast=_CONTRAST, **{"design": _DESIGN, **kw})
+    assert sched.computes <= bound
     _gathered_nothing(sched, ad)
 
 
 def test_edger_refusals_leave_adata_untouched(edger_pasilla):
     ad = _as(edger_pasilla[0], "counts", "dask_genes")
     before = ad.copy()
-    for kw in (dict(test="exact", design="~ condition"), dict(legacy=True)):
-        kw = {"design": _DESIGN, **kw}
-        with pytest.raises(ValueError, match="not available on a dask layer"):
-            bk.tl.edger(ad, contrast=_CONTRAST, **kw)
+    ad.layers["length"] = before.layers["length"] = np.full(ad.shape, 1000.0)
+    with pytest.raises(ValueError, match="not available on a dask layer"):
+        bk.tl.edger(ad, design=_DESIGN, contrast=_CONTRAST, lengths="length")
     bad = np.asarray(edger_pasilla[0].layers["counts"], dtype=np.float64).copy()
     bad[1, 2] = -1
     ad.layers["bad"] = before.layers["bad"] = as_array_type(bad, "dask_genes")
@@ -339,3 +350,50 @@ def test_distributed_local_cluster_same_numbers(pasilla_kept):
     np.testing.assert_array_equal(E, np.asarray(limma_want.layers["voom_E"]))
     key = "voom_treated_vs_untreated"
     np.testing.assert_array_equal(got.varm[key]["pvalue"], limma_want.varm[key]["pvalue"])
+
+
+# --------------------------------------------------------------------------------------------
+# repeated measures (block=): duplicateCorrelation's per-gene correlations in one pass
+# --------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def airway_kept():
+    ad = bk.datasets.airway()
+    return ad[:, np.asarray(ad.layers["counts"]).sum(axis=0) >= 200][:, :3000].copy()
+
+
+@pytest.mark.parametrize("kind", DASK_TYPES)
+def test_voom_and_limma_with_block_on_dask(airway_kept, kind):
+    kw = dict(design="~ dex", contrast=["dex", "trt", "untrt"], block="cell")
+    want = airway_kept.copy()
+    bk.tl.voom(want, **kw)
+    bk.tl.limma(want, layer="voom_E", weights="voom_weights", key_added="lim", **kw)
+    got = _as(airway_kept, "counts", kind)
+    sched = _counted(bk.tl.voom, got, **kw)
+    assert sched.computes <= 9  # the docstring: 4 + 2 (TMM) + 3 (block)
+    bk.tl.limma(got, layer="voom_E", weights="voom_weights", key_added="lim", **kw)
+    _tables_equal(got, want, kind)
+    for key in ("voom", "lim"):
+        assert got.uns[key]["params"]["correlation"] == pytest.approx(want.uns[key]["params"]["correlation"], rel=1e-12)
+
+
+def test_lazy_voom_layers_write_h5ad(pasilla_kept, tmp_path):
+    ad = _as(pasilla_kept[:, :500], "counts", "dask_genes")
+    bk.tl.voom(ad, design=_DESIGN, contrast=_CONTRAST)
+    path = tmp_path / "voom.h5ad"
+    ad.write_h5ad(path)  # the lazy layers are computed chunk by chunk as they are written
+    back = __import__("anndata").read_h5ad(path)
+    np.testing.assert_array_equal(back.layers["voom_weights"], np.asarray(ad.layers["voom_weights"]))
+    pd.testing.assert_frame_equal(back.varm["voom_treated_vs_untreated"], ad.varm["voom_treated_vs_untreated"])
+
+
+def test_voom_and_rank_test_refusals_leave_adata_untouched(pasilla_tmm):
+    ad = _as(pasilla_tmm, "counts", "dask_genes")
+    E = np.asarray(pasilla_tmm.layers["log_tmm_cpm"]).copy()
+    E[2, 5] = np.nan
+    ad.layers["nan"] = as_array_type(E, "dask_samples")
+    before = ad.copy()
+    with pytest.raises(ValueError, match="needs the matrix in memory"):
+        bk.tl.voom(ad, design=_DESIGN, contrast=_CONTRAST, sample_weights=True)
+    with pytest.raises(ValueError, match="1 missing or infinite values"):
+        bk.tl.rank_test(ad, **{**_RANK, "layer": "nan"})
+    assert_adata_equal(ad, before)

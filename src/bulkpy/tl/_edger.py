@@ -224,7 +224,11 @@ def _ql_legacy(yg, X, off, C, names, index, disp, robust, lfc, null, key):
         else:
             r = _edger.glm_ql_ftest(ql, yg, X, off, C[:, j], disp.ave_log_cpm)
             tables[name] = _table(r, index, F=r.statistic, df_total=r.df_total)
-    g = yg.shape[0]
+    return (tables, *_ql_legacy_outputs(ql, yg.shape[0], key))
+
+
+def _ql_legacy_outputs(ql, g: int, key: str):
+    """The ``var`` columns and parameters of edgeR 3's QL fit."""
     var_cols = {
         "ql_dispersion": ql.s2,
         "ql_dispersion_prior": np.broadcast_to(np.asarray(ql.var_prior, dtype=np.float64), (g,)),
@@ -238,7 +242,7 @@ def _ql_legacy(yg, X, off, C, names, index, disp, robust, lfc, null, key):
         "abundance_trend": True,
         "poisson_bound": True,
     }
-    return tables, var_cols, params
+    return var_cols, params
 
 
 def _lrt(yg, X, off, C, names, index, disp, lfc, null):
@@ -254,16 +258,25 @@ def _lrt(yg, X, off, C, names, index, disp, lfc, null):
     return tables, {}, {}
 
 
-def _dask_route(counts, lib, detected, mask, X, C, names, index, norm, test, robust, lfc, treat_null, key):
+def _dask_route(
+    counts, lib, detected, mask, X, C, names, index, norm, test, exact, robust, legacy, lfc, treat_null, key
+):  # fmt: skip
     """edgeR on a dask matrix, block by block of genes (:mod:`bulkpy._stats.edger.blocked`):
     the normalisation factors, ``estimateDisp`` and the QL or LR tests; per-gene vectors only."""
     sub = counts if mask is None else counts[:, mask]
     nf = norm_factors(sub, lib, norm, detected if mask is None or detected is None else detected[mask])
     eff = lib * nf
+    if exact is not None:
+        return (nf, eff, *_dask_exact(counts, mask, eff, exact, index, robust))
     m = _blocked.Model(mask, X, np.log(eff))
     blocks = blocks_for(counts, counts.shape[0])
-    disp, rowsum = _blocked.estimate_disp(counts, m, blocks, robust=robust)
-    if test == "QL":
+    disp, rowsum = _blocked.estimate_disp(
+        counts, m, blocks, robust=robust, legacy_span=legacy, squeeze_legacy=True if legacy else None
+    )
+    if test == "QL" and legacy:
+        ql, results = _blocked.ql_legacy(counts, m, blocks, disp, C, robust=robust, lfc=lfc, null=treat_null)
+        var_cols, test_params = _ql_legacy_outputs(ql, disp.ave_log_cpm.size, key)
+    elif test == "QL":
         q4, results = _blocked.ql_v4(counts, m, blocks, disp.ave_log_cpm, rowsum, C, robust=robust, lfc=lfc, null=treat_null)
         var_cols, test_params = _ql_v4_outputs(q4, disp.ave_log_cpm.size, key)
     else:
@@ -280,18 +293,40 @@ def _dask_route(counts, lib, detected, mask, X, C, names, index, norm, test, rob
     return nf, eff, disp, tables, var_cols, test_params
 
 
-def _refuse_on_dask(test: str, legacy: bool, txi) -> None:
-    what = None
-    if test == "exact":
-        what = "test='exact' (the classic exact test)"
-    elif legacy:
-        what = "legacy=True (edgeR 3's QL fit and its Poisson bound)"
-    elif txi.lengths is not None:
-        what = f"tximport lengths ({txi.lengths_source}: genes x samples offsets)"
-    if what is not None:
+def _exact_outputs(results, exact, index):
+    """The exact tests' tables (``stat``: the normal score of the p-value), no ``var`` columns,
+    and the parameters of the classic mode."""
+    fac, _, levels, pairs = exact
+    tables = {}
+    for name, r in zip(pairs, results, strict=True):
+        cols_ = {"log2FoldChange": r.log2_fold_change, "stat": _z_from_p(r.pvalue, r.log2_fold_change)}
+        tables[name] = pd.DataFrame({**cols_, "pvalue": r.pvalue, "padj": r.padj, "logCPM": r.log_cpm}, index=index)
+    test_params = {
+        "group": fac,
+        "pairs": {n: [str(levels[a]), str(levels[b])] for n, (a, b) in pairs.items()},
+        "rejection_region": "doubletail",
+        "big_count": 900,
+    }
+    return tables, {}, test_params
+
+
+def _dask_exact(counts, mask, eff, exact, index, robust):
+    """The classic mode on a dask matrix: ``estimateDisp`` without a design and ``exactTest``."""
+    _, codes, _, pairs = exact
+    k = int(codes.max()) + 1
+    X = (codes[:, None] == np.arange(k)[None, :]).astype(np.float64)
+    X[:, 0] = 1.0  # model.matrix(~ group)
+    m = _blocked.Model(mask, X, np.log(eff), eff)
+    blocks = blocks_for(counts, counts.shape[0])
+    disp = _blocked.estimate_disp_classic(counts, m, blocks, codes, robust=robust)
+    return (disp, *_exact_outputs(_blocked.exact_tests(counts, m, blocks, codes, pairs.values(), disp), exact, index))
+
+
+def _refuse_on_dask(txi) -> None:
+    if txi.lengths is not None:
         raise ValueError(
-            f"{what} is not available on a dask layer yet: it is not computed silently. Run edgeR's default "
-            "(test='QL' or 'LRT', lengths=None), or load the layer first: "
+            f"tximport lengths ({txi.lengths_source}: genes x samples offsets) are not available on a dask layer "
+            "yet: they are not computed silently. Pass lengths=None, or load the layers first: "
             "adata.layers[key] = adata.layers[key].compute()"
         )
 
@@ -412,16 +447,24 @@ def edger(
     ``normMat``; ``scaleOffset``), computed on **all** genes of ``adata`` before the ``mask_var``
     filter, as in R. Filter with ``mask_var`` (not ``subset=True``) on this route.
 
-    A dask-backed counts layer runs block by block of genes (every per-gene step the in-memory
-    code's, the global steps on per-gene vectors between passes: the same numbers), never gathered;
-    the per-gene results are computed within the call. ``dask.compute`` calls on dask input: the
-    one-pass check of the counts (shared with other functions reading the same array), the library
-    sizes, the normalisation factors (TMM: 2, ``norm="none"``: 0), three for ``estimateDisp``;
-    then for ``test="QL"`` one reading the most abundant genes (``top.proportion`` of them, kept by
-    the scheduler), one per evaluation of R's ``optimize`` over those genes (about 15), two for the
-    average quasi-dispersion and one for the fit and tests (about 25 in all); for ``test="LRT"``
-    one for the fit and tests (8 in all). ``test="exact"``, ``legacy=True`` and tximport lengths are
-    refused on dask input.
+    A dask-backed counts layer runs block by block of genes, never gathered: every per-gene step is
+    the in-memory code's and the global steps (common dispersion, trends, ``squeezeVar``) run on
+    per-gene vectors between passes, so the numbers are the same; the per-gene results are computed
+    within the call. ``dask.compute`` calls on dask input: the one-pass check of the counts (shared
+    with other functions reading the same array), the library sizes, the normalisation factors
+    (TMM: 2, ``norm="none"``: 0), then
+
+    - ``test="QL"``: 3 for ``estimateDisp``, 1 reading the most abundant genes of ``glmQLFit``'s
+      NB dispersion (``top.proportion`` of them, held by the scheduler), 1 per evaluation of R's
+      ``optimize`` over them (about 15), 2 for the average quasi-dispersion, 1 for the fit and
+      tests: about 25 in all; with ``legacy=True``: 3, and 2 for the fit and tests and the Poisson
+      bound (9 in all);
+    - ``test="LRT"``: 3 for ``estimateDisp``, 1 for the fit and tests (8 in all);
+    - ``test="exact"``: 1 per evaluation of ``optimize`` for the first common dispersion (about
+      15, the pseudo-counts recomputed in each task), 1 for the grid likelihoods, 2 for the trend
+      and prior, 1 for the tests (about 27 in all).
+
+    Tximport lengths are refused on dask input.
 
     Parameters
     ----------
@@ -464,7 +507,9 @@ def edger(
     progress
         Show a progress bar (tqdm; a widget in Jupyter) over the dispersion grid of
         ``estimateDisp``, the long step; ``None`` shows it for inputs of 10 million counts or more.
-        Interrupting leaves ``adata`` unchanged.
+        Interrupting leaves ``adata`` unchanged. On dask input the passes are dask computations:
+        follow them with dask's own progress (``dask.diagnostics.ProgressBar``, the distributed
+        dashboard).
     {split}
     key_added
         Key of the result: tables in ``varm[f"{{key_added}}_{{contrast}}"]``, parameters in
@@ -568,12 +613,13 @@ def edger(
         )
     mask = _mask(adata, mask_var)
     if is_dask(counts_all):
-        _refuse_on_dask(test, legacy, txi)
+        _refuse_on_dask(txi)
         index = adata.var_names if mask is None else adata.var_names[mask]
         lib, off_all = lib_all, None
         nf, eff, disp, tables, var_cols, test_params = _dask_route(
-            counts_all, lib, detected, mask, X, C, names, index, norm, test, robust, lfc, treat_null, key_added
-        )
+            counts_all, lib, detected, mask, X, C, names, index, norm, test, exact, robust, legacy, lfc, treat_null,
+            key_added,
+        )  # fmt: skip
         n_tested = int(disp.ave_log_cpm.size)
     else:
         lib, nf, eff, off_all, disp, tables, var_cols, test_params, n_tested = _in_memory(
@@ -607,20 +653,8 @@ def _in_memory(counts_all, mask, txi, norm, X, C, names, var_names, exact, test,
     if exact is not None:
         fac, codes, levels, pairs = exact
         disp = _exact.estimate_disp_classic(counts, codes, eff, robust=robust)
-        tables = {}
-        for name, pair in pairs.items():
-            r = _exact.exact_test(counts, codes, pair, eff, disp.tagwise, disp.ave_log_cpm)
-            cols_ = {"log2FoldChange": r.log2_fold_change, "stat": _z_from_p(r.pvalue, r.log2_fold_change)}
-            tables[name] = pd.DataFrame(
-                {**cols_, "pvalue": r.pvalue, "padj": r.padj, "logCPM": r.log_cpm}, index=index
-            )
-        var_cols: dict = {}
-        test_params = {
-            "group": fac,
-            "pairs": {n: [str(levels[a]), str(levels[b])] for n, (a, b) in pairs.items()},
-            "rejection_region": "doubletail",
-            "big_count": 900,
-        }
+        results = [_exact.exact_test(counts, codes, pair, eff, disp.tagwise, disp.ave_log_cpm) for pair in pairs.values()]
+        tables, var_cols, test_params = _exact_outputs(results, exact, index)
     else:
         n_fits = (
             int((counts.sum(axis=0) >= 5).sum()) * 21

@@ -676,11 +676,14 @@ def _voom_rounds(counts, X, codes, correlation, sample_weights, **kw):
     model, the correlation again. Returns the last voom, its sample weights (or None), the
     estimated correlations and the correlation for the final fit."""
 
+    lazy = is_dask(counts)
+    dupcor = _lin.duplicate_correlation_blocks if lazy else _lin.duplicate_correlation
+
     def one(block, cor):
         if sample_weights:
             q = _lin.voom_with_quality_weights(counts, X, block=block, correlation=cor, **kw)
             return q.voom, q.sample_weights
-        return _lin.voom(counts, X, block=block, correlation=cor, **kw), None
+        return (_lin.voom_blocks if lazy else _lin.voom)(counts, X, block=block, correlation=cor, **kw), None
 
     if codes is None:
         v, aw = one(None, None)
@@ -690,9 +693,9 @@ def _voom_rounds(counts, X, codes, correlation, sample_weights, **kw):
         return v, aw, [], correlation
     cors = []
     v, aw = one(None, None)
-    cors.append(_lin.duplicate_correlation(v.E, X, codes, weights=v.weights).consensus_correlation)
+    cors.append(dupcor(v.E, X, codes, weights=v.weights).consensus_correlation)
     v, aw = one(codes, cors[0])
-    cors.append(_lin.duplicate_correlation(v.E, X, codes, weights=v.weights).consensus_correlation)
+    cors.append(dupcor(v.E, X, codes, weights=v.weights).consensus_correlation)
     return v, aw, cors, cors[1]
 
 
@@ -751,9 +754,10 @@ def limma(
     A dask-backed layer (and weights layer, e.g. voom's lazy ``voom_weights``) is fitted block by
     block of genes and never gathered: on dask input two passes over the matrix (the one-pass check
     of the values, shared with other functions reading the same array, then the fit; a dask weights
-    layer adds its own check), the per-gene results computed within the call. ``block=`` needs
-    ``correlation=`` there, and ``sample_weights=True`` is refused (both estimate over all genes
-    at once; load the layer into memory for them).
+    layer adds its own check), the per-gene results computed within the call; ``block=`` without
+    ``correlation=`` adds one pass (``duplicateCorrelation``: each gene's correlation, then the
+    consensus). ``sample_weights=True`` is refused there (``arrayWeights`` iterates over all
+    genes at once; load the layer into memory for it).
 
     Parameters
     ----------
@@ -852,8 +856,6 @@ def limma(
     lazy = is_dask(E) or is_dask(W)
     if lazy and sample_weights:
         _refuse_on_dask("sample_weights=True (limma's arrayWeights)")
-    if lazy and codes is not None and correlation is None:
-        _refuse_on_dask("block= without correlation= (limma's duplicateCorrelation)")
     if trend and not lazy:
         _check_observed(adata, np.isnan(E).all(axis=0))
     aw = None
@@ -862,7 +864,8 @@ def limma(
         W = aw if W is None else (aw * W if W.ndim == 1 else aw[:, None] * W)
     estimated = codes is not None and correlation is None
     if estimated:
-        correlation = _lin.duplicate_correlation(E, X, codes, weights=W).consensus_correlation
+        dupcor = _lin.duplicate_correlation_blocks if lazy else _lin.duplicate_correlation
+        correlation = dupcor(E, X, codes, weights=W).consensus_correlation
     fit = _lm_fit(E, X, weights=W, block=codes, correlation=correlation, layer=layer)
     if trend and lazy:
         _check_observed(adata, np.isnan(fit.amean))
@@ -954,10 +957,12 @@ def voom(
     A dask-backed counts layer runs block by block of genes, never gathered: on dask input four
     passes over the matrix (the one-pass check of the counts, shared with other functions reading
     it; the library sizes; voom's unweighted fit; the weighted fit), plus those of the
-    normalisation factors (TMM: 2; none with ``norm="none"`` or ``norm_factors_key``). The per-gene results
-    are computed within the call; ``layers[f"{{key_added}}_E"]`` and ``_weights`` are written as
-    lazy dask arrays, recomputed block by block from the counts when used. ``block=`` and
-    ``sample_weights=True`` are refused there (they estimate over all genes between voom rounds).
+    normalisation factors (TMM: 2; none with ``norm="none"`` or ``norm_factors_key``), and with
+    ``block=`` three more (``duplicateCorrelation``, voom again, ``duplicateCorrelation``; none
+    with ``correlation=`` given). The per-gene results are computed within the call;
+    ``layers[f"{{key_added}}_E"]`` and ``_weights`` are written as lazy dask arrays, recomputed
+    block by block from the counts when used. ``sample_weights=True`` is refused there
+    (``voomWithQualityWeights`` iterates over all genes between voom rounds).
 
     Parameters
     ----------
@@ -1082,8 +1087,6 @@ def voom(
     lazy = is_dask(counts)
     if lazy and sample_weights:
         _refuse_on_dask("sample_weights=True (limma's voomWithQualityWeights)")
-    if lazy and codes is not None:
-        _refuse_on_dask("block= (voom's rounds of duplicateCorrelation)")
     off = _voom_offset(adata, offset, counts)
     lib, detected = _library_sizes(counts)
     if np.any(lib <= 0):
@@ -1093,10 +1096,7 @@ def voom(
     nf, norm_desc = _voom_norm_factors(adata, counts, lib, detected, norm, norm_factors_key)
     eff_lib = lib * nf
     kw = dict(lib_size=eff_lib, offset=off, span=span, adaptive_span=adaptive_span)
-    if lazy:
-        vres, aw, cors = _lin.voom_blocks(counts, X, **kw), None, []
-    else:
-        vres, aw, cors, correlation = _voom_rounds(counts, X, codes, correlation, sample_weights, **kw)
+    vres, aw, cors, correlation = _voom_rounds(counts, X, codes, correlation, sample_weights, **kw)
     fit, cfit, eb = _fit_and_test(
         vres.E, X, C, names, weights=vres.weights, trend=False, robust=robust, lfc=lfc, legacy=legacy,
         block=codes, correlation=correlation, ftests=ftests,

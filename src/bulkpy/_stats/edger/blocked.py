@@ -13,7 +13,9 @@ Passes of :func:`edger_glm` (``test="QL"``, the default): three for ``estimateDi
 grid, AveLogCPM, deviances for the prior df), one per evaluation of R's ``optimize`` for the NB
 dispersion of ``glmQLFit`` over the blocks holding its most abundant genes (``top.proportion``;
 about 20), two for the average quasi-dispersion, one for the final fit and the tests. ``test="LRT"``:
-the three of ``estimateDisp`` and one for ``glmFit`` and the tests.
+the three of ``estimateDisp`` and one for ``glmFit`` and the tests. edgeR 3's QL (``legacy``): the
+three of ``estimateDisp`` (its legacy options), one for the fit and tests, one for the Poisson
+bound.
 
 Model offsets are one value per sample here (log effective library sizes); the genes × samples
 offsets of tximport lengths are not supported on this path.
@@ -28,6 +30,7 @@ import numpy as np
 from .. import _blocks
 from .._optimize import fmin
 from ..multitest import p_adjust_bh
+from . import exact as _exact
 from . import glm as _glm
 from . import ql as _ql
 from . import treat as _treat
@@ -38,11 +41,13 @@ _LN2 = np.log(2.0)
 @dataclass(frozen=True)
 class Model:
     """What every block task needs: the tested genes (``mask`` over all genes, or ``None``), the
-    design and the log effective library sizes (one per sample)."""
+    design, the log effective library sizes (one per sample) and, for the classic mode, the
+    effective library sizes themselves."""
 
     mask: np.ndarray | None
     X: np.ndarray
     log_lib: np.ndarray
+    lib: np.ndarray | None = None
 
     def read(self, blk) -> np.ndarray:
         """The block's tested genes, genes × samples."""
@@ -107,6 +112,16 @@ def estimate_disp(counts, m: Model, blocks, *, robust=False, legacy_span=False, 
             f"no gene has a total count of at least {min_row_sum}; the dispersion can not be estimated"
         )
     common = float(0.1 * 2.0 ** _glm.nb.maximize_interpolant(pts, l0.sum(axis=0)[None, :])[0])
+    disp = _trend_and_tagwise(
+        counts, m, blocks, sel, l0, pts, common, robust=robust, legacy_span=legacy_span, squeeze_legacy=squeeze_legacy
+    )
+    return disp, rowsum
+
+
+def _trend_and_tagwise(counts, m: Model, blocks, sel, l0, pts, common, *, robust, legacy_span, squeeze_legacy):
+    """The second half of ``estimateDisp`` (as :func:`.glm.trend_and_tagwise`): a pass for
+    AveLogCPM, the trend, a pass for the deviances of the prior df, the tagwise dispersions."""
+    n, p = m.X.shape
     alc = _cat(_map(_alc_block, counts, blocks, m, common), 0)
     cov = alc[sel]
     span, m0, disp_trend, trended = _glm.dispersion_trend(l0, cov, alc, sel, pts, span=None, legacy_span=legacy_span)
@@ -114,8 +129,7 @@ def estimate_disp(counts, m: Model, blocks, *, robust=False, legacy_span=False, 
     prior_df = _glm.prior_df_of(
         _cat(parts, 0), _cat(parts, 1), cov, robust=robust, winsor_tail_p=(0.05, 0.1), squeeze_legacy=squeeze_legacy
     )
-    disp = _glm.tagwise_dispersions(common, trended, alc, sel, l0, m0, pts, prior_df, n - p, robust=robust, span=span)
-    return disp, rowsum
+    return _glm.tagwise_dispersions(common, trended, alc, sel, l0, m0, pts, prior_df, n - p, robust=robust, span=span)
 
 
 # --------------------------------------------------------------------------------------------
@@ -224,6 +238,80 @@ def ql_v4(counts, m: Model, blocks, alc, rowsum, C, *, robust=False, lfc=0.0, nu
 
 
 # --------------------------------------------------------------------------------------------
+# glmQLFit(legacy = TRUE): edgeR 3's QL fit, with the Poisson bound
+# --------------------------------------------------------------------------------------------
+
+
+def _legacy_block(blk, m: Model, trended, C, lfc):
+    y = m.read(blk)
+    fit = _glm.glm_fit_genes(y, m.X, trended[m.rows(blk)], m.log_lib, prior_count=0.125)
+    dfr = _glm.resid_df((fit.fitted < _glm._ZERO) & (y < _glm._ZERO), m.X)
+    return (fit.deviance, dfr, *_contrast_parts(fit, y, m, C, lfc))
+
+
+def _bound_block(blk, m: Model, trended, var_post, C, lfc, null):
+    """The genes of the block below the Poisson bound and, per contrast, their Poisson p-values."""
+    y = m.read(blk)
+    rows = m.rows(blk)
+    fit = _glm.glm_fit_genes(y, m.X, trended[rows], m.log_lib, prior_count=0.125)
+    below = _glm.below_poisson_bound(fit, var_post[rows])
+    yb = np.ascontiguousarray(y[below])
+    off = _glm.offset_rows(m.off(y.shape[0]), below)
+    start = fit.unshrunk[below]
+    ps = []
+    for j in range(C.shape[1]):
+        if lfc > 0:
+            ps.append(_treat.poisson_treat_p(yb, m.X, off, start, C[:, j], lfc, null))
+        else:
+            ps.append(_glm.poisson_p(yb, m.X, off, start, C[:, j], 1))
+    return below, np.array(ps).reshape(C.shape[1], -1)
+
+
+def ql_legacy(counts, m: Model, blocks, disp, C, *, robust=False, lfc=0.0, null="interval"):
+    """edgeR 3's ``glmQLFit`` (``legacy = TRUE``: the trended dispersions, residual df less the
+    zero fits, ``squeezeVar(legacy = TRUE)``) and per contrast ``glmQLFTest`` or ``glmTreat``
+    with the Poisson bound: two passes (the fit and tests, then the bound, which needs the
+    squeezed dispersions). Returns the fit (its ``glm`` is ``None``) and the tables."""
+    n, p = m.X.shape
+    alc = disp.ave_log_cpm
+    parts = _map(_legacy_block, counts, blocks, m, disp.trended, C, lfc)
+    dev, dfr = _cat(parts, 0), _cat(parts, 1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        s2 = dev / dfr
+    s2[dfr == 0] = 0.0
+    s2 = np.maximum(s2, 0.0)
+    var_post, var_prior, df_prior = _glm.squeeze_var(
+        s2, dfr, covariate=alc, robust=robust, winsor_tail_p=(0.05, 0.1), legacy=True
+    )
+    ql = _glm.QLFit(None, dfr, s2, var_post, var_prior, df_prior)
+    tables = _legacy_tables(parts, C, lfc, null, ql, n - p, alc)
+    bound = _map(_bound_block, counts, blocks, m, disp.trended, var_post, C, lfc, null)
+    below, p_pois = _cat(bound, 0), _cat(bound, 1, axis=1)
+    for j, t in enumerate(tables):
+        if below.any():
+            t.pvalue[below] = np.maximum(t.pvalue[below], p_pois[j])
+        t.padj = p_adjust_bh(t.pvalue)
+    return ql, tables
+
+
+def _legacy_tables(parts, C, lfc, null, ql, df_residual, alc):
+    """The tables before the Poisson bound (as :func:`.glm.glm_ql_ftest` and :func:`.treat.glm_treat`)."""
+    if lfc > 0:
+        return _tables(parts, 2, C, lfc, null, ql, df_residual, alc, test="QL")
+    G = alc.size
+    arrs = [_cat(parts, 2 + i, axis=1) for i in range(2)]
+    tables = []
+    for j in range(C.shape[1]):
+        with np.errstate(divide="ignore", invalid="ignore"):
+            fstat = arrs[0][j] / 1 / ql.var_post
+        df_total = np.asarray(ql.df_prior, dtype=np.float64) + ql.df_residual_zeros
+        df_total = np.minimum(df_total, G * df_residual)
+        p = _glm._f_sf(fstat, 1, df_total)
+        tables.append(_glm.DETable(arrs[1][j], alc, fstat, p, None, np.broadcast_to(df_total, (G,)).copy()))
+    return tables
+
+
+# --------------------------------------------------------------------------------------------
 # glmFit + glmLRT
 # --------------------------------------------------------------------------------------------
 
@@ -238,3 +326,69 @@ def lrt(counts, m: Model, blocks, disp, C, *, lfc=0.0, null="interval"):
     """``glmFit`` with the tagwise dispersions and, per contrast, ``glmLRT`` (or ``glmTreat``)."""
     parts = _map(_lrt_block, counts, blocks, m, disp.tagwise, C, lfc)
     return _tables(parts, 0, C, lfc, null, None, m.X.shape[0] - m.X.shape[1], disp.ave_log_cpm, test="LRT")
+
+
+# --------------------------------------------------------------------------------------------
+# classic mode: estimateDisp without a design, exactTest
+# --------------------------------------------------------------------------------------------
+
+
+def _cond_lik_block(blk, m: Model, codes, k, lib, dispersion, r):
+    y = m.read(blk)
+    pseudo, _ = _exact.equalize_lib_sizes(y, codes, k, dispersion, lib)
+    return y.sum(axis=1), _exact._cond_log_lik(pseudo, codes, k, r)
+
+
+def _cond_grid_block(blk, m: Model, codes, k, lib, dispersion, grid, min_row_sum):
+    y = m.read(blk)
+    pseudo, _ = _exact.equalize_lib_sizes(y, codes, k, dispersion, lib)
+    ps = pseudo[y.sum(axis=1) >= min_row_sum]
+    return (np.column_stack([_exact._cond_log_lik(ps, codes, k, np.full(ps.shape[0], 1.0 / d)) for d in grid]),)
+
+
+def estimate_disp_classic(counts, m: Model, blocks, codes, *, robust=False, min_row_sum: float = 5, tol=1e-6):
+    """``estimateDisp`` in classic mode (as :func:`.exact.estimate_disp_classic`; ``m.X`` is
+    ``model.matrix(~ group)`` and ``m.log_lib`` the log effective library sizes): one pass per
+    evaluation of R's ``optimize`` for the first common dispersion (the pseudo-counts recomputed
+    in each task, never kept), one for the grid likelihoods, then the trend and tagwise passes."""
+    k = int(codes.max()) + 1
+    if np.all(np.bincount(codes, minlength=k) <= 1):
+        raise ValueError("no group has more than one sample: there is no replication to estimate the dispersion")
+    lib = m.lib
+    sel = None
+
+    def minus_loglik(delta):
+        nonlocal sel
+        parts = _map(_cond_lik_block, counts, blocks, m, codes, k, lib, 0.01, 1.0 / delta - 1.0)
+        if sel is None:
+            sel = _cat(parts, 0) >= min_row_sum
+            if not sel.any():
+                raise ValueError(
+                    f"no gene has a total count of at least {min_row_sum}; the dispersion can not be estimated"
+                )
+        return -float(np.sum(_cat(parts, 1)[sel]))
+
+    delta = fmin(minus_loglik, 1e-4, 100 / 101, tol=tol)
+    pts = np.linspace(_exact._GRID_RANGE[0], _exact._GRID_RANGE[1], _exact._GRID_LENGTH)
+    grid = 0.1 * 2.0**pts
+    l0 = _cat(_map(_cond_grid_block, counts, blocks, m, codes, k, lib, delta / (1 - delta), grid, min_row_sum), 0)
+    common = float(0.1 * 2.0 ** _glm.nb.maximize_interpolant(pts, l0.sum(axis=0)[None, :])[0])
+    return _trend_and_tagwise(
+        counts, m, blocks, sel, l0, pts, common, robust=robust, legacy_span=False, squeeze_legacy=None
+    )
+
+
+def _exact_block(blk, m: Model, codes, pairs, tagwise, alc):
+    x = blk.read(0, keep=None if m.mask is None else m.mask[blk.sl])  # samples × genes, as in memory
+    rows = m.rows(blk)
+    res = [_exact.exact_test(x, codes, pair, m.lib, tagwise[rows], alc[rows]) for pair in pairs]
+    return np.array([r.log2_fold_change for r in res]), np.array([r.pvalue for r in res])
+
+
+def exact_tests(counts, m: Model, blocks, codes, pairs, disp) -> list:
+    """``exactTest`` of each pair of groups, in one pass."""
+    parts = _map(_exact_block, counts, blocks, m, codes, list(pairs), disp.tagwise, disp.ave_log_cpm)
+    logfc, p = _cat(parts, 0, axis=1), _cat(parts, 1, axis=1)
+    return [
+        _glm.DETable(logfc[j], disp.ave_log_cpm, logfc[j], p[j], p_adjust_bh(p[j])) for j in range(len(pairs))
+    ]

@@ -779,13 +779,24 @@ def glm_ql_ftest(
     df_total = np.minimum(df_total, G * (n - X.shape[1]))
     p = _f_sf(fstat, df_test, df_total)
     if poisson_bound:
-        below = np.any((ql.glm.fitted * ql.glm.dispersion[:, None] + 1) * ql.var_post[:, None] < 1, axis=1)
+        below = below_poisson_bound(ql.glm, ql.var_post)
         if below.any():
-            yb = np.ascontiguousarray(y[below])
-            zero = np.zeros(yb.shape[0])
             off = offset_rows(offsets(log_lib, G, n), below)
-            _, _, dev1, _ = _fit(yb, X, zero, off, start=ql.glm.unshrunk[below])
-            _, _, dev0, _ = _fit(yb, _null_design(X, contrast), zero, off)
-            p_pois = stats.chi2.sf(dev0 - dev1, df_test)
+            p_pois = poisson_p(np.ascontiguousarray(y[below]), X, off, ql.glm.unshrunk[below], contrast, df_test)
             p[below] = np.maximum(p[below], p_pois)
     return DETable(logfc, ave_log_cpm, fstat, p, p_adjust_bh(p), np.broadcast_to(df_total, (G,)).copy())
+
+
+def below_poisson_bound(fit: GLMFit, var_post) -> np.ndarray:
+    """Genes whose QL variance falls below the Poisson variance at some observation (edgeR 3's
+    ``glmQLFTest``/``glmTreat`` bound): ``(mu * dispersion + 1) * s2.post < 1``."""
+    return np.any((fit.fitted * fit.dispersion[:, None] + 1) * np.asarray(var_post)[:, None] < 1, axis=1)
+
+
+def poisson_p(yb, X, off, start, contrast, df_test) -> np.ndarray:
+    """The Poisson (dispersion 0) likelihood-ratio p-values of one contrast for the genes ``yb``
+    (genes × samples), the full model started from ``start`` (the QL fit's unshrunk coefficients)."""
+    zero = np.zeros(yb.shape[0])
+    _, _, dev1, _ = _fit(yb, X, zero, off, start=start)
+    _, _, dev0, _ = _fit(yb, _null_design(X, contrast), zero, off)
+    return stats.chi2.sf(dev0 - dev1, df_test)

@@ -148,12 +148,18 @@ def glm_treat(
     off = _glm.offsets(log_lib, G, n, "log_lib")
     p, unshrunk = _treat_p(fit, y, X, off, c, lfc, null, ql)
     if ql is not None and getattr(ql, "df_residual_adj", None) is None:  # legacy QL: Poisson bound
-        below = np.any((fit.fitted * fit.dispersion[:, None] + 1) * ql.var_post[:, None] < 1, axis=1)
+        below = _glm.below_poisson_bound(fit, ql.var_post)
         if below.any():
             yb = np.ascontiguousarray(y[below])
-            ob = _glm.offset_rows(off, below)
-            pois = _glm.glm_fit_genes(yb, X, 0.0, ob, start=fit.unshrunk[below])
-            p_pois, _ = _treat_p(pois, yb, X, ob, c, lfc, null)
+            p_pois = poisson_treat_p(yb, X, _glm.offset_rows(off, below), fit.unshrunk[below], c, lfc, null)
             p[below] = np.maximum(p[below], p_pois)
     logfc = fit.coefficients @ c / np.log(2.0)
     return _glm.DETable(logfc, ave_log_cpm, unshrunk, p, p_adjust_bh(p))
+
+
+def poisson_treat_p(yb, X, off, start, contrast, lfc: float, null: str) -> np.ndarray:
+    """``glmTreat``'s p-values of a Poisson (dispersion 0) fit of the genes ``yb``, started from
+    ``start``: the bound edgeR 3's QL ``glmTreat`` applies to genes below the Poisson variance."""
+    pois = _glm.glm_fit_genes(yb, X, 0.0, off, start=start)
+    p_pois, _ = _treat_p(pois, yb, X, off, contrast, lfc, null)
+    return p_pois

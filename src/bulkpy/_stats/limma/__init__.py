@@ -24,7 +24,7 @@ The public names are re-exported here; adapters import this package, not the fil
 from ..multitest import p_adjust_bh
 from .array_weights import QualityVoomResult, array_weights, voom_with_quality_weights
 from .batch import batch_terms, remove_batch_effect
-from .dupcor import DupCorResult, block_in_design, duplicate_correlation
+from .dupcor import DupCorResult, block_in_design, duplicate_correlation, duplicate_correlation_blocks
 from .ebayes import EBayesResult, FTestResult, ebayes, f_projection, moderated_f, treat
 from .lmfit import LinearFit, contrasts_fit, lm_fit, lm_fit_blocks
 from .lowess import lowess
@@ -44,6 +44,7 @@ __all__ = [
     "block_in_design",
     "contrasts_fit",
     "duplicate_correlation",
+    "duplicate_correlation_blocks",
     "ebayes",
     "f_projection",
     "fit_f_dist",

@@ -227,3 +227,30 @@ def duplicate_correlation(
         rho = np.where(rho > _RHO_MAX, _RHO_MAX, rho)
     arho = np.arctanh(rho)
     return DupCorResult(float(np.tanh(_trimmed_mean(arho, trim))), arho)
+
+
+def _dupcor_block(blk, X, block, vec_weights, trim):
+    w = blk.read(1)
+    res = duplicate_correlation(blk.read(0), X, block, weights=vec_weights if w is None else w, trim=trim)
+    return res.atanh_correlations
+
+
+def duplicate_correlation_blocks(y, design, block, *, weights=None, trim: float = 0.15, blocks=None) -> DupCorResult:
+    """:func:`duplicate_correlation` of a samples × genes matrix read block by block of genes (e.g.
+    a dask array, with a dask weights matrix read the same way): one pass returning each gene's
+    correlation, then the consensus over all genes, the same numbers as in memory."""
+    from .._blocks import blocks_for, map_gene_blocks
+
+    n, g = y.shape
+    X = _check_design(design, n)
+    codes, _ = block_codes(block, n)
+    if int(np.bincount(codes).max()) == 1 or block_in_design(X, codes):
+        zero = duplicate_correlation(np.zeros((n, 1)), X, block)  # limma's zero, with its warning
+        return DupCorResult(zero.consensus_correlation, np.zeros(g))
+    wmat = weights if weights is not None and np.ndim(weights) == 2 and np.shape(weights)[1] > 1 else None
+    wvec = None if wmat is not None or weights is None else np.asarray(weights, dtype=np.float64)
+    parts = map_gene_blocks(
+        _dupcor_block, [y, wmat], blocks_for(y, n) if blocks is None else blocks, args=(X, codes, wvec, trim)
+    )
+    arho = np.concatenate(parts)
+    return DupCorResult(float(np.tanh(_trimmed_mean(arho, trim))), arho)

@@ -194,8 +194,8 @@ def _block_E(blk, loglib, lib):
     return np.log2(blk.read(0) + 0.5) - _log_lib_obs(loglib, lib, blk.read(1)) + np.log2(1e6)
 
 
-def _block_fit(blk, X, loglib, lib):
-    fit = lm_fit(_block_E(blk, loglib, lib), X)
+def _block_fit(blk, X, loglib, lib, block, correlation):
+    fit = lm_fit(_block_E(blk, loglib, lib), X, block=block, correlation=correlation)
     y = blk.read(0)
     return fit.coefficients, fit.sigma, fit.df_residual, fit.amean, y.sum(axis=0) == 0
 
@@ -204,13 +204,17 @@ def _block_weights(blk, X, coefficients, loglib, lib, xu, ly_u):
     return _weights(X, coefficients[:, blk.sl], _log_lib_obs(loglib, lib, blk.read(1)), xu, ly_u)
 
 
-def voom_blocks(counts, design, *, lib_size, offset=None, span: float = 0.5, adaptive_span: bool = True, blocks=None):
+def voom_blocks(
+    counts, design, *, lib_size, offset=None, span: float = 0.5, adaptive_span: bool = True, block=None,
+    correlation: float | None = None, blocks=None,
+):  # fmt: skip
     """:func:`voom` of a samples × genes count matrix block by block of genes (e.g. a dask array;
     ``offset``, if given, read block by block like the counts): one pass for the unweighted fit
     (each task returns per-gene vectors), the trend on those vectors, and ``E`` and ``weights`` as
     samples × genes results made block by block (lazy dask arrays for dask input, computed only when
-    used). ``lib_size`` (the effective library sizes) is required. Same numbers as :func:`voom`;
-    its ``fit`` holds the per-gene vectors of the unweighted fit."""
+    used). ``lib_size`` (the effective library sizes) is required; ``block`` and ``correlation``
+    go to voom's linear model as in :func:`voom`. Same numbers as :func:`voom`; its ``fit`` holds
+    the per-gene vectors of the unweighted fit."""
     from .._blocks import blocks_for, lazy_gene_map, map_gene_blocks
 
     n, g = counts.shape
@@ -225,7 +229,7 @@ def voom_blocks(counts, design, *, lib_size, offset=None, span: float = 0.5, ada
     loglib = np.log2(lib + 1)
     blocks = blocks_for(counts, n) if blocks is None else blocks
     mats = [counts, offset]
-    parts = map_gene_blocks(_block_fit, mats, blocks, args=(X, loglib, lib))
+    parts = map_gene_blocks(_block_fit, mats, blocks, args=(X, loglib, lib, block, correlation))
     coef, sigma, df, amean, allzero = (np.concatenate([p[i] for p in parts], axis=-1) for i in range(5))
     fit = LinearFit(coef, np.full_like(coef, np.nan), sigma, df, amean, np.linalg.inv(X.T @ X), X)
     E = lazy_gene_map(_block_E, mats, blocks, args=(loglib, lib))
