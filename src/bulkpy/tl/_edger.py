@@ -15,7 +15,6 @@ from .._progress import check_progress, progress_bar
 from .._slots import check_key, write_de
 from .._stats import normalization as _norm
 from .._stats import tximport as _tx
-from .._stats._blocks import blocks_for, is_dask
 from .._stats.edger import blocked as _blocked
 from .._stats.edger import exact as _exact
 from .._stats.edger import glm as _edger
@@ -30,6 +29,7 @@ from .._validate import (
     check_counts,
     dense,
     get_matrix,
+    is_dask,
     layer_name,
     looks_logged,
 )
@@ -269,7 +269,7 @@ def _dask_route(
     if exact is not None:
         return (nf, eff, *_dask_exact(counts, mask, eff, exact, index, robust))
     m = _blocked.Model(mask, X, np.log(eff))
-    blocks = blocks_for(counts, counts.shape[0])
+    blocks = _blocked.gene_blocks_of(counts)
     disp, rowsum = _blocked.estimate_disp(
         counts, m, blocks, robust=robust, legacy_span=legacy, squeeze_legacy=True if legacy else None
     )
@@ -317,7 +317,7 @@ def _dask_exact(counts, mask, eff, exact, index, robust):
     X = (codes[:, None] == np.arange(k)[None, :]).astype(np.float64)
     X[:, 0] = 1.0  # model.matrix(~ group)
     m = _blocked.Model(mask, X, np.log(eff), eff)
-    blocks = blocks_for(counts, counts.shape[0])
+    blocks = _blocked.gene_blocks_of(counts)
     disp = _blocked.estimate_disp_classic(counts, m, blocks, codes, robust=robust)
     return (disp, *_exact_outputs(_blocked.exact_tests(counts, m, blocks, codes, pairs.values(), disp), exact, index))
 

@@ -20,9 +20,17 @@ from .._design import describe_design, design_spec, expr_variable
 from .._docs import doc_adata, doc_copy, doc_params
 from .._slots import check_key, write_de
 from .._stats import limma as _lin
-from .._stats._blocks import is_dask
 from .._utils import finish, start
-from .._validate import check_adata, check_bool, check_counts, dask_summary, dense, get_matrix, obs_column
+from .._validate import (
+    check_adata,
+    check_bool,
+    check_counts,
+    dask_summary,
+    dense,
+    get_matrix,
+    is_dask,
+    obs_column,
+)
 from ._contrasts import DOC_CONTRAST as _doc_contrast
 from ._contrasts import DOC_DESIGN as _doc_design
 from ._contrasts import _one_contrast, collect_contrasts, contrast_items, parse_design

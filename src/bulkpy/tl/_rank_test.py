@@ -12,7 +12,6 @@ from anndata import AnnData
 from .._docs import doc_adata, doc_copy, doc_params
 from .._slots import check_key, write_de
 from .._stats import rank as _rank
-from .._stats._blocks import blocks_for, is_dask
 from .._stats.multitest import p_adjust_bh
 from .._utils import finish, start
 from .._validate import (
@@ -21,6 +20,7 @@ from .._validate import (
     dask_summary,
     dense,
     get_matrix,
+    is_dask,
     layer_name,
     looks_logged,
     obs_column,
@@ -75,25 +75,14 @@ def _looks_like_counts(E) -> bool:
     return bool(E.min() >= 0 and np.all(E == np.round(E)) and E.max() > 100)
 
 
-def _test_block(block, in_group, in_ref, test):
-    """The test, the group means of one block of genes (samples × block genes)."""
-    E = block.read(0)
-    a, b = E[in_group], E[in_ref]
-    res = _rank.wilcoxon(a, b) if test == "wilcoxon" else _rank.welch(a, b)
-    return res.statistic, res.pvalue, res.extra, a.mean(axis=0), b.mean(axis=0)
-
-
 def _run_test(E, in_group, in_ref, test):
     """``(statistic, pvalue, extra, mean of group, mean of reference)`` per gene: in memory on the
     whole matrix, on dask block by block of genes in one pass (tasks return per-gene vectors)."""
-    if not is_dask(E):
-        a, b = E[in_group], E[in_ref]
-        res = _rank.wilcoxon(a, b) if test == "wilcoxon" else _rank.welch(a, b)
-        return res.statistic, res.pvalue, res.extra, a.mean(axis=0), b.mean(axis=0)
-    from .._stats._blocks import map_gene_blocks
-
-    parts = map_gene_blocks(_test_block, [E], blocks_for(E, E.shape[0]), args=(in_group, in_ref, test))
-    return tuple(np.concatenate([p[i] for p in parts]) for i in range(5))
+    if is_dask(E):
+        return _rank.two_group_blocks(E, in_group, in_ref, test)
+    a, b = E[in_group], E[in_ref]
+    res = _rank.wilcoxon(a, b) if test == "wilcoxon" else _rank.welch(a, b)
+    return res.statistic, res.pvalue, res.extra, a.mean(axis=0), b.mean(axis=0)
 
 
 @doc_params(adata=doc_adata, copy=doc_copy, split=DOC_SPLIT, split_returns=DOC_SPLIT_RETURNS)

@@ -18,6 +18,9 @@ file                   R function(s) it follows (edgeR 4.10, edgeR 3.40 behind t
 ``nb.py``              the same GLM and dispersion algorithms in plain numpy as sva's
                        ``ComBat_seq`` calls them (``glmFit``, ``estimateGLMCommonDisp``,
                        ``estimateGLMTagwiseDisp``), and R's ``pnbinom``/``qnbinom``
+``blocked.py``         the same pipeline (``estimateDisp``, both ``glmQLFit``, ``glmQLFTest``,
+                       ``glmLRT``, ``glmTreat``, classic ``estimateDisp`` and ``exactTest``) as
+                       passes over blocks of genes of a dask matrix, per-gene vectors between them
 ``_kernels.py``        numba per-gene kernels of ``glm.py`` (unit deviance, one-way and Levenberg
                        fits, adjusted profile likelihood) and ``exact.py`` (the double-tail sums)
 =====================  =====================================================================

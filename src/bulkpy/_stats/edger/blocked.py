@@ -63,6 +63,11 @@ class Model:
         return _glm.offsets(self.log_lib, g, self.X.shape[0])
 
 
+def gene_blocks_of(counts):
+    """The blocks of genes the passes walk (the block driver's rule for ``counts``)."""
+    return _blocks.blocks_for(counts, counts.shape[0])
+
+
 def _map(fn, counts, blocks, *args) -> list:
     return _blocks.map_gene_blocks(fn, [counts], blocks, args=args)
 
