@@ -22,7 +22,7 @@ STATS = PKG / "_stats"
 FAMILIES = ("deseq2", "edger", "limma", "enrichment")
 ADAPTERS = ("pp", "tl", "pl", "get", "io", "datasets", "_ml")
 # what an engine may import from outside bulkpy._stats
-ENGINE_THIRD_PARTY = {"numpy", "scipy", "numba", "pandas", "sklearn"}
+ENGINE_THIRD_PARTY = {"numpy", "scipy", "numba", "pandas", "sklearn", "dask"}  # dask: chunked input (issue 15)
 # bulkpy modules outside _stats that engines may use: design-matrix rank logic, no AnnData
 ENGINE_BULKPY_ALLOWED = {"bulkpy._design"}
 

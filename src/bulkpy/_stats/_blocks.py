@@ -277,7 +277,7 @@ def sample_blocks(n_samples: int, n_genes: int, *, block_elements: int = BLOCK_E
     return [slice(s, min(int(n_samples), s + size)) for s in range(0, int(n_samples), size)]
 
 
-def _dense_rows(c) -> np.ndarray:
+def _dense_rows(c) -> np.ndarray | None:
     if c is None:
         return None
     if is_dask(c):

@@ -564,3 +564,19 @@ def zscore(x: np.ndarray) -> np.ndarray:
     with np.errstate(invalid="ignore", divide="ignore"):
         z = (x - mu) / sd
     return np.where(sd > 0, z, 0.0)
+
+
+def _divided_block(b, fac_vec, log: bool, prior_count: float):
+    fac = fac_vec if fac_vec is not None else b.read(1)
+    out = b.read(0) / fac
+    return np.log2(out + prior_count) if log else out
+
+
+def divided(counts, fac, log: bool, prior_count: float):
+    """``counts / fac`` (then ``log2(x + prior_count)``): a lazy dask array when either is dask."""
+    if not (is_dask(counts) or is_dask(fac)):
+        out = counts / fac
+        return np.log2(out + prior_count) if log else out
+    matrix = fac.shape == counts.shape and fac.shape[1] > 1
+    mats = [counts, fac] if matrix else [counts]
+    return lazy_gene_map(_divided_block, mats, blocks_for(counts, counts.shape[0]), args=(None if matrix else fac, log, prior_count))

@@ -13,7 +13,6 @@ from anndata import AnnData
 from .._docs import doc_adata, doc_copy, doc_params
 from .._slots import COUNTS, check_key, write_params
 from .._stats import normalization as _norm
-from .._stats._blocks import blocks_for, is_dask, lazy_gene_map
 from .._stats.deseq2 import size_factors as _sf
 from .._tximport import READ_QUANT_COUNT_LAYERS, read_quant_params, round_counts
 from .._utils import finish, start
@@ -24,6 +23,7 @@ from .._validate import (
     dask_summary,
     dense,
     get_matrix,
+    is_dask,
     layer_name,
     looks_logged,
 )
@@ -565,22 +565,6 @@ def _checked_factor_layer(fac):
     return fac
 
 
-def _divided_block(b, fac_vec, log: bool, prior_count: float):
-    fac = fac_vec if fac_vec is not None else b.read(1)
-    out = b.read(0) / fac
-    return np.log2(out + prior_count) if log else out
-
-
-def _divided(counts, fac, log: bool, prior_count: float):
-    """``counts / fac`` (then ``log2(x + prior_count)``): a lazy dask array when either is dask."""
-    if not (is_dask(counts) or is_dask(fac)):
-        out = counts / fac
-        return np.log2(out + prior_count) if log else out
-    matrix = fac.shape == counts.shape and fac.shape[1] > 1
-    mats = [counts, fac] if matrix else [counts]
-    return lazy_gene_map(_divided_block, mats, blocks_for(counts, counts.shape[0]), args=(None if matrix else fac, log, prior_count))
-
-
 def _tpm_layer(counts, lens, log: bool, prior_count: float):
     """TPM (then ``log2(x + prior_count)``); lazy for a dask matrix."""
     if is_dask(counts) or is_dask(lens):
@@ -685,7 +669,7 @@ def normalize(
         out = _cpm_layer(adata, counts, method, log, prior_count, params)
     elif method == "size_factors":
         fac, params["factors"] = _deseq2_factors(adata, counts)
-        out = _divided(counts, fac, log, prior_count)
+        out = _norm.divided(counts, fac, log, prior_count)
     else:
         lens, source = _lengths(adata, length_key)
         params["lengths"] = source

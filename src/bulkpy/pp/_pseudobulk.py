@@ -11,8 +11,7 @@ from scipy import sparse
 
 from .._slots import COUNTS, write_params
 from .._stats import aggregate as _agg
-from .._stats._blocks import is_dask
-from .._validate import check_adata, check_choice, get_matrix, obs_column
+from .._validate import check_adata, check_choice, get_matrix, is_dask, obs_column
 
 logger = logging.getLogger(__name__)
 

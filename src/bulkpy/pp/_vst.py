@@ -7,13 +7,12 @@ import numpy as np
 from .._design import check_full_rank, describe_design, design_matrix
 from .._docs import doc_adata, doc_copy, doc_copy_returns, doc_params
 from .._slots import check_key, write_params
-from .._stats._blocks import is_dask
 from .._stats.deseq2 import size_factors as _sf
 from .._stats.deseq2 import vst as _vst
 from .._stats.deseq2.dispersion import FIT_TYPES
 from .._stats.deseq2.size_factors import deseq2_size_factors
 from .._utils import finish, start
-from .._validate import check_choice, check_counts, dense, get_matrix, looks_logged
+from .._validate import check_choice, check_counts, dense, get_matrix, is_dask, looks_logged
 
 NORM_FACTORS_LAYER = "norm_factors"
 SIZE_FACTORS = "size_factors"

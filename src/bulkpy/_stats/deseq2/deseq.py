@@ -844,7 +844,7 @@ def _compared_all_zero(blk: Block, m: _Model, all_zero_b, now_zero_local) -> np.
     if now_zero_local is not None:
         zero_final[now_zero_local] = True
     y = blk.read(0, gene_major=True)
-    caz = np.zeros((y.shape[0], len(m.masks)), dtype=bool)
+    caz = np.zeros((y.shape[0], len(m.masks)), dtype=np.bool_)
     for j, mk in enumerate(m.masks):
         if mk is not None:
             caz[:, j] = (y[:, mk] == 0).all(axis=1) & ~zero_final

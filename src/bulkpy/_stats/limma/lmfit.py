@@ -497,9 +497,7 @@ def lm_fit_blocks(
     if blocks is None:
         blocks = blocks_for(y, n)
     parts = map_gene_blocks(_lm_fit_block, [y, wmat], blocks, args=(X, wvec, block, correlation, missing))
-    coef, su, sigma, df, amean, _, ninf = (
-        np.concatenate([p[i] for p in parts], axis=-1) if i != 5 else None for i in range(7)
-    )
+    coef, su, sigma, df, amean, ninf = (np.concatenate([p[i] for p in parts], axis=-1) for i in (0, 1, 2, 3, 4, 6))
     fit = LinearFit(
         coefficients=coef, stdev_unscaled=su, sigma=sigma, df_residual=df, amean=amean,
         cov_coefficients=parts[0][5], design=X, block=None if block is None else np.asarray(block),
