@@ -2,16 +2,17 @@
 
     python benchmarks/bench_scale.py                                  # 10k samples, threaded and LocalCluster
     python benchmarks/bench_scale.py --samples 10000 30000 100000 --schedulers threads cluster
-    python benchmarks/bench_scale.py --samples 10000 --zarr /tmp/cohort.zarr   # also from a sample-chunked zarr
+    python benchmarks/bench_scale.py --samples 10000 --layouts genes samples  # also from a sample-chunked store
     python benchmarks/bench_scale.py --samples 10000 --check-memory            # and the in-memory run, compared
 
 The cohort is bench_deseq's model (20,000 genes, negative binomial, log-normal means, dispersions
 ``0.05 + 2 / mean`` with noise, 4 batches, two conditions, 10% of genes changed; ``~ batch +
-condition``), generated block by block inside the dask graph: each chunk of genes draws its genes'
-parameters and counts from its own seed, so the matrix exists only a chunk at a time and every run
-sees the same numbers. With ``--zarr`` the cohort is also written once to a zarr store chunked by
-samples (1,000 samples × all genes per chunk, the layout of a store that grew by adding samples)
-and read lazily from there.
+condition``), generated block by block: each chunk of genes draws its genes' parameters and counts
+from its own seed, so the matrix exists only a chunk at a time and every run sees the same numbers.
+It is written once (not timed; drawing negative binomial counts costs more than the analysis) to
+zarr stores under ``--store``: gene-major (all samples × 500 genes per chunk, the layout
+docs/scaling.md recommends) and, with ``--layouts samples``, sample-major (1,000 samples × all
+genes per chunk, the layout of a store that grew by adding samples). The runs read them lazily.
 
 Each run is a fresh subprocess: with the threaded scheduler (``dask.config.set(scheduler="threads")``,
 2 threads) or on a ``distributed.LocalCluster`` of 2 worker processes × 1 thread with a 4 GB memory
@@ -79,13 +80,24 @@ def cohort(n_samples: int, *, seed: int = SEED):
     return adata
 
 
-def write_zarr(n_samples: int, path: str) -> None:
-    """The cohort written to ``path`` chunked by samples (1,000 samples × all genes)."""
+def store_path(store: str, n_samples: int, layout: str) -> str:
+    return os.path.join(store, f"{layout}_{n_samples}.zarr")
+
+
+def write_store(n_samples: int, store: str, layout: str) -> float:
+    """The cohort written to a zarr store (gene- or sample-major) unless it exists; seconds taken."""
+    import dask
     import dask.array as da
 
-    a = cohort(n_samples)
-    x = a.layers["counts"].rechunk((1000, N_GENES))
-    da.to_zarr(x, path, overwrite=True)
+    path = store_path(store, n_samples, layout)
+    if os.path.exists(os.path.join(path, ".zarray")) or os.path.exists(os.path.join(path, "zarr.json")):
+        return 0.0
+    t = time.perf_counter()
+    x = cohort(n_samples).layers["counts"]
+    x = x if layout == "genes" else x.rechunk((1000, N_GENES))
+    with dask.config.set(scheduler="threads", num_workers=2):
+        da.to_zarr(x, path, overwrite=True)
+    return time.perf_counter() - t
 
 
 def _peak_mb() -> float:
@@ -109,7 +121,7 @@ def worker(args) -> dict:
     adata = cohort(args.n)
     if args.zarr:
         adata.layers["counts"] = da.from_zarr(args.zarr)
-    out = {"n": args.n, "method": args.method, "scheduler": args.scheduler, "source": "zarr" if args.zarr else "generated"}
+    out = {"n": args.n, "method": args.method, "scheduler": args.scheduler, "source": args.layout or "generated"}
     if args.scheduler == "cluster":
         from distributed import Client, LocalCluster
 
@@ -130,7 +142,7 @@ def worker(args) -> dict:
     out["client_peak_mb"] = round(_peak_mb())
     if args.check_memory:
         mem = cohort(args.n)
-        mem.layers["counts"] = mem.layers["counts"].compute()
+        mem.layers["counts"] = adata.layers["counts"].compute()
         ref = _run(args.method, mem)
         num = res.select_dtypes("number").to_numpy(float)
         rnum = ref.select_dtypes("number").to_numpy(float)
@@ -146,12 +158,15 @@ def main() -> None:
     ap.add_argument("--samples", type=int, nargs="+", default=[10_000])
     ap.add_argument("--methods", nargs="+", default=["deseq", "voom"], choices=["deseq", "voom"])
     ap.add_argument("--schedulers", nargs="+", default=["threads", "cluster"], choices=["threads", "cluster"])
-    ap.add_argument("--zarr", default=None, help="also run from this sample-chunked zarr store (written first)")
+    ap.add_argument("--layouts", nargs="+", default=["genes"], choices=["genes", "samples"])
+    ap.add_argument("--store", default="/tmp/bulkpy_bench_scale", help="where the zarr stores are written (once)")
     ap.add_argument("--check-memory", action="store_true")
     ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--n", type=int, help=argparse.SUPPRESS)
     ap.add_argument("--method", help=argparse.SUPPRESS)
     ap.add_argument("--scheduler", help=argparse.SUPPRESS)
+    ap.add_argument("--zarr", default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--layout", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.worker:
         print(json.dumps(worker(args)))
@@ -161,18 +176,18 @@ def main() -> None:
     print(f"bulkpy {version('bulkpy')}, dask {version('dask')}, distributed {version('distributed')}, {os.cpu_count()} CPUs")
     print(f"{'samples':>8} {'genes':>6} {'method':>6} {'scheduler':>9} {'source':>9} {'seconds':>8} {'client MB':>9} "
           f"{'worker MB':>12} {'= in memory':>11}")  # fmt: skip
+    os.makedirs(args.store, exist_ok=True)
     for n in args.samples:
-        sources = [None]
-        if args.zarr:
-            write_zarr(n, args.zarr)
-            sources.append(args.zarr)
+        for layout in args.layouts:
+            took = write_store(n, args.store, layout)
+            if took:
+                print(f"(the {layout}-major store of {n} samples written in {took:.0f} s, not timed below)", flush=True)
         for method in args.methods:
             for sched in args.schedulers:
-                for src in sources:
-                    cmd = [sys.executable, __file__, "--worker", "--n", str(n), "--method", method, "--scheduler", sched]
-                    if src:
-                        cmd += ["--zarr", src]
-                    if args.check_memory and sched == "threads" and src is None:
+                for layout in args.layouts:
+                    cmd = [sys.executable, __file__, "--worker", "--n", str(n), "--method", method, "--scheduler", sched,
+                           "--zarr", store_path(args.store, n, layout), "--layout", layout]  # fmt: skip
+                    if args.check_memory and sched == "threads" and layout == "genes":
                         cmd.append("--check-memory")
                     p = subprocess.run(cmd, capture_output=True, text=True)
                     if p.returncode:
