@@ -58,6 +58,16 @@ class CountingScheduler:
         return out
 
 
+def counted(fn, *args, **kw) -> CountingScheduler:
+    """Run ``fn(*args, **kw)`` under a :class:`CountingScheduler` and return it."""
+    import dask
+
+    sched = CountingScheduler()
+    with dask.config.set(scheduler=sched):
+        fn(*args, **kw)
+    return sched
+
+
 def _nbytes(x) -> int:
     if isinstance(x, list | tuple):
         return max((_nbytes(v) for v in x), default=0)

@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from conftest import read_ref
-from dask_helpers import ARRAY_TYPES, DASK_TYPES, CountingScheduler, as_array_type, is_dask
+from dask_helpers import ARRAY_TYPES, DASK_TYPES, CountingScheduler, as_array_type, counted, is_dask
 from helpers import assert_adata_equal, rel_diff
 from scipy import sparse
 
@@ -36,11 +36,6 @@ def _as(adata, kind, layer="counts", **kw):
     return adata
 
 
-def _counted(fn, *args, **kw):
-    sched = CountingScheduler()
-    with dask.config.set(scheduler=sched):
-        fn(*args, **kw)
-    return sched
 
 
 def _value(x):
@@ -80,7 +75,7 @@ def _run_both(adata, kind, fn, **kw):
     want = adata.copy()
     fn(want, **kw)
     got = _as(adata.copy(), kind)
-    return got, want, _counted(fn, got, **kw)
+    return got, want, counted(fn, got, **kw)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -108,7 +103,7 @@ def test_filter_by_expr(pasilla, kind):
     if kind.startswith("dask"):
         _small(sched, got, 3)
         lib = got.layers["counts"].sum(axis=1).compute()
-        _small(_counted(bk.pp.filter_by_expr, got, group="condition", lib_size=lib, key_added="f2"), got, 1)
+        _small(counted(bk.pp.filter_by_expr, got, group="condition", lib_size=lib, key_added="f2"), got, 1)
 
 
 @pytest.mark.parametrize("kind", ARRAY_TYPES)
@@ -197,7 +192,7 @@ def test_normalize_with_stored_factors(pasilla, kind):
     for kw, passes in (({"method": "tmm"}, 1), ({"method": "size_factors"}, 2), ({"method": "tpm", "key_added": "tpm_len"}, 2)):
         bk.pp.normalize(want, **kw)
         _validate._DASK_SUMMARIES.clear()
-        _small(_counted(bk.pp.normalize, got, **kw), got, passes)
+        _small(counted(bk.pp.normalize, got, **kw), got, passes)
     _same_results(got, want, kind, layers=["tmm_cpm", "normalized", "tpm_len"])
 
 
@@ -249,7 +244,7 @@ def test_vst_matches_deseq2_with_design_and_stored_factors(pasilla, kind):
     want = pasilla.copy()
     got = _as(pasilla, kind)
     bk.pp.vst(want, blind=False, design="~ type + condition")
-    _small(_counted(bk.pp.vst, got, blind=False, design="~ type + condition"), got, 4)
+    _small(counted(bk.pp.vst, got, blind=False, design="~ type + condition"), got, 4)
     _same_results(got, want, kind, layers=["vst"])
     ref = read_ref("pasilla", "deseq2_vst_design.csv.gz")
     ours = pd.DataFrame(_value(got.layers["vst"]).T, index=got.var_names, columns=got.obs_names)
@@ -259,7 +254,7 @@ def test_vst_matches_deseq2_with_design_and_stored_factors(pasilla, kind):
     bk.pp.size_factors(got)
     bk.pp.size_factors(want)
     _validate._DASK_SUMMARIES.clear()
-    _small(_counted(bk.pp.vst, got, key_added="vst_sf"), got, 2)
+    _small(counted(bk.pp.vst, got, key_added="vst_sf"), got, 2)
     bk.pp.vst(want, key_added="vst_sf")
     _same_results(got, want, kind, layers=["vst_sf"])
 
@@ -275,7 +270,7 @@ def test_vst_with_norm_factor_layer(pasilla, kind):
     bk.pp.vst(want, fit_type="local")
     got = _as(pasilla, kind)
     got = _as(got, kind, layer="norm_factors")
-    _small(_counted(bk.pp.vst, got, fit_type="local"), got, 3)
+    _small(counted(bk.pp.vst, got, fit_type="local"), got, 3)
     assert is_dask(got.layers["vst"])
     np.testing.assert_allclose(_value(got.layers["vst"]), want.layers["vst"], rtol=1e-10)
     np.testing.assert_allclose(got.var["vst_gene_dispersion"], want.var["vst_gene_dispersion"], rtol=1e-10)

@@ -14,7 +14,7 @@ import dask
 import numpy as np
 import pandas as pd
 import pytest
-from dask_helpers import ARRAY_TYPES, DASK_TYPES, CountingScheduler, as_array_type, is_dask
+from dask_helpers import ARRAY_TYPES, DASK_TYPES, as_array_type, counted, is_dask
 from helpers import assert_adata_equal
 
 import bulkpy as bk
@@ -47,11 +47,6 @@ def _as(adata, layer, kind, **kw):
     return ad
 
 
-def _counted(fn, *args, **kw):
-    sched = CountingScheduler()
-    with dask.config.set(scheduler=sched):
-        fn(*args, **kw)
-    return sched
 
 
 def _gathered_nothing(sched, ad) -> None:
@@ -106,7 +101,7 @@ def test_rank_test_any_array_type(pasilla_tmm, kind, test):
 def test_rank_test_passes(many):
     ad = _as(many, "log_tmm_cpm", "dask_genes")
     ad.uns.pop("log_tmm_cpm", None)  # no stored parameters: the log scale is guessed from the summary pass
-    sched = _counted(bk.tl.rank_test, ad, **_RANK)
+    sched = counted(bk.tl.rank_test, ad, **_RANK)
     assert sched.computes <= 2  # the docstring: two passes
     _gathered_nothing(sched, ad)
     assert ad.uns["rank_test"]["params"]["log_scale"] is True
@@ -155,7 +150,7 @@ def test_limma_missing_values_and_sample_weights(pasilla_logcpm, kind):
 
 def test_limma_passes(many):
     ad = _as(many, "log_tmm_cpm", "dask_genes")
-    sched = _counted(bk.tl.limma, ad, design=_DESIGN, contrast=_CONTRAST, layer="log_tmm_cpm")
+    sched = counted(bk.tl.limma, ad, design=_DESIGN, contrast=_CONTRAST, layer="log_tmm_cpm")
     assert sched.computes <= 2  # the docstring: two passes
     _gathered_nothing(sched, ad)
 
@@ -202,13 +197,13 @@ def test_voom_passes_lazy_layers_and_limma_on_them(many):
     want = many.copy()
     bk.tl.voom(want, design=_DESIGN, contrast=_CONTRAST)
     ad = _as(many, "counts", "dask_genes")
-    sched = _counted(bk.tl.voom, ad, design=_DESIGN, contrast=_CONTRAST)
+    sched = counted(bk.tl.voom, ad, design=_DESIGN, contrast=_CONTRAST)
     assert sched.computes <= 6  # the docstring: four passes, and two for TMM
     _gathered_nothing(sched, ad)
     assert is_dask(ad.layers["voom_E"]) and is_dask(ad.layers["voom_weights"])
     _tables_equal(ad, want, "dask_genes")
     # limma on voom's lazy layers reproduces voom's tables (two more passes: the check of E and the fit)
-    sched = _counted(
+    sched = counted(
         bk.tl.limma, ad, design=_DESIGN, contrast=_CONTRAST, layer="voom_E", weights="voom_weights", key_added="again"
     )
     assert sched.computes <= 3
@@ -295,7 +290,7 @@ def test_edger_passes(many, kw, bound):
     # the docstring: about 25 (QL: 24 here, 13 of them R's optimize), 8 (LRT), 9 (legacy), about 27 (exact)
     # the exact test's pseudo-counts are recomputed in each of its ~15 optimize passes: fewer genes
     ad = _as(many[:, :400] if kw.get("test") == "exact" else many, "counts", "dask_genes")
-    sched = _counted(bk.tl.edger, ad, contrast=_CONTRAST, **{"design": _DESIGN, **kw})
+    sched = counted(bk.tl.edger, ad, contrast=_CONTRAST, **{"design": _DESIGN, **kw})
     assert sched.computes <= bound
     _gathered_nothing(sched, ad)
 
@@ -368,7 +363,7 @@ def test_voom_and_limma_with_block_on_dask(airway_kept, kind):
     bk.tl.voom(want, **kw)
     bk.tl.limma(want, layer="voom_E", weights="voom_weights", key_added="lim", **kw)
     got = _as(airway_kept, "counts", kind)
-    sched = _counted(bk.tl.voom, got, **kw)
+    sched = counted(bk.tl.voom, got, **kw)
     assert sched.computes <= 9  # the docstring: 4 + 2 (TMM) + 3 (block)
     bk.tl.limma(got, layer="voom_E", weights="voom_weights", key_added="lim", **kw)
     _tables_equal(got, want, kind)
