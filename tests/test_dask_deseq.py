@@ -109,6 +109,21 @@ def test_norm_factors_and_outlier_refit_on_dask(kind, _airway):
     assert np.quantile(lp, 0.99) < 1e-6
 
 
+@pytest.mark.parametrize("kind", ["dask_genes", "dask_samples"])
+def test_outlier_refit_with_size_factors_runs_in_the_blocks(kind, _airway):
+    """With size factors the genes whose outliers are replaced are refitted inside their block
+    (no counts come back to the client): the same numbers as in memory."""
+    ref = _r_levels(_airway.copy(), "airway")
+    bk.tl.deseq(ref, design="~ dex", contrast=["dex", "trt", "untrt"], min_replicates_for_replace=3)
+    assert ref.var["deseq_replace"].sum() > 10
+    a = _with_counts(ref, kind, gene_chunk=5000, sample_chunk=3)
+    cs = CountingScheduler()
+    with dask.config.set(scheduler=cs):
+        bk.tl.deseq(a, design="~ dex", contrast=["dex", "trt", "untrt"], min_replicates_for_replace=3)
+    _assert_same(a, ref, kind)
+    assert cs.largest < a.n_obs * a.n_vars * 8 / 4
+
+
 # anndata 0.12 announces that zarr v3 will become its default format: not ours to act on
 @pytest.mark.filterwarnings("ignore:Writing zarr v2 data:UserWarning")
 def test_lazy_cooks_round_trip_h5ad_and_zarr(pasilla_ref, _pasilla, tmp_path):

@@ -597,6 +597,7 @@ class _Model:
     prior_var: float = float("nan")
     var_log: float = float("nan")
     fill_disp: float | None = None
+    trend: Any = None
     # pass 3
     cutoff: float = float("nan")
     replaceable: np.ndarray | None = None
@@ -771,6 +772,7 @@ def _dispersion_trend_and_prior(inp: _Inputs, st: _State, fit_type: str) -> None
     nz, m = st.nz, inp.m
     min_disp = m.opts["min_disp"]
     st.trend = fit_dispersion_trend(st.base_mean, st.disp_gene_est, fit_type=fit_type, min_disp=min_disp)
+    m.trend = st.trend
     st.disp_fit = np.full(inp.g, np.nan)
     st.disp_fit[nz] = st.trend(st.base_mean[nz])
     m.var_log = log_dispersion_residual_variance(st.disp_gene_est[nz], st.disp_fit[nz], min_disp=min_disp)
@@ -831,8 +833,29 @@ def _fit_block(blk: Block, m: _Model, keep_cooks: bool, nz_b, dge_b, dfit_b, mu_
         r["cooks"] = ck
     if m.do_replace:
         r.update(_replace_outliers(m, ii, y_ge, nf_nz, norm_ge, ck))
+        if not m.has_nf and r.get("refit_y") is not None and len(r["refit_y"]):
+            r["refit"] = _refit(m, r.pop("refit_y"), None, r["refit_base_mean"], m.xim)
     r["caz"] = _compared_all_zero(blk, m, ~nz_b, r.get("now_zero_local"))
     return r
+
+
+def _refit(m: _Model, y_f, nf_f, base_mean_f, xim_f) -> dict:
+    """``refitWithoutOutliers`` for genes with replaced counts: gene-wise dispersions, the trend
+    at their new means, MAP dispersions and the fit, with the prior of the first fit."""
+    o = m.opts
+    y_f = np.ascontiguousarray(y_f)
+    ge = estimate_gene_dispersions(
+        y_f, m.X, size_factors=m.sf, norm_factors=nf_f, min_disp=o["min_disp"], kappa_0=o["kappa_0"],
+        disp_tol=o["disp_tol"], maxit=o["maxit"], minmu=o["minmu"], xim=xim_f, gene_major=True,
+    )  # fmt: skip
+    disp_fit = m.trend(base_mean_f)
+    fit = _map_and_fit(
+        y_f, m.X, m.Xr, m.sf, nf_f, ge.mu, ge.disp_gene_est, disp_fit, m.prior_var, m.var_log, o, m.fill_disp
+    )
+    return dict(
+        disp_gene_est=ge.disp_gene_est, disp_gene_iter=ge.disp_gene_iter, disp_fit=disp_fit,
+        out={key: getattr(fit, key) for key in _OUT_KEYS},
+    )  # fmt: skip
 
 
 def _compared_all_zero(blk: Block, m: _Model, all_zero_b, now_zero_local) -> np.ndarray | None:
@@ -874,7 +897,7 @@ def _replace_outliers(m: _Model, ii, y_ge, nf_nz, norm_ge, ck) -> dict:
     r.update(
         replaced_local=r_loc, base_mean=row_means_r(norm_new), base_var=row_vars_r(norm_new),
         now_zero_local=r_loc[now_zero], refit_local=r_loc[keep], refit_y=new_y[keep],
-        refit_nf=None if nf_r is None else nf_r[keep],
+        refit_nf=None if nf_r is None else nf_r[keep], refit_base_mean=row_means_r(norm_new)[keep],
     )  # fmt: skip
     return r
 
@@ -912,10 +935,12 @@ def _map_fit_and_outliers(inp: _Inputs, st: _State, min_replicates_for_replace, 
     if keep_cooks:
         st.cooks = np.full((inp.n, g), np.nan)
     mus, st.mus = st.mus, []
+    # the pass-1 values (refits overwrite some of them as the blocks are stored)
+    dge, dfit = st.disp_gene_est.copy(), st.disp_fit.copy()
 
     def per_block(i, sl):
         mu, mus[i] = mus[i], None  # each block's pass-1 means are released once used
-        return st.nz[sl], st.disp_gene_est[sl], st.disp_fit[sl], mu
+        return st.nz[sl], dge[sl], dfit[sl], mu
 
     for sl, r in zip(
         inp.blocks,
@@ -929,7 +954,7 @@ def _map_fit_and_outliers(inp: _Inputs, st: _State, min_replicates_for_replace, 
     if not keep_cooks:
         st.cooks = lazy_gene_map(
             _cooks_block, inp.mats, inp.blocks, args=(inp.m,),
-            per_block=lambda i, sl: (st.nz[sl], st.disp_gene_est[sl].copy(), st.disp_fit[sl].copy()),
+            per_block=lambda i, sl: (st.nz[sl], dge[sl], dfit[sl]),
         )  # fmt: skip
 
 
@@ -955,10 +980,20 @@ def _store_block(st: _State, sl: slice, r: dict) -> None:
         st.base_mean[rr], st.base_var[rr] = r["base_mean"], r["base_var"]
         st.new_all_zero[sl.start + r["now_zero_local"]] = True
         if r["refit_local"].size:
-            st.refit_idx.append(sl.start + r["refit_local"])
-            st.refit_y.append(r["refit_y"])
-            if r["refit_nf"] is not None:
+            f_idx = sl.start + r["refit_local"]
+            st.refit_idx.append(f_idx)
+            if "refit" in r:  # refitted in the block (size factors)
+                _store_refit(st, f_idx, r["refit"])
+            else:  # normalisation factors: refitted together (xim over the refitted genes)
+                st.refit_y.append(r["refit_y"])
                 st.refit_nf.append(r["refit_nf"])
+
+
+def _store_refit(st: _State, f_idx: np.ndarray, rf: dict) -> None:
+    st.disp_gene_est[f_idx], st.disp_gene_iter[f_idx] = rf["disp_gene_est"], rf["disp_gene_iter"]
+    st.disp_fit[f_idx] = rf["disp_fit"]
+    for key, v in rf["out"].items():
+        st.out[key][f_idx] = v
 
 
 def _cooks_block(blk: Block, m: _Model, nz_b, dge_b, dfit_b) -> np.ndarray:
@@ -972,28 +1007,20 @@ def _cooks_block(blk: Block, m: _Model, nz_b, dge_b, dfit_b) -> np.ndarray:
 
 
 def _refit_without_outliers(inp: _Inputs, st: _State) -> None:
-    """``refitWithoutOutliers``: all genes with replaced counts together (as DESeq2's subset object)."""
+    """``refitWithoutOutliers``. With size factors each block refitted its own genes in pass 3 (the
+    genes are independent given the trend and the prior). With normalisation factors DESeq2
+    recomputes ``xim`` over the refitted genes, so they are refitted here together (their counts
+    were gathered: with factors, dask input brings those genes' rows to the client)."""
     st.refitted = bool(st.refit_idx)
-    if not st.refitted:
+    if not st.refit_y:
         return
-    m, o = inp.m, inp.m.opts
+    m = inp.m
     f_idx = np.concatenate(st.refit_idx)
     y_f = np.ascontiguousarray(np.concatenate(st.refit_y, axis=0))
-    nf_f = np.ascontiguousarray(np.concatenate(st.refit_nf, axis=0)) if m.has_nf else None
+    nf_f = np.ascontiguousarray(np.concatenate(st.refit_nf, axis=0))
     # DESeq2 recomputes xim on the refitted subset: mean over samples of 1 / (mean over genes)
-    xim_f = m.xim if nf_f is None else xim_r(nf_col_sums=col_sums_ld([nf_f], inp.n))
-    ge = estimate_gene_dispersions(
-        y_f, m.X, size_factors=m.sf, norm_factors=nf_f, min_disp=o["min_disp"], kappa_0=o["kappa_0"],
-        disp_tol=o["disp_tol"], maxit=o["maxit"], minmu=o["minmu"], xim=xim_f, gene_major=True,
-    )  # fmt: skip
-    st.disp_gene_est[f_idx], st.disp_gene_iter[f_idx] = ge.disp_gene_est, ge.disp_gene_iter
-    st.disp_fit[f_idx] = st.trend(st.base_mean[f_idx])
-    fit = _map_and_fit(
-        y_f, m.X, m.Xr, m.sf, nf_f, ge.mu, st.disp_gene_est[f_idx], st.disp_fit[f_idx], m.prior_var,
-        m.var_log, o, m.fill_disp,
-    )  # fmt: skip
-    for key in st.out:
-        st.out[key][f_idx] = getattr(fit, key)
+    xim_f = xim_r(nf_col_sums=col_sums_ld([nf_f], inp.n))
+    _store_refit(st, f_idx, _refit(m, y_f, nf_f, st.base_mean[f_idx], xim_f))
 
 
 # ---- contrasts -------------------------------------------------------------------------------
