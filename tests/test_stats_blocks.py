@@ -85,3 +85,31 @@ def test_interrupt_between_blocks_propagates(pasilla):
 
     with pytest.raises(KeyboardInterrupt):
         D.deseq(y, X, size_factors=deseq2_size_factors(y), block_genes=50, on_block=stop)
+
+
+@pytest.mark.parametrize("chunks", [(7, 3000), (3, 5000)])
+def test_large_dask_matrices_are_transposed_through_a_temporary_store(chunks, monkeypatch, tmp_path):
+    """A pass over blocks of samples on a large gene-chunked dask matrix first writes a row-major
+    copy to a temporary zarr store (deleted afterwards): the same size factors and TMM factors."""
+    da = pytest.importorskip("dask.array")
+    pytest.importorskip("zarr")
+    import dask
+
+    import bulkpy as bk
+    from bulkpy._stats import _blocks
+
+    monkeypatch.setattr(_blocks, "TRANSPOSE_BYTES", 0)
+    copies = []
+    real_copy = _blocks._row_major_copies._copy
+    monkeypatch.setattr(_blocks._row_major_copies, "_copy", lambda self, m: copies.append(m.shape) or real_copy(self, m))
+    ref = bk.datasets.pasilla()
+    x = np.asarray(ref.layers["counts"], dtype=float)
+    a = ref.copy()
+    a.layers["counts"] = da.from_array(x, chunks=chunks)
+    with dask.config.set({"temporary-directory": str(tmp_path), "scheduler": "threads"}):
+        for d in (ref, a):
+            bk.pp.size_factors(d)
+            bk.pp.norm_factors(d)
+    for col in ("size_factors", "norm_factors", "lib_size"):
+        np.testing.assert_array_equal(a.obs[col].to_numpy(), ref.obs[col].to_numpy())
+    assert copies and list(tmp_path.iterdir()) == []

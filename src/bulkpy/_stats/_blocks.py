@@ -318,12 +318,72 @@ def map_sample_blocks(
     import dask.array as da
 
     sizes = tuple(sl.stop - sl.start for sl in blocks)
-    aligned = [
-        None if m is None else (m if is_dask(m) else da.from_array(_dense_rows(m), chunks=(sizes, g))).rechunk((sizes, (g,)))
-        for m in mats
-    ]
-    tasks = [
-        dask.delayed(_rows_task, pure=True)(fn, sl, args, *[None if m is None else m.blocks[i, 0] for m in aligned])
-        for i, sl in enumerate(blocks)
-    ]
-    return list(dask.compute(*tasks))
+    with _row_major_copies(mats, sizes) as row_mats:
+        aligned = [
+            None if m is None else (m if is_dask(m) else da.from_array(_dense_rows(m), chunks=(sizes, g))).rechunk((sizes, (g,)))
+            for m in row_mats
+        ]
+        tasks = [
+            dask.delayed(_rows_task, pure=True)(fn, sl, args, *[None if m is None else m.blocks[i, 0] for m in aligned])
+            for i, sl in enumerate(blocks)
+        ]
+        return list(dask.compute(*tasks))
+
+
+#: dask matrices larger than this (bytes) are transposed through a temporary zarr store before a
+#: pass over blocks of samples, when no distributed Client is active
+TRANSPOSE_BYTES = 512 * 2**20
+
+
+class _row_major_copies:
+    """Large gene-chunked dask matrices as row-major copies for a pass over blocks of samples.
+
+    Every block of samples needs a piece of every chunk of genes. Left to a rechunk inside the
+    graph, dask reads each stored chunk once per block of samples (its slicing reaches into the
+    store's reader) or holds the whole matrix in memory. Without a distributed Client (whose p2p
+    rechunk spills to disk), a matrix larger than :data:`TRANSPOSE_BYTES` is therefore first written,
+    chunk by chunk, to a temporary zarr store chunked as (block of samples × stored chunk of genes):
+    one extra pass, memory bounded by one stored chunk, and then each block of samples reads only its
+    own small chunks. The store is deleted after the pass."""
+
+    def __init__(self, mats, sizes):
+        self.mats, self.sizes, self.dirs = list(mats), sizes, []
+
+    def __enter__(self):
+        out = []
+        for m in self.mats:
+            out.append(self._copy(m) if self._needs_copy(m) else m)
+        return out
+
+    def _needs_copy(self, m) -> bool:
+        if m is None or not is_dask(m) or len(m.chunks[1]) == 1 or m.nbytes <= TRANSPOSE_BYTES:
+            return False
+        try:
+            from distributed import get_client
+
+            get_client()
+            return False  # the Client's p2p rechunk spills to disk
+        except (ImportError, ValueError):
+            return True
+
+    def _copy(self, m):
+        import tempfile
+
+        import dask
+        import dask.array as da
+        import zarr
+
+        d = tempfile.mkdtemp(prefix="bulkpy-rows-", dir=dask.config.get("temporary-directory", None))
+        self.dirs.append(d)
+        if not isinstance(m._meta, np.ndarray):  # sparse chunks: dense rows are what the pass reads
+            m = m.map_blocks(lambda c: c.toarray() if sparse.issparse(c) else np.asarray(c), dtype=m.dtype)
+        store = zarr.open_array(d, mode="w", shape=m.shape, chunks=(self.sizes[0], max(m.chunks[1])), dtype=m.dtype)
+        # chunk-aligned writes need no lock; samples in several chunks write parts of zarr chunks
+        da.store(m, store, lock=len(m.chunks[0]) > 1)
+        return da.from_zarr(store)
+
+    def __exit__(self, *exc):
+        import shutil
+
+        for d in self.dirs:
+            shutil.rmtree(d, ignore_errors=True)
