@@ -96,10 +96,11 @@ def roundtrip(adata, path):
     return ad.read_h5ad(path)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture
 def dask_client():
-    """One ``distributed.LocalCluster`` for the session (two worker processes of one thread each,
-    as the 2-core CI machine has), with its Client active while a test uses it."""
+    """A ``distributed.LocalCluster`` of two worker processes of one thread each (as the 2-core CI
+    machine has), its Client the default only during the test (closed afterwards, so that later
+    tests run on their own schedulers)."""
     distributed = pytest.importorskip("distributed")
     with (
         distributed.LocalCluster(

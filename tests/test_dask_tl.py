@@ -332,7 +332,7 @@ def test_distributed_local_cluster_same_numbers(pasilla_kept):
     got, want = _small_edger(pasilla_kept)
     limma_want = got.copy()
     with (
-        distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster,
+        distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0") as cluster,
         distributed.Client(cluster),
     ):
         bk.tl.edger(got, design=_DESIGN, contrast=_CONTRAST)

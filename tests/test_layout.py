@@ -22,7 +22,8 @@ STATS = PKG / "_stats"
 FAMILIES = ("deseq2", "edger", "limma", "enrichment")
 ADAPTERS = ("pp", "tl", "pl", "get", "io", "datasets", "_ml")
 # what an engine may import from outside bulkpy._stats
-ENGINE_THIRD_PARTY = {"numpy", "scipy", "numba", "pandas", "sklearn", "dask"}  # dask: chunked input (issue 15)
+# dask: chunked input; zarr: the temporary row-major copy of the block driver (issue 15)
+ENGINE_THIRD_PARTY = {"numpy", "scipy", "numba", "pandas", "sklearn", "dask", "zarr"}
 # bulkpy modules outside _stats that engines may use: design-matrix rank logic, no AnnData
 ENGINE_BULKPY_ALLOWED = {"bulkpy._design"}
 

@@ -358,13 +358,10 @@ class _row_major_copies:
     def _needs_copy(self, m) -> bool:
         if m is None or not is_dask(m) or len(m.chunks[1]) == 1 or m.nbytes <= TRANSPOSE_BYTES:
             return False
-        try:
-            from distributed import get_client
+        from dask.base import get_scheduler
 
-            get_client()
-            return False  # the Client's p2p rechunk spills to disk
-        except (ImportError, ValueError):
-            return True
+        # on a distributed Client (the active scheduler), the p2p rechunk spills to disk
+        return type(getattr(get_scheduler(), "__self__", None)).__name__ != "Client"
 
     def _copy(self, m):
         import tempfile
