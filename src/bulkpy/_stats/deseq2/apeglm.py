@@ -57,6 +57,7 @@ from numba import njit
 from scipy import special
 
 from .._blocks import Block, blocks_for, map_gene_blocks
+from .._jit import I0 as _I0
 from .._optimize import zeroin
 from ._kernels import n_chunks, run_chunks
 
@@ -271,13 +272,13 @@ def _r_fn(beta, X, y, off, size, sigma, S, shrink, cnst, w):
             xb += X[i, j] * beta[j]
         t[i] = y[i] * xb - (y[i] + size) * math.log(size + math.exp(xb + off[i]))
     u = w[1]
-    m = 0
+    m = _I0
     for k in range(p):
         if not shrink[k]:
             u[m] = -beta[k] ** 2 / (2.0 * sigma**2)
             m += 1
     prior_a = _ldsum(u, m)
-    m = 0
+    m = _I0
     for k in range(p):
         if shrink[k]:
             u[m] = -math.log1p(beta[k] ** 2 / S**2)

@@ -18,6 +18,9 @@ from functools import lru_cache
 import numpy as np
 from numba import njit
 
+from .._jit import I0 as _I0
+from .._jit import I1 as _I1
+
 _LOW = 1e-32  # edgeR's low_bound: observations with smaller means carry no weight
 
 # edgeR's ``compute_weight`` returns ``2E/V`` ("alpha") and ``2E^2/V`` ("kappa") from fixed
@@ -342,9 +345,9 @@ def deviance_weights(m, phi, tabs):
         return 0.0, 0.0
     pois, c1lo, c1mid, c1hi, c2lo, c2hi = tabs
     if phi < _C1_PHI:
-        return _case1(0, m, phi, pois, c1lo, c1mid, c1hi), _case1(1, m, phi, pois, c1lo, c1mid, c1hi)
+        return _case1(_I0, m, phi, pois, c1lo, c1mid, c1hi), _case1(_I1, m, phi, pois, c1lo, c1mid, c1hi)
     if phi < _C2_PHI:
-        return _case2(0, m, phi, c2lo, c2hi), _case2(1, m, phi, c2lo, c2hi)
+        return _case2(_I0, m, phi, c2lo, c2hi), _case2(_I1, m, phi, c2lo, c2hi)
     n = 50 if m * m * phi + 10.0 >= 50.0 else int(m * m * phi + 10.0)
     e, v = _dev_moment_sums(m, phi, n - 1)
     return 2.0 * e / v, 2.0 * e * e / v

@@ -39,6 +39,8 @@ import numpy as np
 from numba import njit
 from scipy import special
 
+from .._jit import I0 as _I0
+from .._jit import I1 as _I1
 from ..multitest import p_adjust_bh
 
 # --------------------------------------------------------------------------------------------
@@ -220,7 +222,7 @@ def _null_es(r, sizes, out, first, seed):
     swaps = np.empty(kmax, dtype=np.int64)
     srt = np.empty(kmax, dtype=np.int64)
     for i in range(out.shape[0]):
-        state = _stream(seed, 0, first + i)
+        state = _stream(seed, _I0, first + i)
         u = 0
         for t in range(kmax):
             j = t + _randint(state, n - t)
@@ -491,11 +493,23 @@ def _halve(r, mem, bits, ns, n, k, scores, corr, filled, srt):
         src[row + 1] = order[ss - 1 - i]
         row += 2
     src[row] = order[ss >> 1]
-    mem[:] = mem[src]
-    bits[:] = bits[src]
-    srt[:] = srt[src]
-    ns[:] = ns[src]
+    _take_rows(mem, src)
+    _take_rows(bits, src)
+    _take_rows(srt, src)
+    ns_old = ns.copy()
+    for s in range(ss):
+        ns[s] = ns_old[src[s]]
     return filled + half
+
+
+@njit(cache=True)
+def _take_rows(a, src):
+    """``a[:] = a[src]`` as loops: numba's fancy-indexing assignment compiles its shape-mismatch
+    error message (string formatting), which cost seconds on a first call."""
+    old = a.copy()
+    for s in range(a.shape[0]):
+        for j in range(a.shape[1]):
+            a[s, j] = old[src[s], j]
 
 
 @njit(cache=True)
@@ -539,7 +553,7 @@ def _ruler(r, k, sample_size, target, seed, eps, max_levels):
     n = r.shape[0]
     ss = sample_size
     half = (ss + 1) // 2
-    state = _stream(seed, 1, k)
+    state = _stream(seed, _I1, k)
     mem = np.empty((ss, k), dtype=np.int64)
     bits = np.zeros((ss, (n + 63) >> 6), dtype=np.uint64)
     srt = np.empty((ss, k), dtype=np.int64)
@@ -557,7 +571,7 @@ def _ruler(r, k, sample_size, target, seed, eps, max_levels):
     cap = half * (max_levels + 1)
     scores = np.empty(cap)
     corr = np.empty(cap, dtype=np.int64)
-    filled = _halve(r, mem, bits, ns, n, k, scores, corr, 0, srt)
+    filled = _halve(r, mem, bits, ns, n, k, scores, corr, _I0, srt)
     q1 = 1.0 / (n - k)
     iters = max(1, int(k * 0.1))
     need = ss * k

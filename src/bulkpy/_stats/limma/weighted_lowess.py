@@ -20,6 +20,7 @@ import math
 import numpy as np
 from numba import njit
 
+from .._jit import I0 as _I0
 from .lowess import lowess
 
 _THRESHOLD = 1e-7
@@ -145,9 +146,8 @@ def _weighted_lowess_sorted(x, y, w, span, iterations, delta):
     fit = np.empty(n)
     work = np.empty(n)
     rw = np.ones(n)
-    order = np.empty(n, dtype=np.int64)
     for _ in range(iterations):
-        fit[0] = _local_fit(x, y, w, rw, 0, start[0], end[0], dist[0], work)
+        fit[0] = _local_fit(x, y, w, rw, _I0, start[0], end[0], dist[0], work)
         last = 0
         for s in range(1, seeds.size):
             pt = seeds[s]
@@ -170,7 +170,7 @@ def _weighted_lowess_sorted(x, y, w, span, iterations, delta):
             work[pt] = abs(y[pt] - fit[pt])
             scale += work[pt]
         scale /= n
-        order[:] = np.argsort(work)
+        order = np.argsort(work)  # not order[:] = ...: that compiles a shape-error message
         half = total / 2.0
         acc = 0.0
         cmad = 0.0
