@@ -1,14 +1,40 @@
-"""Conventions shared by the numba kernels.
+"""How the numba kernels are compiled.
 
-A kernel that calls another kernel with a literal integer (``f(x, 0)``) makes numba compile the
-callee once more, specialised to that value (the argument is typed ``Literal[int](0)``, not
-``int64``); each specialisation costs a full compilation on a first call. Pass :data:`I0` /
-:data:`I1` (typed ``int64``) instead.
+Every compiled function is one of two kinds, and each costs compile time on the first call after
+installing (the cache on disk serves later processes):
+
+- :func:`kernel`: called from Python (an engine's entry into compiled code). It gets numba's
+  Python wrapper, releases the GIL (engines run kernels on gene chunks in threads) and is cached.
+- :func:`inner`: called only from other compiled functions. Numba compiles no Python wrapper and
+  no C wrapper for it, which saves a few tens of milliseconds per function on a first call (there
+  are about a hundred); calling one from Python raises an error.
+
+``parallel=True`` kernels use ``numba.njit`` directly.
+
+A kernel that calls another compiled function with a literal integer (``f(x, 0)``) makes numba
+compile the callee once more, specialised to that value (the argument is typed
+``Literal[int](0)``, not ``int64``): pass :data:`I0` / :data:`I1` instead. Likewise, an
+assignment through a slice or an index array (``a[:] = b[idx]``) compiles numba's shape-error
+message, string formatting included (seconds on a first call): write the loop.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import numpy as np
+from numba import njit
 
 I0 = np.int64(0)
 I1 = np.int64(1)
+
+
+def kernel(fn: Callable[..., Any]) -> Any:
+    """Compile ``fn`` as a kernel called from Python (cached, GIL released)."""
+    return njit(cache=True, nogil=True, no_cfunc_wrapper=True)(fn)
+
+
+def inner(fn: Callable[..., Any]) -> Any:
+    """Compile ``fn`` for calls from other compiled functions only (cached, no wrappers)."""
+    return njit(cache=True, no_cpython_wrapper=True, no_cfunc_wrapper=True)(fn)

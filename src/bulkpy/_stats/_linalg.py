@@ -6,10 +6,11 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from numba import njit
+
+from ._jit import inner
 
 
-@njit(cache=True)
+@inner
 def cholesky_inplace(a, p):
     """Lower Cholesky factor of the p × p SPD matrix ``a`` in place; False if not positive definite."""
     for j in range(p):
@@ -28,7 +29,7 @@ def cholesky_inplace(a, p):
     return True
 
 
-@njit(cache=True)
+@inner
 def chol_solve(L, b, p, out):
     for i in range(p):
         s = b[i]
@@ -42,7 +43,7 @@ def chol_solve(L, b, p, out):
         out[i] = s / L[i, i]
 
 
-@njit(cache=True)
+@inner
 def chol_inverse(L, p, out):
     e = np.zeros(p)
     col = np.zeros(p)

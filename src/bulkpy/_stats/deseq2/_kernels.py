@@ -20,8 +20,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numba
 import numpy as np
-from numba import njit
 
+from .._jit import inner, kernel
 from .._linalg import chol_inverse, chol_solve, cholesky_inplace
 
 _LN_2PI = math.log(2.0 * math.pi)
@@ -44,7 +44,7 @@ SFERR_HALVES = np.array(
 )  # fmt: skip
 
 
-@njit(cache=True)
+@kernel
 def stirlerr(n):
     """Error of Stirling's approximation to log(n!) (R's ``stirlerr``, R <= 4.3)."""
     if n <= 15.0:
@@ -67,7 +67,7 @@ def stirlerr(n):
     return (s0 - (s1 - (s2 - (s3 - s4 / nn) / nn) / nn) / nn) / n
 
 
-@njit(cache=True)
+@inner
 def bd0(x, np_):
     """``x log(x/np) + np - x`` without cancellation (R's ``bd0``)."""
     if abs(x - np_) < 0.1 * (x + np_):
@@ -86,7 +86,7 @@ def bd0(x, np_):
     return x * math.log(x / np_) + np_ - x
 
 
-@njit(cache=True)
+@inner
 def nb_logpmf1(y, mu, alpha):
     """log dnbinom(y, mu=mu, size=1/alpha) as R's ``dnbinom_mu`` (y a non-negative integer)."""
     size = 1.0 / alpha
@@ -108,7 +108,7 @@ def nb_logpmf1(y, mu, alpha):
     return math.log(size / n) + lc - 0.5 * lf
 
 
-@njit(cache=True, nogil=True)
+@kernel
 def nb_logpmf_flat(y, mu, alpha, out):
     for i in range(y.shape[0]):
         out[i] = nb_logpmf1(y[i], mu[i], alpha[i])
@@ -125,7 +125,7 @@ _ALGMCS = np.array(
 )
 
 
-@njit(cache=True)
+@inner
 def _lgammacor(x):
     """Stirling remainder of log Gamma(x), x >= 10 (SLATEC ``d9lgmc`` as used by R)."""
     if x < 94906265.62425156:
@@ -143,7 +143,7 @@ def _lgammacor(x):
     return 1.0 / (x * 12.0)
 
 
-@njit(cache=True)
+@inner
 def lgamma_r(x):
     """log Gamma(x) for x > 0 with R's formulas above 10 (so that the large-argument rounding,
     which dominates DESeq2's log posterior at tiny dispersions, is the same as in R)."""
@@ -156,7 +156,7 @@ def lgamma_r(x):
     return _LN_SQRT_2PI + (x - 0.5) * math.log(x) - x + _lgammacor(x)
 
 
-@njit(cache=True)
+@kernel
 def digamma(x):
     """psi(x) for x > 0: recurrence up to x >= 6, then the asymptotic series."""
     r = 0.0
@@ -187,7 +187,7 @@ def design_cells(X):
     return rank[np.asarray(inv).ravel()].astype(np.int64), np.ascontiguousarray(X[first[order]])
 
 
-@njit(cache=True)
+@kernel
 def column_products(X):
     """Products of design columns, ``X[:, k] * X[:, m]`` for ``m <= k`` (row ``k (k + 1) / 2 + m``)
     of a ``p (p + 1) / 2 × rows`` array: X' diag(w) X is then a dot product per entry."""
@@ -202,7 +202,7 @@ def column_products(X):
     return out
 
 
-@njit(cache=True)
+@inner
 def wdot(a, w):
     """``sum(a * w)`` over the length of ``a`` with four partial sums (so the compiled loop is not
     one long dependency chain)."""
@@ -224,7 +224,7 @@ def wdot(a, w):
     return (s0 + s1) + (s2 + s3)
 
 
-@njit(cache=True)
+@inner
 def gram(XX, w, b, p):
     """``b = X' diag(w) X`` from :func:`column_products` (``w`` per row of ``X``)."""
     r = 0
@@ -236,7 +236,7 @@ def gram(XX, w, b, p):
             r += 1
 
 
-@njit(cache=True)
+@inner
 def cell_sums(cell, v, out, n_cells):
     """``out[c] = sum of v[j] over the samples j of cell c``."""
     for c in range(n_cells):
@@ -245,7 +245,7 @@ def cell_sums(cell, v, out, n_cells):
         out[cell[j]] += v[j]
 
 
-@njit(cache=True)
+@kernel
 def nb_kconst(y, r, s_r):
     """The part of log dnbinom(y, mu, size = r) that does not depend on mu,
     ``lgamma(y + r) - lgamma(r) - lgamma(y + 1) - y log(r)``, so that the log density is this
@@ -257,7 +257,7 @@ def nb_kconst(y, r, s_r):
     return (y + r - 0.5) * math.log1p(y / r) - math.lgamma(y + 1.0) - y + stirlerr(y + r) - s_r
 
 
-@njit(cache=True)
+@inner
 def _nb_mu_terms(y, m, lm, a, r):
     """``y log(m) - (y + r) log(1 + a m)``: the mean-dependent part of the NB log density, with
     ``lm = log(m)`` given (0 log 0 is 0)."""
@@ -266,7 +266,7 @@ def _nb_mu_terms(y, m, lm, a, r):
     return y * lm - (y + r) * math.log1p(a * m)
 
 
-@njit(cache=True)
+@inner
 def _cell_predictors(XC, b, etac, ec):
     """Linear predictor ``XC b`` of each design cell and its exponential."""
     for c in range(XC.shape[0]):
@@ -277,7 +277,7 @@ def _cell_predictors(XC, b, etac, ec):
         ec[c] = math.exp(eta)
 
 
-@njit(cache=True)
+@inner
 def _bounded_means(nf_row, cell, ec, etac, lnf, minmu, lminmu, mu, lmu):
     """Per sample ``mu = max(nf exp(eta), minmu)`` and its log, ``log nf + eta`` when not bounded."""
     for j in range(nf_row.shape[0]):
@@ -290,7 +290,7 @@ def _bounded_means(nf_row, cell, ec, etac, lnf, minmu, lminmu, mu, lmu):
             lmu[j] = lnf[j] + etac[cell[j]]
 
 
-@njit(cache=True, nogil=True)
+@kernel
 def irls_kernel(y, nf, nf_shared, cell, XC, alpha, lam, beta, tol, maxit, minmu, mu_out, iters, hat, var, dev_out, ll_out):
     """DESeq2's ``fitBeta`` for each gene (rows of ``y``/``nf``): updates ``beta`` in place and
     writes the fitted means ``nf exp(X beta)`` (``mu_out``, not bounded), iterations, hat
@@ -444,7 +444,7 @@ def irls_kernel(y, nf, nf_shared, cell, XC, alpha, lam, beta, tol, maxit, minmu,
             var[i, k] = s
 
 
-@njit(cache=True)
+@kernel
 def unique_counts(y, uy, uidx, slot):
     """Distinct values of ``y`` (into ``uy``, in order of appearance) and each sample's index among
     them (``uidx``); returns their number, or 0 when ``y`` has a value that is not an integer in
@@ -474,7 +474,7 @@ def unique_counts(y, uy, uidx, slot):
     return k
 
 
-@njit(cache=True)
+@kernel
 def scratch(n, p):
     """Work arrays of :func:`log_posterior` / :func:`dlog_posterior` for ``n`` samples and ``p``
     coefficients: (p × p matrices, length-n vectors, distinct counts, their index, the count → index
@@ -490,7 +490,7 @@ def scratch(n, p):
     return np.empty((3, p, p)), vecs, np.empty(n), np.empty(n, dtype=np.int64), slot
 
 
-@njit(cache=True)
+@kernel
 def log_posterior(la, y, mu, cell, XXC, p, prior_mean, prior_var, use_prior, use_cr, mats, vecs, uy, uidx, nu):
     """DESeq2's ``log_posterior`` (C++): NB log-likelihood terms that depend on alpha, the
     Cox-Reid term ``-0.5 log det(X' W X)`` and an optional normal prior on log(alpha).
@@ -554,7 +554,7 @@ def log_posterior(la, y, mu, cell, XXC, p, prior_mean, prior_var, use_prior, use
     return ll + prior + cr
 
 
-@njit(cache=True)
+@kernel
 def dlog_posterior(la, y, mu, cell, XXC, p, prior_mean, prior_var, use_prior, use_cr, mats, vecs, uy, uidx, nu):
     """Derivative of :func:`log_posterior` with respect to log(alpha) (DESeq2's ``dlog_posterior``).
 
@@ -598,7 +598,7 @@ def dlog_posterior(la, y, mu, cell, XXC, p, prior_mean, prior_var, use_prior, us
     return (ll + cr) * alpha + prior
 
 
-@njit(cache=True, nogil=True)
+@kernel
 def fit_disp_kernel(
     y, mu, cell, XC, log_alpha, prior_mean, prior_var, use_prior, min_log_alpha, kappa_0, tol, maxit, use_cr,
     iters, iter_accept, initial_lp, last_lp, last_change,
@@ -662,7 +662,7 @@ def fit_disp_kernel(
         log_alpha[i] = a
 
 
-@njit(cache=True, nogil=True)
+@kernel
 def fit_disp_grid_kernel(y, mu, cell, XC, grid, prior_mean, prior_var, use_prior, use_cr, out):
     """DESeq2's ``fitDispGrid`` (C++): coarse grid on log(alpha), then a fine grid of the same
     size spanning one coarse step either side of the best point."""
@@ -699,7 +699,7 @@ def fit_disp_grid_kernel(y, mu, cell, XC, grid, prior_mean, prior_var, use_prior
         out[i] = res
 
 
-@njit(cache=True, nogil=True)
+@kernel
 def contrast_kernel(nf, cell, XC, alpha, lam, beta, minmu, C, num, denom):
     """DESeq2's ``fitBeta`` with ``maxit = 0`` (as ``getContrast`` calls it) for each gene: at the
     given coefficients, the sandwich covariance ``(X'WX + Λ)^-1 X'WX (X'WX + Λ)^-1`` with
@@ -876,7 +876,7 @@ def nb_logpmf_flat_par(y, mu, alpha, out):
 # ----------------------------------------------------------------------------------------------
 # elementwise passes over a block, over chunks of rows in threads (numpy's run on one core)
 # ----------------------------------------------------------------------------------------------
-@njit(cache=True, nogil=True)
+@kernel
 def log_columns(counts, cols, out):
     """``out[j, k] = log(counts[j, cols[k]])`` for samples × genes ``counts``."""
     n = counts.shape[0]
@@ -895,7 +895,7 @@ def log_columns_par(counts, cols, out):
     run_chunks(one, n, n_chunks(n))
 
 
-@njit(cache=True, nogil=True)
+@kernel
 def log_norm_counts(y, nf, nf_shared, out):
     """``log(y / nf + 0.1)`` (DESeq2's starting values are fitted to it), genes × samples; with
     ``nf_shared`` ``nf`` is a single row for all genes."""
@@ -913,13 +913,13 @@ def log_norm_counts_par(y, nf, nf_shared, out):
     run_chunks(one, g, n_chunks(g))
 
 
-@njit(cache=True, nogil=True)
+@inner
 def _log_norm_row(y, nf, out):
     for j in range(y.shape[0]):
         out[j] = math.log(y[j] / nf[j] + 0.1)
 
 
-@njit(cache=True, nogil=True)
+@kernel
 def cooks(y, mu, hat, alpha, p, out):
     """DESeq2's Cook's distances ``(y - mu)^2 / (mu + alpha mu^2) / p * h / (1 - h)^2`` with the
     gene's robust dispersion ``alpha``, genes × samples."""
@@ -942,7 +942,7 @@ def cooks_par(y, mu, hat, alpha, p, out):
     run_chunks(one, g, n_chunks(g))
 
 
-@njit(cache=True, nogil=True)
+@kernel
 def rough_terms(norm, fitted, out):
     """DESeq2's ``roughDispEstimate`` terms ``((y - mu)^2 - mu) / mu^2`` with ``mu = max(fitted, 1)``,
     genes × samples (summed per gene by the caller)."""
@@ -963,7 +963,7 @@ def rough_terms_par(norm, fitted, out):
     run_chunks(one, g, n_chunks(g))
 
 
-@njit(cache=True, nogil=True)
+@kernel
 def ordered_matmul(a, b, out):
     """``out = a b`` with each entry summed over the inner index in order, ``a[i, 0] b[0, j] +
     a[i, 1] b[1, j] + ...`` (the reference BLAS ``dgemm``'s order, so R's rounding)."""

@@ -53,11 +53,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
-from numba import njit
 from scipy import special
 
 from .._blocks import Block, blocks_for, map_gene_blocks
 from .._jit import I0 as _I0
+from .._jit import inner, kernel
 from .._optimize import zeroin
 from ._kernels import n_chunks, run_chunks
 
@@ -161,7 +161,7 @@ def tail_svalue(b: np.ndarray, sd: np.ndarray, threshold: float | None = None) -
 # ----------------------------------------------------------------------------------------------
 # compiled pieces: sums in the order of the reference implementations
 # ----------------------------------------------------------------------------------------------
-@njit(cache=True)
+@inner
 def _esum(v, n):
     """Sum of ``v[:n]`` in Eigen's order for a vectorised reduction (SSE2 packets of two, two
     accumulators), as the C++ objective and LBFGSpp's dot products add."""
@@ -194,14 +194,14 @@ def _esum(v, n):
     return res
 
 
-@njit(cache=True)
+@inner
 def _edot(a, b, n, tmp):
     for i in range(n):
         tmp[i] = a[i] * b[i]
     return _esum(tmp, n)
 
 
-@njit(cache=True)
+@inner
 def _ldsum(v, n):
     """R's ``sum`` (a long-double accumulator), emulated by a compensated (double-double) sum."""
     s = 0.0
@@ -220,7 +220,7 @@ def _ldsum(v, n):
 # ----------------------------------------------------------------------------------------------
 # the objective in apeglm's C++ (nbinomGLM) and in its R code (nbinomFn / nbinomGr)
 # ----------------------------------------------------------------------------------------------
-@njit(cache=True)
+@inner
 def _cpp_fg(beta, X, y, off, size, sigma2, S2, shrink, cnst, grad, w):
     """apeglm's C++ scaled negative log posterior ``f / cnst + 10`` and its gradient."""
     n, p = X.shape
@@ -261,7 +261,7 @@ def _cpp_fg(beta, X, y, off, size, sigma2, S2, shrink, cnst, grad, w):
     return f
 
 
-@njit(cache=True)
+@inner
 def _r_fn(beta, X, y, off, size, sigma, S, shrink, cnst, w):
     """apeglm's R ``nbinomFn`` (negative log posterior plus ``cnst``), R's long-double sums."""
     n, p = X.shape
@@ -287,7 +287,7 @@ def _r_fn(beta, X, y, off, size, sigma, S, shrink, cnst, w):
     return -_ldsum(t, n) - prior + cnst
 
 
-@njit(cache=True)
+@inner
 def _r_gr(beta, X, y, off, size, sigma, S, shrink, grad, w):
     """apeglm's R ``nbinomGr`` (reference BLAS sums: in sample order)."""
     n, p = X.shape
@@ -312,7 +312,7 @@ def _r_gr(beta, X, y, off, size, sigma, S, shrink, grad, w):
 # ----------------------------------------------------------------------------------------------
 # LBFGSpp's L-BFGS with the Nocedal-Wright line search (RcppNumerical's optim_lbfgs)
 # ----------------------------------------------------------------------------------------------
-@njit(cache=True)
+@inner
 def _quad_interp(step_lo, step_hi, fx_lo, fx_hi, dg_lo):
     fdiff = fx_hi - fx_lo
     sdiff = step_hi - step_lo
@@ -325,7 +325,7 @@ def _quad_interp(step_lo, step_hi, fx_lo, fx_hi, dg_lo):
     return smid if bisect else cand
 
 
-@njit(cache=True)
+@inner
 def _lbfgs(x, X, y, off, size, sigma2, S2, shrink, cnst, w):
     """Minimise the C++ objective from ``x`` (updated in place, as LBFGSpp leaves it); returns
     ``_OK`` or ``_LS_FAILED`` (LBFGSpp threw: RcppNumerical's status -1).
@@ -491,7 +491,7 @@ def _lbfgs(x, X, y, off, size, sigma2, S2, shrink, cnst, w):
 # ----------------------------------------------------------------------------------------------
 # R's optimHess and optim(method = "BFGS") on nbinomFn / nbinomGr
 # ----------------------------------------------------------------------------------------------
-@njit(cache=True)
+@inner
 def _optim_hess(par, X, y, off, size, sigma, S, shrink, H, w):
     """R's ``optimHess`` with the analytic gradient: central differences (step 1e-3), symmetrised."""
     p = par.shape[0]
@@ -513,7 +513,7 @@ def _optim_hess(par, X, y, off, size, sigma, S, shrink, H, w):
             H[i, j] = t
 
 
-@njit(cache=True)
+@inner
 def _inverse_diag(H, out):
     """Diagonal of ``solve(H)`` (Gaussian elimination with partial pivoting, as LAPACK's dgesv);
     False if ``H`` is singular."""
@@ -554,7 +554,7 @@ def _inverse_diag(H, out):
     return True
 
 
-@njit(cache=True)
+@inner
 def _vmmin(b, X, y, off, size, sigma, S, shrink, cnst, w):
     """R's ``vmmin`` (``optim(method = "BFGS")``, default controls) on ``nbinomFn``; ``b`` is
     updated in place. Returns the number of gradient evaluations (R's ``counts[2]``). Kept as one
@@ -662,7 +662,7 @@ def _vmmin(b, X, y, off, size, sigma, S, shrink, cnst, w):
 # ----------------------------------------------------------------------------------------------
 # one gene, and the block kernel
 # ----------------------------------------------------------------------------------------------
-@njit(cache=True)
+@inner
 def _ape_gene(X, y, off, size, sigma, S, shrink, init_nan, out_map, out_sd, out_info):
     """apeglm's ``nbinomCppRoutine`` then ``apeglm.single``/``optimNbinomHess`` for one gene.
 
@@ -735,7 +735,7 @@ def _ape_gene(X, y, off, size, sigma, S, shrink, init_nan, out_map, out_sd, out_
         out_sd[j] = math.sqrt(var[j]) if ok else np.nan
 
 
-@njit(cache=True, nogil=True)
+@kernel
 def _ape_rows(X, Y, OFF, off_shared, size, sigma, S, shrink, init_nan, out_map, out_sd, out_info):
     for i in range(Y.shape[0]):
         off = OFF[0] if off_shared else OFF[i]

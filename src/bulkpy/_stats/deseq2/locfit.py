@@ -41,7 +41,8 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from numba import njit
+
+from .._jit import inner, kernel
 
 NVERT_FORMULA = "floor((5 / alpha / min(cut, 1) + 1) * 2)"
 
@@ -53,7 +54,7 @@ class LocfitError(RuntimeError):
 # ----------------------------------------------------------------------------------------------
 # the local fit at one point: locfit()'s single Newton-Raphson step with its eigen solver
 # ----------------------------------------------------------------------------------------------
-@njit(cache=True)
+@inner
 def _jacobi_solve(Z, v):
     """locfit's ``jacob_solve`` with ``JAC_EIGD`` on a p × p row-major ``Z``: solve ``Z a = v``
     through the Jacobi eigen-decomposition of the correlation-scaled matrix (``jacob_dec``,
@@ -125,7 +126,7 @@ def _jacobi_solve(Z, v):
     return out
 
 
-@njit(cache=True)
+@kernel
 def _local_quadratic(x, y, pw, idx, kw, t):
     """locfit's fit at ``t`` on the points ``idx`` (in that order) with kernel weights ``kw``:
     ``reginit`` (weighted mean), one ``likereg`` evaluation of the Gaussian log-likelihood's
@@ -167,7 +168,7 @@ def _local_quadratic(x, y, pw, idx, kw, t):
     return cf
 
 
-@njit(cache=True)
+@inner
 def _tricube_weight(di, h):
     """locfit's ``weightsph`` with the tricube kernel ``W``."""
     if h == 0:
@@ -179,7 +180,7 @@ def _tricube_weight(di, h):
     return u * u * u
 
 
-@njit(cache=True)
+@kernel
 def _neighbourhood(x, t, h, ordered):
     """Points with positive weight at ``t`` and their weights, in locfit's order: the data order
     (``nbhd``), or for sorted ``x`` outward from the fitting point (``nbhd1``: leftwards from the
@@ -236,7 +237,7 @@ def _neighbourhood(x, t, h, ordered):
     return idx[:m], kw[:m]
 
 
-@njit(cache=True)
+@kernel
 def _weighted_mean(x, w):
     """compparcomp's centre: the prior-weighted mean of ``x``, summed in data order."""
     sw = 0.0

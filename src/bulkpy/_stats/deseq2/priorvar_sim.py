@@ -21,7 +21,8 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from numba import njit
+
+from .._jit import inner, kernel
 
 _N = 624
 _M = 397
@@ -41,7 +42,7 @@ def r_seed_state(seed: int) -> np.ndarray:
     return words[1:].copy()  # words[0] is R's position slot, reset to 624 (regenerate first)
 
 
-@njit(cache=True)
+@inner
 def _mt_next(mt, pos):
     """One tempered 32-bit output; ``pos`` is a 1-element array holding the index."""
     if pos[0] >= _N:
@@ -66,7 +67,7 @@ def _mt_next(mt, pos):
     return y
 
 
-@njit(cache=True)
+@kernel
 def unif_rand(mt, pos):
     x = float(_mt_next(mt, pos)) * 2.3283064365386963e-10
     if x <= 0.0:
@@ -76,7 +77,7 @@ def unif_rand(mt, pos):
     return x
 
 
-@njit(cache=True)
+@inner
 def qnorm_std(p):
     """Standard normal quantile, Wichura's AS 241 (PPND16)."""
     q = p - 0.5
@@ -123,7 +124,7 @@ def qnorm_std(p):
     return -val if q < 0.0 else val
 
 
-@njit(cache=True)
+@kernel
 def norm_rand(mt, pos):
     """R's default normal generator (inversion of a 2^27-refined uniform)."""
     u = unif_rand(mt, pos)
@@ -142,7 +143,7 @@ _EXP_Q = np.array(
 )  # fmt: skip
 
 
-@njit(cache=True)
+@kernel
 def exp_rand(mt, pos):
     a = 0.0
     u = unif_rand(mt, pos)
@@ -169,7 +170,7 @@ def exp_rand(mt, pos):
     return a + umin * _EXP_Q[0]
 
 
-@njit(cache=True)
+@inner
 def _gd_q(t, s, s2, q0):
     # log density ratio used by algorithm GD (Ahrens & Dieter 1982, steps 6 and 10)
     v = t / (s + s)
@@ -182,7 +183,7 @@ def _gd_q(t, s, s2, q0):
     return q0 - s * t + 0.25 * t * t + (s2 + s2) * math.log(1.0 + v)
 
 
-@njit(cache=True)
+@inner
 def rgamma(mt, pos, a, scale):
     """Gamma(shape a, scale) deviate as R's ``rgamma``."""
     if a < 1.0:  # algorithm GS
@@ -244,7 +245,7 @@ def rgamma(mt, pos, a, scale):
     return scale * x * x
 
 
-@njit(cache=True)
+@kernel
 def _simulate(mt, pos, df, variances, n):
     """For each variance: n draws of log(chisq_df), then n of N(0, sd) (none when sd = 0)."""
     out = np.empty((variances.shape[0], n))

@@ -17,6 +17,7 @@ import math
 import numpy as np
 from numba import njit, prange
 
+from .._jit import inner, kernel
 from .._linalg import chol_solve, cholesky_inplace
 
 _LOW = 1e-10  # edgeR's low_value
@@ -27,7 +28,7 @@ _RIDICULOUSLY_LOW = 1e-100
 _BLOCK = 256  # genes per parallel task (scratch arrays are allocated once per block)
 
 
-@njit(cache=True)
+@inner
 def unit_nb_deviance(y, mu, phi):
     """edgeR's ``compute_unit_nb_deviance`` (C++), one observation."""
     y = y + _MILDLY_LOW
@@ -45,13 +46,13 @@ def unit_nb_deviance(y, mu, phi):
     return 2.0 * (y * math.log(y / mu) + (y + inv) * math.log((mu + inv) / (y + inv)))
 
 
-@njit(cache=True)
+@inner
 def _off_row(off, g):
     """The offsets of gene ``g``: row ``g`` of a gene × sample matrix, or the one shared row."""
     return off[g] if off.shape[0] > 1 else off[0]
 
 
-@njit(cache=True)
+@inner
 def _deviance_row(y, g, mu, phi, n):
     d = 0.0
     for j in range(n):
@@ -59,7 +60,7 @@ def _deviance_row(y, g, mu, phi, n):
     return d
 
 
-@njit(cache=True)
+@inner
 def _fill_mu(X, beta, off, n, p, mu):
     for j in range(n):
         eta = off[j]
@@ -68,7 +69,7 @@ def _fill_mu(X, beta, off, n, p, mu):
         mu[j] = math.exp(eta)
 
 
-@njit(cache=True)
+@inner
 def _levenberg_one(y, g, X, off, phi, b, maxit, tol, mu, mu_new, beta_new, dl, dbeta, xwx, a, w):
     """One gene of ``glm_levenberg::fit``; ``b`` holds the start and receives the estimate, ``mu``
     the fitted values. Returns the deviance (``NaN`` coefficients for an all-zero gene)."""
@@ -162,7 +163,7 @@ def _levenberg_one(y, g, X, off, phi, b, maxit, tol, mu, mu_new, beta_new, dl, d
     return dev
 
 
-@njit(cache=True)
+@kernel
 def levenberg_kernel_serial(y, X, off, disp, beta, maxit, tol, mu_out, dev_out):
     """:func:`levenberg_kernel` on one thread (no parallel start-up cost for small blocks)."""
     G, n = y.shape
@@ -203,7 +204,7 @@ def levenberg_kernel(y, X, off, disp, beta, maxit, tol, mu_out, dev_out):
             )  # fmt: skip
 
 
-@njit(cache=True)
+@inner
 def _one_way_gene(y, g, off, phi, order, bounds, start, maxit, tol, beta_out):
     ng = bounds.size - 1
     for k in range(ng):
@@ -253,14 +254,14 @@ def one_way_kernel(y, off, disp, order, bounds, start, maxit, tol, beta_out):
         _one_way_gene(y, g, _off_row(off, g), disp[g], order, bounds, start, maxit, tol, beta_out)
 
 
-@njit(cache=True)
+@kernel
 def one_way_kernel_serial(y, off, disp, order, bounds, start, maxit, tol, beta_out):
     """:func:`one_way_kernel` on one thread."""
     for g in range(y.shape[0]):
         _one_way_gene(y, g, _off_row(off, g), disp[g], order, bounds, start, maxit, tol, beta_out)
 
 
-@njit(cache=True)
+@inner
 def _deviance_gene(y, mu, g, phi):
     d = 0.0
     for j in range(y.shape[1]):
@@ -275,7 +276,7 @@ def deviance_kernel(y, mu, disp, out):
         out[g] = _deviance_gene(y, mu, g, disp[g])
 
 
-@njit(cache=True)
+@kernel
 def deviance_kernel_serial(y, mu, disp, out):
     """:func:`deviance_kernel` on one thread."""
     for g in range(y.shape[0]):
@@ -309,7 +310,7 @@ def lgamma_tables(mark, r, t_yr, t_y1):
             t_y1[k] = math.lgamma(k + 1.0)
 
 
-@njit(cache=True)
+@kernel
 def apl_kernel_serial(y, mu, disp, X, use_tables, t_yr, t_y1, out):
     """:func:`apl_kernel` on one thread."""
     G, n = y.shape
@@ -322,7 +323,7 @@ def apl_kernel_serial(y, mu, disp, X, use_tables, t_yr, t_y1, out):
         out[g] = _apl_one(y, mu, g, disp, r, r_log_r, lg_r, X, a, w, u, use_tables, t_yr, t_y1)
 
 
-@njit(cache=True)
+@inner
 def _r_terms(disp):
     if disp > 0:
         r = 1.0 / disp
@@ -350,7 +351,7 @@ def apl_kernel(y, mu, disp, X, use_tables, t_yr, t_y1, out):
             out[g] = _apl_one(y, mu, g, disp, r, r_log_r, lg_r, X, a, w, u, use_tables, t_yr, t_y1)
 
 
-@njit(cache=True)
+@inner
 def _apl_one(y, mu, g, disp, r, r_log_r, lg_r, X, a, w, u, use_tables, t_yr, t_y1):
     """One gene of ``compute_apl`` (``r = 1 / disp`` and its terms precomputed)."""
     n, p = X.shape
@@ -408,7 +409,7 @@ def _apl_one(y, mu, g, disp, r, r_log_r, lg_r, X, a, w, u, use_tables, t_yr, t_y
 # --------------------------------------------------------------------------------------------
 
 
-@njit(cache=True)
+@inner
 def _log_dnbinom(x, size, mu):
     """log of R's ``dnbinom(x, size = size, mu = mu)`` for a whole number ``x >= 0``."""
     lp = -size * math.log1p(mu / size)

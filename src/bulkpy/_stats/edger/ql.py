@@ -38,6 +38,7 @@ from dataclasses import dataclass
 import numpy as np
 from numba import njit, prange
 
+from .._jit import inner
 from .._optimize import fmin
 from ..limma.lowess import choose_lowess_span, lowess
 from ..limma.squeeze_var import squeeze_var
@@ -47,7 +48,7 @@ from .ql_moments import deviance_weights, moment_tables
 _ZERO_LEV = 1e-4  # edgeR's thresholdzero for 1 - leverage and for the adjusted df
 
 
-@njit(cache=True)
+@inner
 def _unit_dev(y, mu, phi):
     """edgeR 4's ``compute_unit_nb_deviance`` (floored at 0)."""
     y = y + 1e-8

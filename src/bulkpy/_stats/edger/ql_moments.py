@@ -16,10 +16,10 @@ import math
 from functools import lru_cache
 
 import numpy as np
-from numba import njit
 
 from .._jit import I0 as _I0
 from .._jit import I1 as _I1
+from .._jit import inner, kernel
 
 _LOW = 1e-32  # edgeR's low_bound: observations with smaller means carry no weight
 
@@ -69,7 +69,7 @@ _C2_HI_ANCHORS = np.array([50.0, 100.0, 1000.0, 5000.0])
 _C2_HI_X = np.array([[200.0, -3.0], [2000.0 / 9.0, -11.0 / 9.0], [2500.0, -1.5]])  # x = p / mu + q
 
 
-@njit(cache=True)
+@kernel
 def _dev_moment_sums(mu, phi, nmax):
     """``E = sum f(y) d(y)`` and ``V = sum f(y) (d(y) - E)^2`` over ``y = 0 .. nmax`` for the
     NB(mean ``mu``, dispersion ``phi``) pmf ``f`` (Poisson for ``phi = 0``) and unit deviance
@@ -140,7 +140,7 @@ def exact_deviance_moments(mu, phi):
     return out[..., 0], out[..., 1]
 
 
-@njit(cache=True)
+@kernel
 def _exact_kernel(mu, phi, out):
     for i in range(mu.size):
         out[i, 0], out[i, 1] = _dev_moment_sums(mu[i], phi[i], -1)
@@ -240,7 +240,7 @@ def moment_tables():
     return pois, c1lo, c1mid, c1hi, c2lo, c2hi
 
 
-@njit(cache=True)
+@inner
 def _clenshaw(c, x):
     b1 = 0.0
     b2 = 0.0
@@ -249,7 +249,7 @@ def _clenshaw(c, x):
     return x * b1 - b2 + c[0]
 
 
-@njit(cache=True)
+@inner
 def _clenshaw2(c, x, y):
     """sum_jk c[j, k] T_j(x) T_k(y)."""
     b1 = 0.0
@@ -259,7 +259,7 @@ def _clenshaw2(c, x, y):
     return y * b1 - b2 + _clenshaw(c[:, 0], x)
 
 
-@njit(cache=True)
+@inner
 def _piece(breaks, mu):
     j = 0
     while j < breaks.size - 2 and mu >= breaks[j + 1]:
@@ -267,7 +267,7 @@ def _piece(breaks, mu):
     return j
 
 
-@njit(cache=True)
+@inner
 def _small_factor_nb(which, mu):
     lm = math.log(mu)
     if which == 0:
@@ -276,14 +276,14 @@ def _small_factor_nb(which, mu):
     return mu * q * q
 
 
-@njit(cache=True)
+@inner
 def _asym_nb(which, mu):
     if which == 0:
         return 1.0 - 1.0 / (6.0 * mu) - 1.0 / (2.0 * mu * mu)
     return 1.0 - 0.4 / (mu * mu)
 
 
-@njit(cache=True)
+@kernel
 def _pois_weight(which, mu, pois):
     if mu >= 20.0:
         return _asym_nb(which, mu)
@@ -294,7 +294,7 @@ def _pois_weight(which, mu, pois):
     return v * _small_factor_nb(which, mu) if j == 0 else v
 
 
-@njit(cache=True)
+@inner
 def _case1(which, mu, phi, pois, c1lo, c1mid, c1hi):
     y = phi / (0.5 * _C1_PHI) - 1.0
     if mu > 60.0:
@@ -318,7 +318,7 @@ def _case1(which, mu, phi, pois, c1lo, c1mid, c1hi):
     return _clenshaw2(c1lo[which, j], x, y) * _pois_weight(which, mu, pois)
 
 
-@njit(cache=True)
+@inner
 def _case2(which, mu, phi, c2lo, c2hi):
     y = phi / 2.0 - 1.0
     if mu >= 5000.0:
@@ -336,7 +336,7 @@ def _case2(which, mu, phi, c2lo, c2hi):
     return _clenshaw2(c2lo[which, j], x, y)
 
 
-@njit(cache=True)
+@kernel
 def deviance_weights(m, phi, tabs):
     """edgeR's ``compute_weight``: ``(2E/V, 2E^2/V)`` of the NB unit deviance at mean ``m`` and
     dispersion ``phi`` (the scale and df of the matching scaled chi-square) from the tables of
@@ -369,7 +369,7 @@ def deviance_moments(mu, phi):
         return k / a, 2.0 * k / (a * a)
 
 
-@njit(cache=True)
+@kernel
 def _weights_kernel(mu, phi, tabs, out):
     for i in range(mu.size):
         out[i, 0], out[i, 1] = deviance_weights(mu[i], phi[i], tabs)

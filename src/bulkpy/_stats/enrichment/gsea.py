@@ -36,11 +36,11 @@ import os
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
-from numba import njit
 from scipy import special
 
 from .._jit import I0 as _I0
 from .._jit import I1 as _I1
+from .._jit import inner, kernel
 from ..multitest import p_adjust_bh
 
 # --------------------------------------------------------------------------------------------
@@ -56,20 +56,20 @@ _S11 = np.uint64(11)
 _INV53 = 1.0 / 9007199254740992.0  # 2 ** -53
 
 
-@njit(cache=True)
+@inner
 def _mix64(z):
     z = (z ^ (z >> _S30)) * _MIX1
     z = (z ^ (z >> _S27)) * _MIX2
     return z ^ (z >> _S31)
 
 
-@njit(cache=True)
+@inner
 def _next(state):
     state[0] += _GOLDEN
     return _mix64(state[0])
 
 
-@njit(cache=True)
+@inner
 def _randint(state, n):
     """Uniform integer in ``[0, n)``."""
     u = np.float64(_next(state) >> _S11) * _INV53
@@ -77,7 +77,7 @@ def _randint(state, n):
     return v if v < n else n - 1
 
 
-@njit(cache=True)
+@inner
 def _stream(seed, a, b):
     """A generator state for the task ``(a, b)`` of a run seeded with ``seed``."""
     state = np.empty(1, dtype=np.uint64)
@@ -85,7 +85,7 @@ def _stream(seed, a, b):
     return state
 
 
-@njit(cache=True)
+@inner
 def _lower_bound(a, lo, hi, x):
     """First index in ``a[lo:hi]`` (sorted) whose value is >= ``x`` (``hi`` if none)."""
     while lo < hi:
@@ -97,7 +97,7 @@ def _lower_bound(a, lo, hi, x):
     return lo
 
 
-@njit(cache=True)
+@inner
 def _sort_int(a):
     """Sort an integer array in place (Shell sort; small code that compiles fast)."""
     n = a.shape[0]
@@ -115,7 +115,7 @@ def _sort_int(a):
         gap //= 3
 
 
-@njit(cache=True)
+@inner
 def _argsort_stable(v, out):
     """``out`` = indices sorting ``v`` ascending, ties by index (insertion sort, for short arrays)."""
     n = v.shape[0]
@@ -131,7 +131,7 @@ def _argsort_stable(v, out):
         out[j] = idx
 
 
-@njit(cache=True)
+@inner
 def _draw_sorted(state, n, k, out, scratch, swaps):
     """``k`` distinct genes of ``n`` uniformly at random, sorted, into ``out[:k]`` (partial
     Fisher-Yates on ``scratch``, which must hold ``arange(n)`` and is restored afterwards)."""
@@ -154,7 +154,7 @@ def _draw_sorted(state, n, k, out, scratch, swaps):
 # enrichment scores
 
 
-@njit(cache=True)
+@inner
 def _es_of_sorted(r, pos, k, n):
     """GSEA score (std) of the set at sorted positions ``pos[:k]`` of the weights ``r``.
 
@@ -192,7 +192,7 @@ def _es_of_sorted(r, pos, k, n):
     return 0.0, i_top, i_bot
 
 
-@njit(cache=True, nogil=True)
+@kernel
 def _es_sets(r, indptr, pos):
     """Scores of many sets: ``pos[indptr[s]:indptr[s+1]]`` are the sorted positions of set ``s``."""
     m = indptr.shape[0] - 1
@@ -210,7 +210,7 @@ def _es_sets(r, indptr, pos):
     return es, top, bot
 
 
-@njit(cache=True, nogil=True)
+@kernel
 def _null_es(r, sizes, out, first, seed):
     """Scores of random sets: ``out[i, u]`` is the score of the first ``sizes[u]`` genes of the
     random ordering number ``first + i`` (``sizes`` ascending), as fgsea's simple sampling draws
@@ -245,7 +245,7 @@ def _null_es(r, sizes, out, first, seed):
             scratch[j] = x
 
 
-@njit(cache=True)
+@kernel
 def _null_counts(null, col, es):
     """For each set (null column ``col[i]``, observed score ``es[i]``): counts of random scores
     <= es, >= es, <= 0, >= 0, and the sums of the negative and positive parts."""
@@ -286,7 +286,7 @@ def _null_counts(null, col, es):
 # multilevel splitting
 
 
-@njit(cache=True)
+@inner
 def _pos_and_signed_es(r, pos, k, n, ns):
     """(positive-part score, signed score) of the sorted set ``pos[:k]`` with weight sum ``ns``:
     fgsea's ``calcPositiveES`` and ``calcES``."""
@@ -320,7 +320,7 @@ _U1 = np.uint64(1)
 _U58 = np.uint64(58)
 
 
-@njit(cache=True)
+@inner
 def _members(bits, out):
     """Positions of the set bits of the bitmap ``bits``, ascending, into ``out``."""
     m = 0
@@ -333,7 +333,7 @@ def _members(bits, out):
             word ^= lsb
 
 
-@njit(cache=True)
+@inner
 def _perturb(r, mem, bits, cnt, csum, ends, chunk_of, ns, bound, iters, state, q1, cand):
     """``iters`` Metropolis proposals on one sample (replace a random member by a random gene),
     each accepted iff the sample's positive-part score stays above ``bound``, as fgsea's
@@ -461,7 +461,7 @@ def _perturb(r, mem, bits, cnt, csum, ends, chunk_of, ns, bound, iters, state, q
     return moves, ns
 
 
-@njit(cache=True)
+@inner
 def _halve(r, mem, bits, ns, n, k, scores, corr, filled, srt):
     """fgsea's ``duplicateSamples``: record the lower half of the population's positive-part
     scores (and, per recorded level, how many samples above it have a positive signed score),
@@ -502,7 +502,7 @@ def _halve(r, mem, bits, ns, n, k, scores, corr, filled, srt):
     return filled + half
 
 
-@njit(cache=True)
+@inner
 def _take_rows(a, src):
     """``a[:] = a[src]`` as loops: numba's fancy-indexing assignment compiles its shape-mismatch
     error message (string formatting), which cost seconds on a first call."""
@@ -512,7 +512,7 @@ def _take_rows(a, src):
             a[s, j] = old[src[s], j]
 
 
-@njit(cache=True)
+@inner
 def _chunks(r, srt, k, n, ends, chunk_of, cnt, csum, ns):
     """Chunk the positions for one level: ends at the population medians of the members at evenly
     spaced ranks (fgsea's ``chunkLastElement``), and each sample's count and weight per chunk."""
@@ -545,7 +545,7 @@ def _chunks(r, srt, k, n, ends, chunk_of, cnt, csum, ns):
         ns[s] = tot
 
 
-@njit(cache=True, nogil=True)
+@kernel
 def _ruler(r, k, sample_size, target, seed, eps, max_levels):
     """The multilevel ruler for sets of size ``k`` on weights ``r`` (fgsea's ``EsRuler.extend``):
     levels of the positive-part score up to ``target``. Returns the recorded scores (51 per level

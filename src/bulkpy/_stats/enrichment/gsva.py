@@ -31,8 +31,9 @@ import math
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
-from numba import njit
 from scipy import sparse, special, stats
+
+from .._jit import kernel
 
 #: GSVA's table of the standard normal CDF: ``pnorm(10 * i / 10000)``, i = 0..10000.
 _PRECOMPUTE_RESOLUTION = 10000
@@ -70,7 +71,7 @@ def constant_genes(x: np.ndarray) -> np.ndarray:
     return ~(hi > lo)
 
 
-@njit(cache=True, nogil=True)
+@kernel
 def _gauss_density(x, bw, table, out, c0, c1):
     """Log-odds of the Gaussian-kernel CDF of genes (columns of ``x``) ``c0:c1`` at every sample.
 
@@ -176,7 +177,7 @@ def _incidence(indptr, indices, n_genes):
     return mat.indptr.astype(np.int64), mat.indices.astype(np.int64)
 
 
-@njit(cache=True, nogil=True)
+@kernel
 def _ks_walks(order, score, g_ptr, g_sets, sizes, mode, j0, j1, out):
     """GSVA's random walk for every set in samples ``j0:j1``.
 

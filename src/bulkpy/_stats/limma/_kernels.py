@@ -16,7 +16,8 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from numba import njit
+
+from .._jit import inner, kernel
 
 #: R's ``qr()`` tolerance for rank detection (``lm.fit``/``lm.wfit``)
 _QR_TOL = 1e-7
@@ -27,7 +28,7 @@ _QR_TOL = 1e-7
 # --------------------------------------------------------------------------------------------
 
 
-@njit(cache=True)
+@kernel
 def _gamma_deviance(y, mu):
     """statmod's ``deviance.gamma``: Inf for a negative mean, observations with ``y`` and ``mu``
     both (near) zero left out."""
@@ -43,7 +44,7 @@ def _gamma_deviance(y, mu):
     return 2.0 * dev
 
 
-@njit(cache=True)
+@inner
 def _max(a):
     m = a[0]
     for i in range(1, a.size):
@@ -52,7 +53,7 @@ def _max(a):
     return m
 
 
-@njit(cache=True)
+@inner
 def _glmgam_one(d, y, b0, b1, tol, maxit):
     """One gene of :func:`glmgam_identity2`; returns the two coefficients (NaN where R errors)."""
     m = y.size
@@ -146,7 +147,7 @@ def _glmgam_one(d, y, b0, b1, tol, maxit):
     return b0, b1
 
 
-@njit(cache=True)
+@kernel
 def glmgam_identity2(d, y, start, tol, maxit):
     """statmod's ``glmgam.fit(cbind(1, d), y, coef.start = start, tol, maxit)`` for every row
     (gene) of ``d`` and ``y`` (genes × m); returns genes × 2 coefficients, NaN where R errors."""
@@ -164,7 +165,7 @@ def glmgam_identity2(d, y, start, tol, maxit):
 # --------------------------------------------------------------------------------------------
 
 
-@njit(cache=True)
+@inner
 def _wls_hat(X, y, w, resid, h):
     """Weighted least squares of ``y`` on ``X`` (rows with ``w > 0``) by modified Gram-Schmidt on
     ``sqrt(w) X`` with R's rank rule (a column whose norm after removing the earlier kept columns
@@ -218,7 +219,7 @@ def _wls_hat(X, y, w, resid, h):
     return rss, rank
 
 
-@njit(cache=True)
+@kernel
 def array_weights_gene_by_gene(E, design, weights, use_weights, Z2, info2, zptr, zcol, zval):
     """limma's ``.arrayWeightsGeneByGene``: ``E`` genes × samples (NaN for missing), ``design``
     samples × p (full column rank), ``weights`` genes × samples prior weights (used when

@@ -18,15 +18,15 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from numba import njit
 
 from .._jit import I0 as _I0
+from .._jit import inner, kernel
 from .lowess import lowess
 
 _THRESHOLD = 1e-7
 
 
-@njit(cache=True)
+@inner
 def _seeds(x, delta):
     n = x.size
     idx = np.empty(n, dtype=np.int64)
@@ -43,7 +43,7 @@ def _seeds(x, delta):
     return idx[:k]
 
 
-@njit(cache=True)
+@inner
 def _limits(seeds, x, w, spanweight):
     n = x.size
     m = seeds.size
@@ -102,7 +102,7 @@ def _limits(seeds, x, w, spanweight):
     return start, end, dist
 
 
-@njit(cache=True)
+@inner
 def _local_fit(x, y, w, rw, cur, left, right, dist, work):
     ymean = 0.0
     allw = 0.0
@@ -133,7 +133,7 @@ def _local_fit(x, y, w, rw, cur, left, right, dist, work):
     return slope * x[cur] + (ymean - slope * xmean)
 
 
-@njit(cache=True)
+@kernel
 def _weighted_lowess_sorted(x, y, w, span, iterations, delta):
     n = x.size
     total = 0.0
