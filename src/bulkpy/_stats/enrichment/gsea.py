@@ -231,7 +231,7 @@ def _null_es(r, sizes, out, first, seed):
             scratch[j] = scratch[t]
             scratch[t] = x
             # insert x into srt[:t] keeping it sorted
-            lo = _lower_bound(srt, 0, t, x)
+            lo = _lower_bound(srt, _I0, t, x)
             for q in range(t, lo, -1):
                 srt[q] = srt[q - 1]
             srt[lo] = x
