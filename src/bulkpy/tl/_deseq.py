@@ -213,7 +213,8 @@ def _quant_counts(adata: AnnData, layer, lengths, X_raw) -> tuple[np.ndarray, Qu
     if txi.from_tximport:
         counts, n_rounded = round_counts(counts, where=where, caller="bk.tl.deseq", log=logger)
         return counts, txi, n_rounded
-    err = non_integer_error(adata, counts, where)
+    # an integer matrix holds integers: the check (a rounded copy of the matrix) is for floats
+    err = None if np.issubdtype(X_raw.dtype, np.integer) else non_integer_error(adata, counts, where)
     if err is not None:
         raise err
     return counts, txi, None
