@@ -97,7 +97,7 @@ def run_bulkpy(adata, design, contrast) -> dict:
     warm = bk.datasets.pasilla()[:, :500].copy()
     bk.tl.deseq(warm, design="~ type + condition", contrast=["condition", "treated", "untreated"])
     t = time.perf_counter()
-    bk.tl.deseq(adata, design=design, contrast=contrast)
+    bk.tl.deseq(adata, design=design, contrast=contrast, progress=False)
     wall = time.perf_counter() - t
     df = bk.get.de_df(adata, "deseq")
     return {"seconds": wall, "padj": df["padj"].to_numpy().tolist(), "lfc": df["log2FoldChange"].to_numpy().tolist()}

@@ -127,7 +127,7 @@ def main():
     print(f"\nairway: {n} samples x {g} genes, design ~ cell + dex (edgeR 3.40.2 in R)")
     kw = {"design": "~ cell + dex", "contrast": ["dex", "trt", "untrt"]}
     bk.tl.edger(adata[:, :50].copy(), **kw)  # compile (numba caches the kernels on disk)
-    t_bk, out = best(lambda: bk.tl.edger(adata, **kw, copy=True), args.repeat)
+    t_bk, out = best(lambda: bk.tl.edger(adata, **kw, copy=True, progress=False), args.repeat)
     ref = r_table("edger_qlf.csv.gz")
     res = bk.get.de_df(out, "edger")
     agree = ""
@@ -152,7 +152,7 @@ def main():
     sim = simulate(args.n_genes, args.n_samples)
     print(f"\nsimulated: {sim.n_obs} samples x {sim.n_vars} genes (NB counts), design ~ group + age")
     skw = {"design": "~ group + age", "contrast": ["group", "B", "A"]}
-    t_bk, out = best(lambda: bk.tl.edger(sim, **skw, copy=True), max(1, min(args.repeat, 2)))
+    t_bk, out = best(lambda: bk.tl.edger(sim, **skw, copy=True, progress=False), max(1, min(args.repeat, 2)))
     print("estimateDisp + glmQLFit + glmQLFTest")
     row("bulkpy bk.tl.edger (incl. TMM)", t_bk, t_bk)
     if args.r_sim:
