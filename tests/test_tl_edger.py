@@ -567,7 +567,7 @@ def test_apl_lgamma_tables_change_nothing():
         t_yr, t_y1 = np.zeros(mark.size), np.zeros(mark.size)
         K.lgamma_tables(mark, 1.0 / phi, t_yr, t_y1)
         a, b = np.empty(300), np.empty(300)
-        K.apl_kernel(y, mu, phi, X, True, t_yr, t_y1, a)
+        K.apl_kernel_serial(y, mu, phi, X, True, t_yr, t_y1, a)
         K.apl_kernel_serial(y, mu, phi, X, False, t_yr[:1], t_y1[:1], b)
         np.testing.assert_array_equal(a, b)
     assert not K.count_marks(y + 0.5, float(mark.size), np.zeros(mark.size, dtype=bool))

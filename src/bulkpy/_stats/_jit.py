@@ -9,7 +9,9 @@ installing (the cache on disk serves later processes):
   no C wrapper for it, which saves a few tens of milliseconds per function on a first call (there
   are about a hundred); calling one from Python raises an error.
 
-``parallel=True`` kernels use ``numba.njit`` directly.
+No kernel uses numba's ``parallel=True``: engines run kernels on chunks of genes in a thread pool
+(``deseq2._kernels.run_chunks``), so each kernel compiles once, with no parallel variant beside
+the serial one.
 
 A kernel that calls another compiled function with a literal integer (``f(x, 0)``) makes numba
 compile the callee once more, specialised to that value (the argument is typed

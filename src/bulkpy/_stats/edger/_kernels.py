@@ -1,7 +1,8 @@
 """Compiled per-gene kernels (numba) for edgeR's negative binomial GLM fits.
 
-Each kernel loops over the genes of a block inside compiled code (no Python loop per gene),
-in parallel over genes, and follows edgeR's C++ per gene: the same start, damping, acceptance
+Each kernel loops over the genes it is given inside compiled code (no Python loop per gene),
+on one thread (the engines run it on chunks of genes in a thread pool, ``run_chunks``), and
+follows edgeR's C++ per gene: the same start, damping, acceptance
 and stopping rules, so every gene takes the same path as in edgeR. Genes are independent, so
 the results do not depend on the block or on the number of threads.
 
@@ -15,7 +16,6 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from numba import njit, prange
 
 from .._jit import inner, kernel
 from .._linalg import chol_solve, cholesky_inplace
@@ -25,7 +25,6 @@ _LOG_LOW = math.log(_LOW)
 _MILDLY_LOW = 1e-8
 _SUPREMELY_LOW = 1e-13
 _RIDICULOUSLY_LOW = 1e-100
-_BLOCK = 256  # genes per parallel task (scratch arrays are allocated once per block)
 
 
 @inner
@@ -165,7 +164,9 @@ def _levenberg_one(y, g, X, off, phi, b, maxit, tol, mu, mu_new, beta_new, dl, d
 
 @kernel
 def levenberg_kernel_serial(y, X, off, disp, beta, maxit, tol, mu_out, dev_out):
-    """:func:`levenberg_kernel` on one thread (no parallel start-up cost for small blocks)."""
+    """edgeR's ``glm_levenberg::fit`` for every gene (rows of ``y``). ``beta`` (genes ×
+    coefficients) holds the starting values and receives the estimates. One thread: the engines
+    run it on chunks of genes in a thread pool (``deseq2._kernels.run_chunks``)."""
     G, n = y.shape
     p = X.shape[1]
     mu_new = np.empty(n)
@@ -180,28 +181,6 @@ def levenberg_kernel_serial(y, X, off, disp, beta, maxit, tol, mu_out, dev_out):
             y, g, X, _off_row(off, g), disp[g], beta[g], maxit, tol, mu_out[g], mu_new, beta_new, dl, dbeta, xwx,
             a, w,
         )  # fmt: skip
-
-
-@njit(cache=True, parallel=True)
-def levenberg_kernel(y, X, off, disp, beta, maxit, tol, mu_out, dev_out):
-    """edgeR's ``glm_levenberg::fit`` for every gene (rows of ``y``). ``beta`` (genes ×
-    coefficients) holds the starting values and receives the estimates."""
-    G, n = y.shape
-    p = X.shape[1]
-    nb = (G + _BLOCK - 1) // _BLOCK
-    for blk in prange(nb):
-        mu_new = np.empty(n)
-        beta_new = np.empty(p)
-        dl = np.empty(p)
-        dbeta = np.empty(p)
-        xwx = np.empty((p, p))
-        a = np.empty((p, p))
-        w = np.empty(n)
-        for g in range(blk * _BLOCK, min(G, (blk + 1) * _BLOCK)):
-            dev_out[g] = _levenberg_one(
-                y, g, X, _off_row(off, g), disp[g], beta[g], maxit, tol, mu_out[g], mu_new, beta_new, dl, dbeta,
-                xwx, a, w,
-            )  # fmt: skip
 
 
 @inner
@@ -244,19 +223,12 @@ def _one_way_gene(y, g, off, phi, order, bounds, start, maxit, tol, beta_out):
         beta_out[g, k] = cur
 
 
-@njit(cache=True, parallel=True)
-def one_way_kernel(y, off, disp, order, bounds, start, maxit, tol, beta_out):
+@kernel
+def one_way_kernel_serial(y, off, disp, order, bounds, start, maxit, tol, beta_out):
     """edgeR's ``glm_one_group`` (Newton-Raphson for one log-mean) for every gene and every group
     of a one-way layout: group ``k`` holds the samples ``order[bounds[k]:bounds[k + 1]]``. The
     start is ``log(mean(y / exp(offset)))`` over the positive counts unless ``start[g, k]`` is
     finite; all-zero groups give ``-inf``."""
-    for g in prange(y.shape[0]):
-        _one_way_gene(y, g, _off_row(off, g), disp[g], order, bounds, start, maxit, tol, beta_out)
-
-
-@kernel
-def one_way_kernel_serial(y, off, disp, order, bounds, start, maxit, tol, beta_out):
-    """:func:`one_way_kernel` on one thread."""
     for g in range(y.shape[0]):
         _one_way_gene(y, g, _off_row(off, g), disp[g], order, bounds, start, maxit, tol, beta_out)
 
@@ -269,42 +241,31 @@ def _deviance_gene(y, mu, g, phi):
     return d
 
 
-@njit(cache=True, parallel=True)
-def deviance_kernel(y, mu, disp, out):
-    """Residual deviance per gene: the sum of :func:`unit_nb_deviance` over samples."""
-    for g in prange(y.shape[0]):
-        out[g] = _deviance_gene(y, mu, g, disp[g])
-
-
 @kernel
 def deviance_kernel_serial(y, mu, disp, out):
-    """:func:`deviance_kernel` on one thread."""
+    """Residual deviance per gene: the sum of :func:`unit_nb_deviance` over samples."""
     for g in range(y.shape[0]):
         out[g] = _deviance_gene(y, mu, g, disp[g])
 
 
-@njit(cache=True, parallel=True)
+@kernel
 def count_marks(y, top, mark):
     """Mark ``mark[k]`` for every count ``k`` in ``y``; False (marks unusable) if a value is not
     an integer in ``[0, top)``."""
-    G = y.shape[0]
-    nb = (G + _BLOCK - 1) // _BLOCK
-    bad = np.zeros(nb, dtype=np.bool_)
-    for blk in prange(nb):
-        for g in range(blk * _BLOCK, min(G, (blk + 1) * _BLOCK)):
-            for j in range(y.shape[1]):
-                v = y[g, j]
-                if v >= 0.0 and v < top and v == math.floor(v):
-                    mark[int(v)] = True
-                else:
-                    bad[blk] = True
-    return not bad.any()
+    for g in range(y.shape[0]):
+        for j in range(y.shape[1]):
+            v = y[g, j]
+            if v >= 0.0 and v < top and v == math.floor(v):
+                mark[int(v)] = True
+            else:
+                return False
+    return True
 
 
-@njit(cache=True, parallel=True)
+@kernel
 def lgamma_tables(mark, r, t_yr, t_y1):
     """``lgamma(k + r)`` and ``lgamma(k + 1)`` at the marked counts ``k``."""
-    for k in prange(mark.shape[0]):
+    for k in range(mark.shape[0]):
         if mark[k]:
             t_yr[k] = math.lgamma(k + r)
             t_y1[k] = math.lgamma(k + 1.0)
@@ -312,7 +273,12 @@ def lgamma_tables(mark, r, t_yr, t_y1):
 
 @kernel
 def apl_kernel_serial(y, mu, disp, X, use_tables, t_yr, t_y1, out):
-    """:func:`apl_kernel` on one thread."""
+    """edgeR's ``compute_apl`` for one dispersion ``disp`` (a number) and every gene: the NB
+    log-likelihood at the fitted means (terms with a zero mean skipped) minus half the log
+    determinant of ``X'WX``, from the pivots of its LDL' factorisation eliminating from the last
+    column (pivots below 1e-10 or not finite count as 1e-10). With ``use_tables`` the counts are
+    integers and ``lgamma(y + 1/disp)``, ``lgamma(y + 1)`` are read from ``t_yr``/``t_y1``
+    (:func:`lgamma_tables`: the same values, evaluated once per distinct count)."""
     G, n = y.shape
     p = X.shape[1]
     r, r_log_r, lg_r = _r_terms(disp)
@@ -329,26 +295,6 @@ def _r_terms(disp):
         r = 1.0 / disp
         return r, r * math.log(r), math.lgamma(r)
     return 0.0, 0.0, 0.0
-
-
-@njit(cache=True, parallel=True)
-def apl_kernel(y, mu, disp, X, use_tables, t_yr, t_y1, out):
-    """edgeR's ``compute_apl`` for one dispersion ``disp`` (a number) and every gene: the NB
-    log-likelihood at the fitted means (terms with a zero mean skipped) minus half the log
-    determinant of ``X'WX``, from the pivots of its LDL' factorisation eliminating from the last
-    column (pivots below 1e-10 or not finite count as 1e-10). With ``use_tables`` the counts are
-    integers and ``lgamma(y + 1/disp)``, ``lgamma(y + 1)`` are read from ``t_yr``/``t_y1``
-    (:func:`lgamma_tables`: the same values, evaluated once per distinct count)."""
-    G, n = y.shape
-    p = X.shape[1]
-    r, r_log_r, lg_r = _r_terms(disp)
-    nb = (G + _BLOCK - 1) // _BLOCK
-    for blk in prange(nb):
-        a = np.empty((p, p))
-        w = np.empty(n)
-        u = np.empty(p)
-        for g in range(blk * _BLOCK, min(G, (blk + 1) * _BLOCK)):
-            out[g] = _apl_one(y, mu, g, disp, r, r_log_r, lg_r, X, a, w, u, use_tables, t_yr, t_y1)
 
 
 @inner
@@ -420,13 +366,13 @@ def _log_dnbinom(x, size, mu):
     )
 
 
-@njit(cache=True, parallel=True)
+@kernel
 def double_tail_kernel(s1, s2, n1, n2, disp, use, p):
     """edgeR's ``exactTestDoubleTail`` for the genes with ``use``: ``p[g]`` becomes twice the
     probability of a split of the total ``s = s1 + s2`` at least as far from its expectation, on
     the observed side, under NB(size ``n_k / disp``, mean ``n_k s / (n1 + n2)``) per group, over
     the probability of ``s``; summed in log space. Genes at their expected split keep ``p``."""
-    for g in prange(s1.size):
+    for g in range(s1.size):
         if not use[g]:
             continue
         s = s1[g] + s2[g]

@@ -38,6 +38,7 @@ import numpy as np
 from scipy import special
 
 from .._optimize import fmin
+from ..deseq2._kernels import n_chunks, run_chunks
 from . import glm as _glm
 from . import nb
 
@@ -285,7 +286,11 @@ def exact_test_double_tail(y1, y2, dispersion, *, big_count: float = 900) -> np.
     big = (s1 > big_count) & (s2 > big_count)
     if big.any():
         p[big] = _beta_approx(t1[big], t2[big], n1, n2, disp[big])
-    double_tail_kernel(s1, s2, float(n1), float(n2), disp, ~big, p)
+    use = ~big
+    run_chunks(
+        lambda lo, hi: double_tail_kernel(s1[lo:hi], s2[lo:hi], float(n1), float(n2), disp[lo:hi], use[lo:hi], p[lo:hi]),
+        p.size, n_chunks(p.size),
+    )  # fmt: skip
     return np.minimum(p, 1.0)
 
 

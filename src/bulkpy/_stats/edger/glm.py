@@ -58,6 +58,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import stats
 
+from ..deseq2._kernels import n_chunks, run_chunks
 from ..limma.lowess import choose_lowess_span
 from ..limma.squeeze_var import squeeze_var
 from ..multitest import p_adjust_bh
@@ -142,6 +143,17 @@ def _parallel(y) -> bool:
     return y.size >= PARALLEL_MIN_SIZE
 
 
+def _gene_chunks(y) -> int:
+    """Chunks of genes for a compiled kernel: a few per thread on a large matrix, else one (run
+    in the calling thread). Genes are independent, so the chunks do not change a result."""
+    return n_chunks(y.shape[0]) if _parallel(y) else 1
+
+
+def _rows(off, lo: int, hi: int):
+    """The offsets of genes ``lo:hi``: the rows of a gene × sample matrix, or the one shared row."""
+    return off if off.shape[0] == 1 else off[lo:hi]
+
+
 def kept_columns(X: np.ndarray, tol: float = _QR_TOL) -> np.ndarray:
     """Columns R's ``qr(X)$pivot[1:rank]`` keeps (LINPACK's limited pivoting: a column whose norm,
     after projecting out the kept ones, falls below ``tol`` times its own norm is moved out)."""
@@ -216,12 +228,14 @@ def _fit(y, X, disp, offset, *, start=None):
 
 def deviance(y, mu, disp) -> np.ndarray:
     """Residual NB deviance per gene (edgeR's ``nbinomDeviance``), compiled; ``disp`` per gene."""
-    from ._kernels import deviance_kernel, deviance_kernel_serial
+    from ._kernels import deviance_kernel_serial
 
     y = np.ascontiguousarray(y, dtype=np.float64)
+    mu = np.ascontiguousarray(mu, dtype=np.float64)
+    dsp = _vec(disp, y.shape[0], "disp")
     out = np.empty(y.shape[0])
-    (deviance_kernel if _parallel(y) else deviance_kernel_serial)(
-        y, np.ascontiguousarray(mu, dtype=np.float64), _vec(disp, y.shape[0], "disp"), out
+    run_chunks(
+        lambda lo, hi: deviance_kernel_serial(y[lo:hi], mu[lo:hi], dsp[lo:hi], out[lo:hi]), y.shape[0], _gene_chunks(y)
     )
     return out
 
@@ -231,7 +245,7 @@ def fit_one_way(y, X, offset, disp, *, start=None):
     1e-10, 50 iterations) per group of identical design rows, starting from ``start @ row`` when
     given; log-means floored at -1e8, fitted values ``exp(offset + log-mean)``, coefficients by
     solving the distinct design rows (compiled form of :func:`bulkpy._stats.nb.fit_one_way`)."""
-    from ._kernels import one_way_kernel, one_way_kernel_serial
+    from ._kernels import one_way_kernel_serial
 
     y = np.ascontiguousarray(y, dtype=np.float64)
     X = np.asarray(X, dtype=np.float64)
@@ -246,8 +260,13 @@ def fit_one_way(y, X, offset, disp, *, start=None):
     order = np.argsort(codes, kind="stable").astype(np.int64)
     bounds = np.concatenate([[0], np.cumsum(np.bincount(codes, minlength=ng))]).astype(np.int64)
     beta = np.empty((G, ng))
-    kernel = one_way_kernel if _parallel(y) else one_way_kernel_serial
-    kernel(y, off, _vec(disp, G, "disp"), order, bounds, gstart, 50, 1e-10, beta)
+    dsp = _vec(disp, G, "disp")
+    run_chunks(
+        lambda lo, hi: one_way_kernel_serial(
+            y[lo:hi], _rows(off, lo, hi), dsp[lo:hi], order, bounds, gstart[lo:hi], 50, 1e-10, beta[lo:hi]
+        ),
+        G, _gene_chunks(y),
+    )  # fmt: skip
     beta = np.maximum(beta, -1e8)
     mu = np.exp(off + beta[:, codes])
     indicator = np.sum(uniq == 1) == ng and np.sum(uniq == 0) == (ng - 1) * ng
@@ -269,7 +288,7 @@ def fit_one_group(y, offset, disp) -> np.ndarray:
 def apl(y, mu, disp: float, X) -> np.ndarray:
     """Cox-Reid adjusted profile log-likelihood at the fitted means ``mu`` for one dispersion
     (edgeR's ``compute_apl``; compiled form of ``adjusted_profile_lik`` in :mod:`bulkpy._stats.nb`)."""
-    from ._kernels import apl_kernel, apl_kernel_serial, count_marks, lgamma_tables
+    from ._kernels import apl_kernel_serial, count_marks, lgamma_tables
 
     y = np.ascontiguousarray(y, dtype=np.float64)
     out = np.empty(y.shape[0])
@@ -281,9 +300,11 @@ def apl(y, mu, disp: float, X) -> np.ndarray:
     t_y1 = np.zeros(mark.size if use else 1)
     if use:
         lgamma_tables(mark, 1.0 / float(disp), t_yr, t_y1)
-    (apl_kernel if _parallel(y) else apl_kernel_serial)(
-        y, np.ascontiguousarray(mu, dtype=np.float64), float(disp), np.ascontiguousarray(X, dtype=np.float64), use,
-        t_yr, t_y1, out,
+    mu = np.ascontiguousarray(mu, dtype=np.float64)
+    X = np.ascontiguousarray(X, dtype=np.float64)
+    run_chunks(
+        lambda lo, hi: apl_kernel_serial(y[lo:hi], mu[lo:hi], float(disp), X, use, t_yr, t_y1, out[lo:hi]),
+        y.shape[0], _gene_chunks(y),
     )  # fmt: skip
     return out
 
@@ -296,7 +317,7 @@ def fit_levenberg(y, X, offset, disp, *, start=None, maxit: int = 250, tol: floa
     """edgeR's ``mglmLevenberg`` (``maxit = 250`` as ``glmFit`` calls it) in compiled code; the
     same algorithm as :func:`bulkpy._stats.nb.fit_levenberg`. ``offset`` per sample or genes ×
     samples, ``disp`` per gene. Returns ``(coefficients, fitted, deviance)``."""
-    from ._kernels import levenberg_kernel, levenberg_kernel_serial
+    from ._kernels import levenberg_kernel_serial
 
     y = np.ascontiguousarray(y, dtype=np.float64)
     X = np.ascontiguousarray(X, dtype=np.float64)
@@ -310,7 +331,12 @@ def fit_levenberg(y, X, offset, disp, *, start=None, maxit: int = 250, tol: floa
     beta = np.ascontiguousarray(beta)
     mu = np.empty((G, n))
     dev = np.empty(G)
-    (levenberg_kernel if _parallel(y) else levenberg_kernel_serial)(y, X, off, dsp, beta, maxit, tol, mu, dev)
+    run_chunks(
+        lambda lo, hi: levenberg_kernel_serial(
+            y[lo:hi], X, _rows(off, lo, hi), dsp[lo:hi], beta[lo:hi], maxit, tol, mu[lo:hi], dev[lo:hi]
+        ),
+        G, _gene_chunks(y),
+    )  # fmt: skip
     return beta, mu, dev
 
 

@@ -36,10 +36,10 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
-from numba import njit, prange
 
-from .._jit import inner
+from .._jit import inner, kernel
 from .._optimize import fmin
+from ..deseq2._kernels import n_chunks, run_chunks
 from ..limma.lowess import choose_lowess_span, lowess
 from ..limma.squeeze_var import squeeze_var
 from ..multitest import p_adjust_bh
@@ -66,10 +66,11 @@ def _unit_dev(y, mu, phi):
     return out if out > 0.0 else 0.0
 
 
-@njit(cache=True, parallel=True)
+@kernel
 def _adjust_kernel(y, mu, lev, disp, prior, tabs, dev, df):
+    """edgeR's ``compute_adjust_vec`` for the genes (rows) given: adjusted deviance and df."""
     G, n = y.shape
-    for g in prange(G):
+    for g in range(G):
         phi = disp[g]
         dsum = 0.0
         fsum = 0.0
@@ -110,7 +111,13 @@ def adjusted_deviance(y, mu, X, disp, prior: float):
     lev = np.ascontiguousarray(leverages(mu, X, disp, prior))
     dev = np.empty(y.shape[0])
     df = np.empty(y.shape[0])
-    _adjust_kernel(y, mu, lev, disp, float(prior), moment_tables(), dev, df)
+    tabs = moment_tables()
+    run_chunks(
+        lambda lo, hi: _adjust_kernel(
+            y[lo:hi], mu[lo:hi], lev[lo:hi], disp[lo:hi], float(prior), tabs, dev[lo:hi], df[lo:hi]
+        ),
+        y.shape[0], n_chunks(y.shape[0]),
+    )  # fmt: skip
     with np.errstate(divide="ignore", invalid="ignore"):
         s2 = np.where(df < _ZERO_LEV, 0.0, dev / df)
     return dev, df, s2
