@@ -894,10 +894,11 @@ def _replace_outliers(m: _Model, ii, y_ge, nf_nz, norm_ge, ck) -> dict:
     norm_new = _normalised(new_y, sf, nf_r)
     now_zero = new_y.sum(axis=1) == 0
     keep = ~now_zero
+    base_mean = row_means_r(norm_new)
     r.update(
-        replaced_local=r_loc, base_mean=row_means_r(norm_new), base_var=row_vars_r(norm_new),
+        replaced_local=r_loc, base_mean=base_mean, base_var=row_vars_r(norm_new),
         now_zero_local=r_loc[now_zero], refit_local=r_loc[keep], refit_y=new_y[keep],
-        refit_nf=None if nf_r is None else nf_r[keep], refit_base_mean=row_means_r(norm_new)[keep],
+        refit_nf=None if nf_r is None else nf_r[keep], refit_base_mean=base_mean[keep],
     )  # fmt: skip
     return r
 
