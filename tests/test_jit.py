@@ -1,9 +1,11 @@
 """The compiled kernels follow ``bulkpy/_stats/_jit.py`` (what a first call compiles).
 
-* every compiled function says its kind: ``@kernel`` (called from Python) or ``@inner`` (called
-  only from compiled code: no wrappers are compiled for it); none uses ``parallel=True`` (a second
-  compile of the same loop: engines run kernels on gene chunks in threads instead);
-* no ``@inner`` function is referenced outside compiled code (it has no Python wrapper);
+* every compiled function says its kind: ``@kernel`` (called from Python), ``@inner`` (called
+  only from compiled code: no wrappers are compiled for it) or ``@inline`` (an inner function
+  inlined into its callers); none uses ``parallel=True`` (a second compile of the same loop:
+  engines run kernels on gene chunks in threads instead);
+* no ``@inner`` or ``@inline`` function is referenced outside compiled code (it has no Python
+  wrapper);
 * a first compile (fresh numba cache) specialises no kernel to a literal integer and compiles no
   shape-error message (the two costs found in issue 17: seconds each on a first call).
 """
@@ -21,7 +23,7 @@ import bulkpy
 
 PKG = Path(bulkpy.__file__).parent
 ROOT = PKG.parent.parent
-KINDS = {"kernel", "inner"}
+KINDS = {"kernel", "inner", "inline"}
 
 
 def _decorator_name(dec: ast.expr) -> str:
@@ -46,7 +48,7 @@ def test_every_compiled_function_declares_its_kind():
     funcs = _compiled_functions()
     assert len(funcs) > 100
     bad = {k: v for k, v in funcs.items() if v not in KINDS}
-    assert not bad, f"use @kernel or @inner from bulkpy._stats._jit: {bad}"
+    assert not bad, f"use @kernel, @inner or @inline from bulkpy._stats._jit: {bad}"
 
 
 def _python_references(path: Path, compiled: set[str]) -> set[str]:
@@ -70,7 +72,7 @@ def _python_references(path: Path, compiled: set[str]) -> set[str]:
 def test_inner_functions_are_not_used_from_python():
     funcs = _compiled_functions()
     compiled = {name for _, name in funcs}
-    inner = {name for (_, name), kind in funcs.items() if kind == "inner"}
+    inner = {name for (_, name), kind in funcs.items() if kind in ("inner", "inline")}
     files = [*PKG.rglob("*.py"), *(ROOT / "tests").rglob("*.py"), *(ROOT / "benchmarks").rglob("*.py")]
     used = {}
     for path in files:

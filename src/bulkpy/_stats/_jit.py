@@ -8,6 +8,10 @@ installing (the cache on disk serves later processes):
 - :func:`inner`: called only from other compiled functions. Numba compiles no Python wrapper and
   no C wrapper for it, which saves a few tens of milliseconds per function on a first call (there
   are about a hundred); calling one from Python raises an error.
+- :func:`inline`: an inner function that numba inlines into each caller. For small helpers called
+  once per observation with array arguments: numba counts a reference to every array argument of
+  every call (two atomic operations each), which made edgeR's per-observation deviance weights
+  cost four times their arithmetic. Each caller compiles its own copy, so keep them few and small.
 
 No kernel uses numba's ``parallel=True``: engines run kernels on chunks of genes in a thread pool
 (``deseq2._kernels.run_chunks``), so each kernel compiles once, with no parallel variant beside
@@ -40,3 +44,8 @@ def kernel(fn: Callable[..., Any]) -> Any:
 def inner(fn: Callable[..., Any]) -> Any:
     """Compile ``fn`` for calls from other compiled functions only (cached, no wrappers)."""
     return njit(cache=True, no_cpython_wrapper=True, no_cfunc_wrapper=True)(fn)
+
+
+def inline(fn: Callable[..., Any]) -> Any:
+    """Like :func:`inner`, and inlined by numba into every compiled caller."""
+    return njit(inline="always", cache=True, no_cpython_wrapper=True, no_cfunc_wrapper=True)(fn)

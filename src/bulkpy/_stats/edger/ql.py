@@ -43,7 +43,7 @@ from ..deseq2._kernels import n_chunks, run_chunks
 from ..limma.lowess import choose_lowess_span, lowess
 from ..limma.squeeze_var import squeeze_var
 from ..multitest import p_adjust_bh
-from .ql_moments import deviance_weights, moment_tables
+from .ql_moments import dispersion_tables, moment_tables, table_space, weights_at
 
 _ZERO_LEV = 1e-4  # edgeR's thresholdzero for 1 - leverage and for the adjusted df
 
@@ -70,15 +70,18 @@ def _unit_dev(y, mu, phi):
 def _adjust_kernel(y, mu, lev, disp, prior, tabs, dev, df):
     """edgeR's ``compute_adjust_vec`` for the genes (rows) given: adjusted deviance and df."""
     G, n = y.shape
+    t = table_space(tabs)
     for g in range(G):
         phi = disp[g]
+        if g == 0 or phi != disp[g - 1]:
+            dispersion_tables(phi, tabs, t)
         dsum = 0.0
         fsum = 0.0
         for j in range(n):
             hd = 1.0 - lev[g, j]
             if hd < _ZERO_LEV:
                 continue
-            a, k = deviance_weights(mu[g, j] / prior, phi, tabs)
+            a, k = weights_at(mu[g, j] / prior, phi, t)
             dsum += _unit_dev(y[g, j], mu[g, j], phi / prior) * a
             fsum += hd * k
         dev[g] = dsum

@@ -17,9 +17,7 @@ from functools import lru_cache
 
 import numpy as np
 
-from .._jit import I0 as _I0
-from .._jit import I1 as _I1
-from .._jit import inner, kernel
+from .._jit import I0, I1, inline, inner, kernel
 
 _LOW = 1e-32  # edgeR's low_bound: observations with smaller means carry no weight
 
@@ -259,6 +257,33 @@ def _clenshaw2(c, x, y):
     return y * b1 - b2 + _clenshaw(c[:, 0], x)
 
 
+# one flat table per dispersion (:func:`table_space`): the dispersion's part of the tables
+# (:func:`dispersion_tables`) then the tables read per observation, so that the per-observation
+# functions take one array (numba counts references to every array argument at every call; they
+# are also inlined, see ``_jit.py``)
+_LO, _AB, _HI, _POIS, _C1MID, _C2HI, _TABLE = 0, 120, 136, 144, 244, 412, 652
+
+
+@inline
+def _clenshaw_at(c, off, n, x):
+    """:func:`_clenshaw` of the coefficients ``c[off:off + n]`` (``c`` flat: no array view per
+    observation, whose reference counting cost more than the sum itself)."""
+    b1 = 0.0
+    b2 = 0.0
+    for j in range(off + n - 1, off, -1):
+        b1, b2 = 2.0 * x * b1 - b2 + c[j], b1
+    return x * b1 - b2 + c[off]
+
+
+@inner
+def _piece_at(breaks, w, mu):
+    """:func:`_piece` on the row ``w`` of a 2-d table of breaks."""
+    j = 0
+    while j < breaks.shape[1] - 2 and mu >= breaks[w, j + 1]:
+        j += 1
+    return j
+
+
 @inner
 def _piece(breaks, mu):
     j = 0
@@ -283,74 +308,134 @@ def _asym_nb(which, mu):
     return 1.0 - 0.4 / (mu * mu)
 
 
-@kernel
-def _pois_weight(which, mu, pois):
+@inline
+def _pois_at(which, mu, pois, off):
+    """The Poisson normaliser at ``mu`` from the flattened ``pois`` table at ``pois[off:]``."""
     if mu >= 20.0:
         return _asym_nb(which, mu)
-    br = _POIS_BREAKS[which]
-    j = _piece(br, mu)
-    x = (2.0 * mu - br[j] - br[j + 1]) / (br[j + 1] - br[j])
-    v = _clenshaw(pois[which, j], x)
+    br = _POIS_BREAKS
+    j = _piece_at(br, which, mu)
+    x = (2.0 * mu - br[which, j] - br[which, j + 1]) / (br[which, j + 1] - br[which, j])
+    v = _clenshaw_at(pois, off + (which * 5 + j) * 10, 10, x)
     return v * _small_factor_nb(which, mu) if j == 0 else v
 
 
-@inner
-def _case1(which, mu, phi, pois, c1lo, c1mid, c1hi):
-    y = phi / (0.5 * _C1_PHI) - 1.0
-    if mu > 60.0:
-        lower = _C1_HI_LOWER[which]
-        j = 0
-        while j < 3 and mu > lower[j + 1]:
-            j += 1
-        return _clenshaw(c1hi[which, j], y) * _asym_nb(which, mu)
-    if mu > 20.0:
-        j = _piece(_C1_MID_ANCHORS, mu)
-        a = _C1_MID_ANCHORS[j]
-        b = _C1_MID_ANCHORS[j + 1]
-        t = c1mid[which, j]
-        base = _clenshaw(t[0], y)
-        return (
-            base + (_clenshaw(t[1], y) - base) * _clenshaw(t[2], (2.0 * mu - a - b) / (b - a))
-        ) * _asym_nb(which, mu)
-    br = _C1_LO_BREAKS[which]
-    j = _piece(br, mu)
-    x = (2.0 * mu - br[j] - br[j + 1]) / (br[j + 1] - br[j])
-    return _clenshaw2(c1lo[which, j], x, y) * _pois_weight(which, mu, pois)
+@kernel
+def _pois_weight(which, mu, pois):
+    return _pois_at(which, mu, pois.ravel(), I0)
 
 
 @inner
-def _case2(which, mu, phi, c2lo, c2hi):
-    y = phi / 2.0 - 1.0
+def dispersion_tables(phi, tabs, t):
+    """The dispersion's part of the tables at dispersion ``phi`` (below 4.001), evaluated once so
+    that each mean costs one interpolant in the mean:
+
+    * at ``t[(w * 6 + j) * 10:]``: the tensor interpolant of piece ``j`` (means below 20 in case 1, below 50
+      in case 2) summed over its dispersion axis, i.e. the coefficients in the mean at ``phi``;
+    * at ``t[120 + (w * 4 + j) * 2:][:2]``: the two anchor profiles ``W(phi)`` of the interval ``j`` of
+      case 1 (means 20 to 60) or case 2 (50 to 5,000; ``j = 3``: the table at 5,000);
+    * ``t[136 + w * 4 + j]``: case 1's interpolant in the dispersion for the interval ``j`` above 60.
+
+    ``w`` is 0 for ``2E/V`` and 1 for ``2E^2/V``. Only the collapsed tensor tables change the
+    order of the arithmetic (last bits: the interpolants themselves agree with edgeR's to ~1e-11);
+    the anchor and above-60 values are the same numbers as evaluated per observation."""
+    pois, c1lo, c1mid, c1hi, c2lo, c2hi = tabs
+    if phi < _C1_PHI:
+        y = phi / (0.5 * _C1_PHI) - 1.0
+        for w in range(2):
+            for j in range(6):
+                for i in range(7):
+                    t[_LO + (w * 6 + j) * 10 + i] = _clenshaw(c1lo[w, j, i], y)
+            for j in range(4):
+                t[_AB + (w * 4 + j) * 2] = _clenshaw(c1mid[w, j, 0], y)
+                t[_AB + (w * 4 + j) * 2 + 1] = _clenshaw(c1mid[w, j, 1], y)
+                t[_HI + w * 4 + j] = _clenshaw(c1hi[w, j], y)
+    elif phi < _C2_PHI:
+        y = phi / 2.0 - 1.0
+        for w in range(2):
+            for j in range(6):
+                for i in range(10):
+                    t[_LO + (w * 6 + j) * 10 + i] = _clenshaw(c2lo[w, j, i], y)
+            for j in range(4):
+                t[_AB + (w * 4 + j) * 2] = _clenshaw(c2hi[w, j, 0], y)
+                t[_AB + (w * 4 + j) * 2 + 1] = _clenshaw(c2hi[w, j, 1], y)
+
+
+@inline
+def _weight_at(w, mu, phi, t):
+    """``2E/V`` (``w`` 0) or ``2E^2/V`` (``w`` 1) at mean ``mu`` from the tables of
+    the table ``t`` of :func:`table_space` filled by :func:`dispersion_tables` at ``phi`` (below
+    4.001)."""
+    if phi < _C1_PHI:
+        if mu > 60.0:
+            j = 0
+            while j < 3 and mu > _C1_HI_LOWER[w, j + 1]:
+                j += 1
+            return t[_HI + w * 4 + j] * _asym_nb(w, mu)
+        if mu > 20.0:
+            j = 0
+            while j < 3 and mu >= _C1_MID_ANCHORS[j + 1]:
+                j += 1
+            a = _C1_MID_ANCHORS[j]
+            b = _C1_MID_ANCHORS[j + 1]
+            base = t[_AB + (w * 4 + j) * 2]
+            s = _clenshaw_at(t, _C1MID + ((w * 4 + j) * 3 + 2) * 7, 7, (2.0 * mu - a - b) / (b - a))
+            return (base + (t[_AB + (w * 4 + j) * 2 + 1] - base) * s) * _asym_nb(w, mu)
+        br = _C1_LO_BREAKS
+        j = _piece_at(br, w, mu)
+        x = (2.0 * mu - br[w, j] - br[w, j + 1]) / (br[w, j + 1] - br[w, j])
+        return _clenshaw_at(t, _LO + (w * 6 + j) * 10, 7, x) * _pois_at(w, mu, t, _POIS)
     if mu >= 5000.0:
-        return _clenshaw(c2hi[which, 3, 0], y)
+        return t[_AB + (w * 4 + 3) * 2]
     if mu >= 50.0:
         j = 0 if mu < 100.0 else (1 if mu < 1000.0 else 2)
-        t = c2hi[which, j]
-        base = _clenshaw(t[0], y)
-        return base + (_clenshaw(t[1], y) - base) * _clenshaw(t[2], _C2_HI_X[j, 0] / mu + _C2_HI_X[j, 1])
-    br = _C2_LO_BREAKS[which]
-    j = _piece(br, mu)
+        base = t[_AB + (w * 4 + j) * 2]
+        s = _clenshaw_at(t, _C2HI + ((w * 4 + j) * 3 + 2) * 10, 10, _C2_HI_X[j, 0] / mu + _C2_HI_X[j, 1])
+        return base + (t[_AB + (w * 4 + j) * 2 + 1] - base) * s
+    br = _C2_LO_BREAKS
+    j = _piece_at(br, w, mu)
     if j == 0:  # edgeR reads the [0, 0.01] table at mu / 0.01 - 1
-        return _clenshaw2(c2lo[which, 0], mu / 0.01 - 1.0, y) * _small_factor_nb(which, mu)
-    x = (2.0 * mu - br[j] - br[j + 1]) / (br[j + 1] - br[j])
-    return _clenshaw2(c2lo[which, j], x, y)
+        return _clenshaw_at(t, _LO + w * 60, 10, mu / 0.01 - 1.0) * _small_factor_nb(w, mu)
+    x = (2.0 * mu - br[w, j] - br[w, j + 1]) / (br[w, j + 1] - br[w, j])
+    return _clenshaw_at(t, _LO + (w * 6 + j) * 10, 10, x)
+
+
+@inner
+def table_space(tabs):
+    """The flat table of :func:`weights_at` for the tables of :func:`moment_tables`; fill its
+    dispersion's part with :func:`dispersion_tables` before use."""
+    t = np.zeros(_TABLE)
+    pois, c1mid, c2hi = tabs[0].ravel(), tabs[2].ravel(), tabs[5].ravel()
+    for i in range(pois.size):
+        t[_POIS + i] = pois[i]
+    for i in range(c1mid.size):
+        t[_C1MID + i] = c1mid[i]
+    for i in range(c2hi.size):
+        t[_C2HI + i] = c2hi[i]
+    return t
+
+
+@inner
+def weights_at(m, phi, t):
+    """edgeR's ``compute_weight``: ``(2E/V, 2E^2/V)`` of the NB unit deviance at mean ``m`` and
+    dispersion ``phi`` (the scale and df of the matching scaled chi-square), from the table ``t``
+    (:func:`table_space`, :func:`dispersion_tables` at ``phi``; unused from 4.001 on, where the
+    moments are summed); 0 for ``m < 1e-32``."""
+    if m < _LOW:
+        return 0.0, 0.0
+    if phi < _C2_PHI:
+        return _weight_at(I0, m, phi, t), _weight_at(I1, m, phi, t)
+    n = 50 if m * m * phi + 10.0 >= 50.0 else int(m * m * phi + 10.0)
+    e, v = _dev_moment_sums(m, phi, n - 1)
+    return 2.0 * e / v, 2.0 * e * e / v
 
 
 @kernel
 def deviance_weights(m, phi, tabs):
-    """edgeR's ``compute_weight``: ``(2E/V, 2E^2/V)`` of the NB unit deviance at mean ``m`` and
-    dispersion ``phi`` (the scale and df of the matching scaled chi-square) from the tables of
-    :func:`moment_tables`; 0 for ``m < 1e-32``."""
-    if m < _LOW:
-        return 0.0, 0.0
-    pois, c1lo, c1mid, c1hi, c2lo, c2hi = tabs
-    if phi < _C1_PHI:
-        return _case1(_I0, m, phi, pois, c1lo, c1mid, c1hi), _case1(_I1, m, phi, pois, c1lo, c1mid, c1hi)
-    if phi < _C2_PHI:
-        return _case2(_I0, m, phi, c2lo, c2hi), _case2(_I1, m, phi, c2lo, c2hi)
-    n = 50 if m * m * phi + 10.0 >= 50.0 else int(m * m * phi + 10.0)
-    e, v = _dev_moment_sums(m, phi, n - 1)
-    return 2.0 * e / v, 2.0 * e * e / v
+    """:func:`weights_at` for one mean and dispersion, from :func:`moment_tables`."""
+    t = table_space(tabs)
+    dispersion_tables(phi, tabs, t)
+    return weights_at(m, phi, t)
 
 
 def deviance_moments(mu, phi):
@@ -371,5 +456,8 @@ def deviance_moments(mu, phi):
 
 @kernel
 def _weights_kernel(mu, phi, tabs, out):
+    t = table_space(tabs)
     for i in range(mu.size):
-        out[i, 0], out[i, 1] = deviance_weights(mu[i], phi[i], tabs)
+        if i == 0 or phi[i] != phi[i - 1]:
+            dispersion_tables(phi[i], tabs, t)
+        out[i, 0], out[i, 1] = weights_at(mu[i], phi[i], t)
