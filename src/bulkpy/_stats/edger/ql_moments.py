@@ -247,16 +247,6 @@ def _clenshaw(c, x):
     return x * b1 - b2 + c[0]
 
 
-@inner
-def _clenshaw2(c, x, y):
-    """sum_jk c[j, k] T_j(x) T_k(y)."""
-    b1 = 0.0
-    b2 = 0.0
-    for k in range(c.shape[1] - 1, 0, -1):
-        b1, b2 = 2.0 * y * b1 - b2 + _clenshaw(c[:, k], x), b1
-    return y * b1 - b2 + _clenshaw(c[:, 0], x)
-
-
 # one flat table per dispersion (:func:`table_space`): the dispersion's part of the tables
 # (:func:`dispersion_tables`) then the tables read per observation, so that the per-observation
 # functions take one array (numba counts references to every array argument at every call; they
@@ -280,14 +270,6 @@ def _piece_at(breaks, w, mu):
     """:func:`_piece` on the row ``w`` of a 2-d table of breaks."""
     j = 0
     while j < breaks.shape[1] - 2 and mu >= breaks[w, j + 1]:
-        j += 1
-    return j
-
-
-@inner
-def _piece(breaks, mu):
-    j = 0
-    while j < breaks.size - 2 and mu >= breaks[j + 1]:
         j += 1
     return j
 
