@@ -19,6 +19,7 @@ import numpy as np
 from scipy.stats import rankdata
 
 from ._blocks import _dense_rows, blocks_for, is_dask, lazy_gene_map, map_gene_blocks, map_sample_blocks
+from .deseq2._kernels import n_chunks, run_chunks
 
 NORM_FACTOR_METHODS = ("TMM", "TMMwsp", "RLE", "upperquartile", "none")
 
@@ -109,8 +110,22 @@ def _tmm(
     ``[floor(n * logratio_trim) + 1, n - floor(n * logratio_trim)]`` and A rank likewise with
     ``sum_trim`` are kept and their M averaged with inverse asymptotic variance weights.
     """
-    return _tmm_vs(x, lib_size, x[ref], lib_size[ref], logratio_trim=logratio_trim, sum_trim=sum_trim,
-                   do_weighting=do_weighting, a_cutoff=a_cutoff)  # fmt: skip
+    kw = {"logratio_trim": logratio_trim, "sum_trim": sum_trim, "do_weighting": do_weighting, "a_cutoff": a_cutoff}
+    if x.size < _TMM_THREADED_SIZE:
+        return _tmm_vs(x, lib_size, x[ref], lib_size[ref], **kw)
+    # blocks of samples in threads (numpy releases the GIL; each sample's factor is its own row's)
+    out = np.empty(x.shape[0])
+
+    def block(lo, hi):
+        out[lo:hi] = _tmm_vs(x[lo:hi], lib_size[lo:hi], x[ref], lib_size[ref], **kw)
+
+    n_s = x.shape[0]
+    run_chunks(block, n_s, max(n_chunks(n_s), -(-x.size // _TMM_BLOCK_SIZE)))
+    return out
+
+
+_TMM_THREADED_SIZE = 2_000_000  # samples x genes from which TMM runs on blocks of samples in threads
+_TMM_BLOCK_SIZE = 1_000_000  # at most about this many counts per block (temporaries stay small)
 
 
 def _tmm_vs(
