@@ -342,13 +342,23 @@ def fit_levenberg(y, X, offset, disp, *, start=None, maxit: int = 250, tol: floa
 
 def _levenberg_start(y, X, off, disp):
     """edgeR's "null" start: the least-squares solution of ``X beta = log(weighted mean of
-    count / library size)`` for every sample (``nb.levenberg_start`` with vectors)."""
+    count / library size)`` for every sample (``nb.levenberg_start`` with vectors); on chunks of
+    genes in threads for a large matrix."""
+    v = np.linalg.lstsq(X, np.ones(X.shape[0]), rcond=None)[0]
+    c = np.empty(y.shape[0])
+
+    def chunk(lo, hi):
+        c[lo:hi] = _null_log_mean(y[lo:hi], _rows(off, lo, hi), disp[lo:hi])
+
+    run_chunks(chunk, y.shape[0], _gene_chunks(y))
+    return c[:, None] * v[None, :]
+
+
+def _null_log_mean(y, off, disp):
     N = np.exp(off)
     w = N / (1 + disp[:, None] * N)
     with np.errstate(divide="ignore"):
-        c = np.log(np.sum(y * (w / N), axis=1) / np.sum(w, axis=1))
-    v = np.linalg.lstsq(X, np.ones(X.shape[0]), rcond=None)[0]
-    return c[:, None] * v[None, :]
+        return np.log(np.sum(y * (w / N), axis=1) / np.sum(w, axis=1))
 
 
 def glm_fit_genes(y, X, dispersion, log_lib, *, prior_count: float = 0.125, start=None) -> GLMFit:

@@ -92,8 +92,22 @@ def leverages(mu, X, disp, prior) -> np.ndarray:
     """Diagonal of the hat matrix of the working weights ``mu / (1 + mu * disp / prior)`` per
     gene (genes × samples). Where the weighted design loses rank (a group fitted as zero, e.g. a
     gene with no counts in one group), the hat matrix of the columns it keeps, as edgeR's pivoting
-    QR (``qr_hat``) gives it: the pseudo-inverse of ``X'WX`` for those genes."""
-    w = mu / (1.0 + mu * (np.asarray(disp)[:, None] / prior))
+    QR (``qr_hat``) gives it: the pseudo-inverse of ``X'WX`` for those genes. Large matrices run
+    on chunks of genes in threads (numpy releases the GIL; each gene's values are its own)."""
+    from .glm import _gene_chunks
+
+    disp = np.broadcast_to(np.asarray(disp, dtype=np.float64), (mu.shape[0],))
+    out = np.empty(mu.shape)
+
+    def chunk(lo, hi):
+        out[lo:hi] = _leverages(mu[lo:hi], X, disp[lo:hi], prior)
+
+    run_chunks(chunk, mu.shape[0], _gene_chunks(mu))
+    return out
+
+
+def _leverages(mu, X, disp, prior) -> np.ndarray:
+    w = mu / (1.0 + mu * (disp[:, None] / prior))
     xtwx = np.einsum("gi,ij,ik->gjk", w, X, X)
     with np.errstate(all="ignore"):
         cond = np.linalg.cond(xtwx)
