@@ -285,17 +285,27 @@ def fit_one_group(y, offset, disp) -> np.ndarray:
     return np.where(coef[:, 0] <= -1e8, -np.inf, coef[:, 0])
 
 
-def apl(y, mu, disp: float, X) -> np.ndarray:
+def count_table(y) -> tuple[bool, np.ndarray]:
+    """``(integer, mark)``: whether the counts ``y`` are all integers below the table's size, and
+    which counts occur (:func:`apl` tabulates lgamma at them; pass this to calls on the same ``y``)."""
+    from ._kernels import count_marks
+
+    top = float(min(_APL_TABLE_MAX, y.size + 1)) if y.size else 1.0
+    mark = np.zeros(int(top), dtype=np.bool_)
+    return (y.size > 0 and bool(count_marks(y, top, mark))), mark
+
+
+def apl(y, mu, disp: float, X, counts=None) -> np.ndarray:
     """Cox-Reid adjusted profile log-likelihood at the fitted means ``mu`` for one dispersion
-    (edgeR's ``compute_apl``; compiled form of ``adjusted_profile_lik`` in :mod:`bulkpy._stats.nb`)."""
-    from ._kernels import apl_kernel_serial, count_marks, lgamma_tables
+    (edgeR's ``compute_apl``; compiled form of ``adjusted_profile_lik`` in :mod:`bulkpy._stats.nb`).
+    ``counts``: :func:`count_table` of ``y`` when it is already known."""
+    from ._kernels import apl_kernel_serial, lgamma_tables
 
     y = np.ascontiguousarray(y, dtype=np.float64)
     out = np.empty(y.shape[0])
     # integer counts: lgamma once per distinct count (most of this step's cost on large cohorts)
-    top = float(min(_APL_TABLE_MAX, y.size + 1)) if y.size else 1.0
-    mark = np.zeros(int(top), dtype=np.bool_)
-    use = disp > 0 and y.size > 0 and bool(count_marks(y, top, mark))
+    integer, mark = count_table(y) if counts is None else counts
+    use = disp > 0 and integer
     t_yr = np.zeros(mark.size if use else 1)
     t_y1 = np.zeros(mark.size if use else 1)
     if use:
@@ -549,9 +559,10 @@ def _apl_grid(y, X, off, grid, *, zero_disp: float = 0.05, on_progress=None) -> 
         yy = y[rows] if nz.all() else np.ascontiguousarray(y[np.ix_(rows, np.flatnonzero(nz))])
         oo = np.ascontiguousarray(offset_rows(off, rows)[:, nz])
         beta = None
+        counts = count_table(yy)
         for i in range(L):
             coef, mu_i, _, _ = _fit(yy, Xr, np.full(rows.size, grid[i]), oo, start=beta)
-            l0[rows, i] = apl(yy, mu_i, grid[i], Xr)
+            l0[rows, i] = apl(yy, mu_i, grid[i], Xr, counts)
             beta = coef
             if on_progress is not None:
                 on_progress(rows.size)

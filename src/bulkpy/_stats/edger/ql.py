@@ -180,11 +180,12 @@ def common_dispersion_cox_reid(
     if y.shape[0] < 1:
         raise ValueError("no data rows with required number of counts")
     G = y.shape[0]
+    counts = _glm.count_table(y)
 
     def minus_apl(par):
         disp = par**4
         _, mu, _, _ = _glm._fit(y, X, np.full(G, disp), off)
-        return -float(np.sum(_glm.apl(y, mu, disp, X)))
+        return -float(np.sum(_glm.apl(y, mu, disp, X, counts)))
 
     par = fmin(minus_apl, interval[0] ** 0.25, interval[1] ** 0.25, tol=tol)
     return par**4
