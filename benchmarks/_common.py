@@ -15,6 +15,7 @@ import pandas as pd
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 AIRWAY_REF = SHARED / "airway" / "r_reference"
+AIRWAY_CURRENT = SHARED / "airway" / "r_current"  # Bioconductor 3.23 (bulkpy's defaults)
 
 
 def ver(name: str) -> str:

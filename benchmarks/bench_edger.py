@@ -8,7 +8,8 @@ Compared, each call including the package's own input handling:
 - airway (8 samples, the 16,860 genes edgeR's ``filterByExpr`` keeps, design ``~ cell + dex``):
   ``bk.tl.edger(adata, design=..., contrast=["dex", "trt", "untrt"])`` (TMM, ``estimateDisp``,
   ``glmQLFit``, ``glmQLFTest``) vs R's ``estimateDisp`` + ``glmQLFit`` + ``glmQLFTest`` (seconds from
-  ``r_reference/timings_r.csv.gz``, one run on a 2-core machine of this kind, TMM not included) vs
+  ``r_current/timings_r.csv.gz``, edgeR 4.10, one run on a 2-core machine of this kind, TMM not
+  included; ``r_reference`` (edgeR 3.40) where ``r_current`` is absent) vs
   inmoose's edgepy (``DGEList`` with the same TMM factors, ``estimateGLMCommonDisp`` +
   ``estimateGLMTagwiseDisp`` (edgepy has no ``estimateDisp``), ``glmQLFit`` + ``glmQLFTest``; it is
   not the same pipeline, so its F statistics differ from edgeR's);
@@ -18,8 +19,8 @@ Compared, each call including the package's own input handling:
   ``system.time`` inside R, reading the counts not included); ``--sim-others`` also times inmoose
   (hours at this size: use a small ``--n-samples``/``--n-genes``).
 
-Agreement with edgeR 3.40 (``r_reference/edger_qlf.csv.gz``) is printed as the largest relative
-difference of the F statistic and of the p-value. Times are wall-clock seconds of one call, best of
+Agreement with edgeR 4.10 (``r_current/edger_qlf.csv.gz``, the default pipeline ``bk.tl.edger``
+follows) is printed as the largest relative difference of the F statistic and of the p-value. Times are wall-clock seconds of one call, best of
 ``--repeat``. Not a test: run by hand, numbers are printed.
 """
 
@@ -35,13 +36,14 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from _common import AIRWAY_REF, best, max_rel, r_seconds, r_table, row, ver
+from _common import AIRWAY_CURRENT, AIRWAY_REF, best, max_rel, r_seconds, r_table, row, ver
 from _common import simulate_two_groups as simulate
 
 import bulkpy as bk
 from bulkpy._stats.normalization import calc_norm_factors
 
-REF = AIRWAY_REF
+REF = AIRWAY_CURRENT if (AIRWAY_CURRENT / "edger_qlf.csv.gz").exists() else AIRWAY_REF
+REF_LABEL = "edgeR 4.10.7" if REF == AIRWAY_CURRENT else "edgeR 3.40.2"
 
 R_SIM = r"""
 suppressMessages(library(edgeR))
@@ -124,11 +126,11 @@ def main():
 
     adata = airway_filtered()
     n, g = adata.shape
-    print(f"\nairway: {n} samples x {g} genes, design ~ cell + dex (edgeR 3.40.2 in R)")
+    print(f"\nairway: {n} samples x {g} genes, design ~ cell + dex ({REF_LABEL} in R)")
     kw = {"design": "~ cell + dex", "contrast": ["dex", "trt", "untrt"]}
     bk.tl.edger(adata[:, :50].copy(), **kw)  # compile (numba caches the kernels on disk)
     t_bk, out = best(lambda: bk.tl.edger(adata, **kw, copy=True, progress=False), args.repeat)
-    ref = r_table("edger_qlf.csv.gz")
+    ref = r_table("edger_qlf.csv.gz", REF)
     res = bk.get.de_df(out, "edger")
     agree = ""
     if ref is not None:
@@ -138,7 +140,7 @@ def main():
         )
     print("estimateDisp + glmQLFit + glmQLFTest")
     row("bulkpy bk.tl.edger (incl. TMM)", t_bk, t_bk, agree)
-    row("R edgeR (timings_r)", r_seconds("edger_ql"), t_bk)
+    row(f"R {REF_LABEL} (timings_r)", r_seconds("edger_ql", REF), t_bk)
     if not args.no_inmoose and ver("inmoose") != "not installed":
         counts = np.asarray(adata.layers["counts"], dtype=float)
         t_in, tab = best(lambda: inmoose_ql(counts, adata.obs, "~ cell + dex", 4), 1)
