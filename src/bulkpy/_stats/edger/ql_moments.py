@@ -17,7 +17,7 @@ from functools import lru_cache
 
 import numpy as np
 
-from .._jit import I0, I1, inline, inner, kernel
+from .._jit import I0, inline, inner, kernel
 
 _LOW = 1e-32  # edgeR's low_bound: observations with smaller means carry no weight
 
@@ -254,7 +254,7 @@ def _clenshaw(c, x):
 _LO, _AB, _HI, _POIS, _C1MID, _C2HI, _TABLE = 0, 120, 136, 144, 244, 412, 652
 
 
-@inline
+@inner
 def _clenshaw_at(c, off, n, x):
     """:func:`_clenshaw` of the coefficients ``c[off:off + n]`` (``c`` flat: no array view per
     observation, whose reference counting cost more than the sum itself)."""
@@ -290,7 +290,7 @@ def _asym_nb(which, mu):
     return 1.0 - 0.4 / (mu * mu)
 
 
-@inline
+@inner
 def _pois_at(which, mu, pois, off):
     """The Poisson normaliser at ``mu`` from the flattened ``pois`` table at ``pois[off:]``."""
     if mu >= 20.0:
@@ -406,7 +406,12 @@ def weights_at(m, phi, t):
     if m < _LOW:
         return 0.0, 0.0
     if phi < _C2_PHI:
-        return _weight_at(I0, m, phi, t), _weight_at(I1, m, phi, t)
+        a = 0.0
+        for w in range(2):  # one call site: the inlined body is compiled once
+            v = _weight_at(w, m, phi, t)
+            if w == 0:
+                a = v
+        return a, v
     n = 50 if m * m * phi + 10.0 >= 50.0 else int(m * m * phi + 10.0)
     e, v = _dev_moment_sums(m, phi, n - 1)
     return 2.0 * e / v, 2.0 * e * e / v
