@@ -222,7 +222,11 @@ def filter_gene_sets(net, *, genes=None, min_size: int = 1, max_size: int | None
 
     Raises ``ValueError`` when no set is left, saying how large the biggest overlap was.
     """
-    net = as_gene_sets(net)
+    return _filter_canonical(as_gene_sets(net), genes=genes, min_size=min_size, max_size=max_size)
+
+
+def _filter_canonical(net: pd.DataFrame, *, genes, min_size: int, max_size: int | None) -> pd.DataFrame:
+    """:func:`filter_gene_sets` of a table :func:`as_gene_sets` already returned."""
     for v, name in ((min_size, "min_size"), (max_size, "max_size")):
         if v is not None and (isinstance(v, bool) or not isinstance(v, int | np.integer) or v < 0):
             raise TypeError(f"{name} must be a non-negative integer, got {v!r}")
@@ -261,7 +265,11 @@ def to_var_names(
     (``multi="first"``) or to all of them (``multi="all"``). Targets with no gene are dropped;
     missing or empty entries of the column are ignored.
     """
-    net = as_gene_sets(net)
+    return _to_var_names_canonical(as_gene_sets(net), var, gene_symbols, multi=multi)
+
+
+def _to_var_names_canonical(net: pd.DataFrame, var, gene_symbols, *, multi: str = "first") -> pd.DataFrame:
+    """:func:`to_var_names` of a table :func:`as_gene_sets` already returned."""
     if gene_symbols is None:
         return net
     if multi not in ("first", "all"):
@@ -297,7 +305,11 @@ def membership_matrix(net, genes) -> tuple[sparse.csr_matrix, pd.Index]:
     Targets not in ``genes`` are dropped; sets left without genes keep an empty row. Returns the
     matrix and the set names (row order = order of first appearance in ``net``).
     """
-    net = as_gene_sets(net)
+    return _membership_canonical(as_gene_sets(net), genes)
+
+
+def _membership_canonical(net: pd.DataFrame, genes) -> tuple[sparse.csr_matrix, pd.Index]:
+    """:func:`membership_matrix` of a table :func:`as_gene_sets` already returned."""
     genes = pd.Index(np.asarray(genes, dtype=object).astype(str))
     if not genes.is_unique:
         raise ValueError("genes must be unique (make var_names unique first)")
@@ -345,6 +357,7 @@ def sets_for_genes(
     min_size: int = 1,
     max_size: int | None = None,
     what: str = "adata.var_names",
+    validated: bool = False,
 ) -> tuple[sparse.csr_matrix, pd.Index, pd.DataFrame]:
     """Gene sets ready for an engine: mapped (through ``var[gene_symbols]`` if given) to
     ``genes``, restricted to them and filtered by size.
@@ -352,15 +365,16 @@ def sets_for_genes(
     Returns the sets x ``genes`` membership matrix, the set names (row order) and the filtered
     long table. Raises ``ValueError`` when no set target is among ``genes`` (naming the ``var``
     columns that hold the targets, for ``gene_symbols=``) or when no set passes the size filter
-    (giving the range of sizes).
+    (giving the range of sizes). ``validated``: ``gene_sets`` is a table :func:`as_gene_sets`
+    returned (the caller's own, not the user's), so it is not checked again.
     """
-    net = as_gene_sets(gene_sets)
+    net = gene_sets if validated else as_gene_sets(gene_sets)
     genes = pd.Index(np.asarray(genes, dtype=object).astype(str))
     if gene_symbols is not None:
         if var is None:
             raise ValueError("gene_symbols= names a column of adata.var; it needs an AnnData input")
         var = var.loc[var.index.isin(genes)] if not var.index.equals(genes) else var
-        net = to_var_names(net, var, gene_symbols)
+        net = _to_var_names_canonical(net, var, gene_symbols)
     if not net["target"].isin(genes).any():
         cols = _hint_columns(net["target"], var) if gene_symbols is None else []
         ex_t = net["target"].drop_duplicates().head(3).tolist()
@@ -375,8 +389,9 @@ def sets_for_genes(
             f"no gene of the {net['source'].nunique()} gene sets (e.g. {ex_t}) is among the {len(genes)} genes "
             f"of {what} (e.g. {ex_g}).{hint}"
         )
-    net = filter_gene_sets(net, genes=genes, min_size=min_size, max_size=max_size)
-    mat, names = membership_matrix(net, genes)
+    # the table is canonical from here on: no second validation
+    net = _filter_canonical(net, genes=genes, min_size=min_size, max_size=max_size)
+    mat, names = _membership_canonical(net, genes)
     return mat, names, net
 
 

@@ -272,7 +272,7 @@ def _sets(adata, gene_sets, gene_symbols, min_size, max_size):
     net = as_gene_sets(gene_sets)
     genes = adata.var_names
     member, names, _ = sets_for_genes(
-        net, genes, var=adata.var, gene_symbols=gene_symbols, min_size=min_size, max_size=max_size,
+        net, genes, var=adata.var, gene_symbols=gene_symbols, min_size=min_size, max_size=max_size, validated=True,
     )  # fmt: skip
     member.sort_indices()
     n_all = int(net["source"].nunique())

@@ -373,7 +373,7 @@ def ora(
         hits = _gene_list(data, "data")
         univ = pd.Index(pd.unique(net["target"])) if universe is None else _gene_list(universe, "universe")
         member, names, _ = sets_for_genes(
-            net, univ, min_size=min_size, max_size=max_size, what="the universe"
+            net, univ, min_size=min_size, max_size=max_size, what="the universe", validated=True
         )
         selected = univ.isin(hits)
         if not selected.any():
@@ -413,7 +413,7 @@ def ora(
             raise ValueError(f"result {key!r} ({c}) has no tested gene (every padj is missing)")
         univ = var_names[tested]
         member, names, _ = sets_for_genes(
-            net, univ, var=data.var, gene_symbols=gene_symbols, min_size=min_size, max_size=max_size,
+            net, univ, var=data.var, gene_symbols=gene_symbols, min_size=min_size, max_size=max_size, validated=True,
             what=f"the tested genes of {key!r} ({c})",
         )  # fmt: skip
         qt, lt = q[tested], lf[tested]
@@ -615,7 +615,7 @@ def gsea(
                 "genes and fewer than all ranked genes"
             )
         member, names, _ = sets_for_genes(
-            net, genes, var=var, gene_symbols=gene_symbols, min_size=min_size,
+            net, genes, var=var, gene_symbols=gene_symbols, min_size=min_size, validated=True,
             max_size=min(max_size, len(genes) - 1) if max_size is not None else len(genes) - 1, what=what,
         )  # fmt: skip
         res = _gsea(ranking.to_numpy(dtype=np.float64), member.indptr, member.indices, **opts)
@@ -826,6 +826,7 @@ def _score_de(
         what = f"the tested genes of {key!r} ({', '.join(batch)})"
         member, names, filt = sets_for_genes(
             net, genes, var=data.var, gene_symbols=gene_symbols, min_size=min_size, max_size=max_size, what=what,
+            validated=True,
         )  # fmt: skip
         x = stats.loc[batch].to_numpy(dtype=np.float64)[:, mask]
         es, pv = _run_decoupler(method, x, pd.Index(batch, dtype=object), genes, filt, min_size, kwargs)
@@ -1031,7 +1032,7 @@ def score(
             if keep.sum() < 2:
                 raise ValueError("fewer than two genes vary across samples; GSVA needs at least two")
         member, names, _ = sets_for_genes(
-            net, genes[keep], var=adata.var, gene_symbols=gene_symbols, min_size=min_size, max_size=max_size,
+            net, genes[keep], var=adata.var, gene_symbols=gene_symbols, min_size=min_size, max_size=max_size, validated=True,
         )  # fmt: skip
         from .._stats.enrichment import gsva as _gsva
 
@@ -1046,7 +1047,7 @@ def score(
     else:
         _decoupler_fn(method)  # fail early if decoupler lacks it
         member, names, filt = sets_for_genes(
-            net, genes, var=adata.var, gene_symbols=gene_symbols, min_size=min_size, max_size=max_size,
+            net, genes, var=adata.var, gene_symbols=gene_symbols, min_size=min_size, max_size=max_size, validated=True,
         )  # fmt: skip
         options = dict(kwargs)
         es, pv = _run_decoupler(method, x, adata.obs_names, genes, filt, min_size, kwargs)
