@@ -58,7 +58,7 @@ from .._blocks import (
 )
 from ..limma.lowess import lowess
 from ..multitest import p_adjust_bh
-from ._kernels import contrast_kernel_par, cooks_par, design_cells, n_chunks
+from ._kernels import contrast_kernel_par, cooks_par, design_cells, n_chunks, n_threads, run_chunks
 from .dispersion import (
     DispersionTrend,
     col_sums_ld,
@@ -418,10 +418,15 @@ def n_blocks(g: int, n: int, block_genes: int | None = None) -> int:
 
 
 def _normalised(y_gm: np.ndarray, sf, nf_gm) -> np.ndarray:
-    """Normalised counts, genes × samples."""
-    if nf_gm is not None:
-        return y_gm / nf_gm
-    return y_gm / sf
+    """Normalised counts, genes × samples (on one block of genes per thread for a large block:
+    the same divisions)."""
+    out = np.empty(np.shape(y_gm))
+
+    def rows(lo, hi):
+        np.divide(y_gm[lo:hi], nf_gm[lo:hi] if nf_gm is not None else sf, out=out[lo:hi])
+
+    run_chunks(rows, out.shape[0], n_threads() if out.size >= 1_000_000 else 1)
+    return out
 
 
 def _fit(y_gm, X, disp, sf, nf_gm, minmu, lambda_=None):

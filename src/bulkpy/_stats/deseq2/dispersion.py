@@ -37,8 +37,10 @@ from ._kernels import (
     fit_disp_grid_kernel_par,
     fit_disp_kernel_par,
     n_chunks,
+    n_threads,
     ordered_matmul_par,
     rough_terms_par,
+    run_chunks,
 )
 from .locfit import LocalQuadraticFit, LocfitError
 from .nbinom import fit_nb_glm, norm_factor_matrix
@@ -167,8 +169,33 @@ def _blas_matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return out
 
 
+def _by_rows(fn, x: np.ndarray) -> np.ndarray:
+    """``fn`` (a per-row reduction of a 2-d array to one number per row) on one block of rows per
+    thread: numpy's loops release the GIL. Each row's arithmetic is unchanged, so the result is
+    bit-identical. (Smaller blocks lose: ``fn`` walks the columns, one numpy call per column and
+    block; at 1,000 samples the three R-exact reductions went from 0.19 s to 0.10 s on 7,000
+    genes with two blocks, and took 0.57 s with blocks of 65 rows.)"""
+    g = x.shape[0]
+    if x.size < _ROWS_THREADED_SIZE:
+        return fn(x)
+    out = np.empty(g)
+
+    def block(lo, hi):
+        out[lo:hi] = fn(x[lo:hi])
+
+    run_chunks(block, g, n_threads())
+    return out
+
+
+_ROWS_THREADED_SIZE = 1_000_000  # values from which the R-exact row reductions run in threads
+
+
 def _r_row_sums(x: np.ndarray) -> np.ndarray:
     """R's ``rowSums`` of a matrix: a long double accumulator over the columns in order."""
+    return _by_rows(_r_row_sums_block, x)
+
+
+def _r_row_sums_block(x: np.ndarray) -> np.ndarray:
     acc = np.zeros(x.shape[0], dtype=np.longdouble)
     for j in range(x.shape[1]):
         acc += x[:, j]
@@ -201,6 +228,10 @@ def moments_dispersion(base_mean: np.ndarray, base_var: np.ndarray, xim: float) 
 def row_means_r(x: np.ndarray) -> np.ndarray:
     """R's ``rowMeans`` (DESeq2's ``baseMean``): a long double sum over the columns in order,
     divided in long double."""
+    return _by_rows(_row_means_block, x)
+
+
+def _row_means_block(x: np.ndarray) -> np.ndarray:
     acc = np.zeros(x.shape[0], dtype=np.longdouble)
     for j in range(x.shape[1]):
         acc += x[:, j]
@@ -210,6 +241,10 @@ def row_means_r(x: np.ndarray) -> np.ndarray:
 def row_vars_r(x: np.ndarray) -> np.ndarray:
     """matrixStats' ``rowVars`` (DESeq2's ``baseVar``): the mean summed in order and refined by
     the mean of the deviations, then the squared deviations summed in order over ``n - 1``."""
+    return _by_rows(_row_vars_block, x)
+
+
+def _row_vars_block(x: np.ndarray) -> np.ndarray:
     n = x.shape[1]
     if n < 2:
         return np.zeros(x.shape[0])
