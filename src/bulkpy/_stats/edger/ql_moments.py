@@ -252,6 +252,8 @@ def _clenshaw(c, x):
 # functions take one array (numba counts references to every array argument at every call; they
 # are also inlined, see ``_jit.py``)
 _LO, _AB, _HI, _POIS, _C1MID, _C2HI, _TABLE = 0, 120, 136, 144, 244, 412, 652
+I7 = np.int64(7)
+I10 = np.int64(10)
 
 
 @inner
@@ -324,30 +326,31 @@ def dispersion_tables(phi, tabs, t):
     pois, c1lo, c1mid, c1hi, c2lo, c2hi = tabs
     if phi < _C1_PHI:
         y = phi / (0.5 * _C1_PHI) - 1.0
+        _collapse(t, c1lo, c1mid, y, I7)
         for w in range(2):
-            for j in range(6):
-                for i in range(7):
-                    t[_LO + (w * 6 + j) * 10 + i] = _clenshaw(c1lo[w, j, i], y)
             for j in range(4):
-                t[_AB + (w * 4 + j) * 2] = _clenshaw(c1mid[w, j, 0], y)
-                t[_AB + (w * 4 + j) * 2 + 1] = _clenshaw(c1mid[w, j, 1], y)
                 t[_HI + w * 4 + j] = _clenshaw(c1hi[w, j], y)
     elif phi < _C2_PHI:
-        y = phi / 2.0 - 1.0
-        for w in range(2):
-            for j in range(6):
-                for i in range(10):
-                    t[_LO + (w * 6 + j) * 10 + i] = _clenshaw(c2lo[w, j, i], y)
-            for j in range(4):
-                t[_AB + (w * 4 + j) * 2] = _clenshaw(c2hi[w, j, 0], y)
-                t[_AB + (w * 4 + j) * 2 + 1] = _clenshaw(c2hi[w, j, 1], y)
+        _collapse(t, c2lo, c2hi, phi / 2.0 - 1.0, I10)
+
+
+@inner
+def _collapse(t, lo, ab, y, nx):
+    """Into ``t``: the ``nx`` coefficients in the mean of each tensor table of ``lo`` and the two
+    anchor profiles of each interval of ``ab``, at the dispersion variable ``y``."""
+    for w in range(2):
+        for j in range(6):
+            for i in range(nx):
+                t[_LO + (w * 6 + j) * 10 + i] = _clenshaw(lo[w, j, i], y)
+        for j in range(4):
+            t[_AB + (w * 4 + j) * 2] = _clenshaw(ab[w, j, 0], y)
+            t[_AB + (w * 4 + j) * 2 + 1] = _clenshaw(ab[w, j, 1], y)
 
 
 @inline
 def _weight_at(w, mu, phi, t):
-    """``2E/V`` (``w`` 0) or ``2E^2/V`` (``w`` 1) at mean ``mu`` from the tables of
-    the table ``t`` of :func:`table_space` filled by :func:`dispersion_tables` at ``phi`` (below
-    4.001)."""
+    """``2E/V`` (``w`` 0) or ``2E^2/V`` (``w`` 1) at mean ``mu`` from the table ``t`` of
+    :func:`table_space` filled by :func:`dispersion_tables` at ``phi`` (below 4.001)."""
     if phi < _C1_PHI:
         if mu > 60.0:
             j = 0
