@@ -250,7 +250,9 @@ def glm_ql_fit_v4(
         dispersion = np.minimum(np.asarray(dispersion, dtype=np.float64), 4.0)
         top_prop = None
     disp = np.broadcast_to(np.asarray(dispersion, dtype=np.float64), (G,)).copy()
-    first = _glm.glm_fit_genes(y, X, disp, off, prior_count=0.125)
+    # R's glmFit here also refits with prior counts (prior.count = 0.125), but only the fitted
+    # values of the unshrunk fit reach compute_ave_qd: the refit is left out (same results)
+    first = _glm.glm_fit_genes(y, X, disp, off, prior_count=0.0)
     ave = average_ql_dispersion(y, first.fitted, X, disp, alc)
     fit = _glm.glm_fit_genes(y, X, disp / ave, off, prior_count=0.125)
     dev, df, s2 = adjusted_deviance(y, fit.fitted, X, disp, ave)
