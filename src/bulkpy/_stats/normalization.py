@@ -19,7 +19,7 @@ import numpy as np
 from scipy.stats import rankdata
 
 from ._blocks import _dense_rows, blocks_for, is_dask, lazy_gene_map, map_gene_blocks, map_sample_blocks
-from .deseq2._kernels import n_chunks, run_chunks
+from .deseq2._kernels import run_chunks
 
 NORM_FACTOR_METHODS = ("TMM", "TMMwsp", "RLE", "upperquartile", "none")
 
@@ -113,19 +113,23 @@ def _tmm(
     kw = {"logratio_trim": logratio_trim, "sum_trim": sum_trim, "do_weighting": do_weighting, "a_cutoff": a_cutoff}
     if x.size < _TMM_THREADED_SIZE:
         return _tmm_vs(x, lib_size, x[ref], lib_size[ref], **kw)
-    # blocks of samples in threads (numpy releases the GIL; each sample's factor is its own row's)
+    # blocks of samples in threads (numpy releases the GIL; each sample's factor is its own row's).
+    # The blocks depend on the matrix's size only, not on the thread count: numpy's log2 can
+    # differ in the last bit with an element's position in memory (vector body or scalar edge),
+    # so another partition may move a factor by one ulp (tests/test_stats_threaded.py)
+    x = np.ascontiguousarray(x)
     out = np.empty(x.shape[0])
 
     def block(lo, hi):
         out[lo:hi] = _tmm_vs(x[lo:hi], lib_size[lo:hi], x[ref], lib_size[ref], **kw)
 
     n_s = x.shape[0]
-    run_chunks(block, n_s, max(n_chunks(n_s), -(-x.size // _TMM_BLOCK_SIZE)))
+    run_chunks(block, n_s, min(n_s, -(-x.size // _TMM_BLOCK_SIZE)))
     return out
 
 
 _TMM_THREADED_SIZE = 2_000_000  # samples x genes from which TMM runs on blocks of samples in threads
-_TMM_BLOCK_SIZE = 1_000_000  # at most about this many counts per block (temporaries stay small)
+_TMM_BLOCK_SIZE = 500_000  # about this many counts per block (temporaries stay small)
 
 
 def _tmm_vs(

@@ -354,23 +354,25 @@ def fit_levenberg(y, X, offset, disp, *, start=None, maxit: int = 250, tol: floa
 
 def _levenberg_start(y, X, off, disp):
     """edgeR's "null" start: the least-squares solution of ``X beta = log(weighted mean of
-    count / library size)`` for every sample (``nb.levenberg_start`` with vectors); on chunks of
-    genes in threads for a large matrix."""
-    v = np.linalg.lstsq(X, np.ones(X.shape[0]), rcond=None)[0]
-    c = np.empty(y.shape[0])
+    count / library size)`` for every sample (``nb.levenberg_start`` with vectors). The weighted
+    sums run on chunks of genes in threads; ``exp`` and ``log`` are taken on whole arrays, so the
+    result does not depend on the chunks (numpy's transcendental functions can differ in the last
+    bit with an element's position in memory)."""
+    N = np.exp(off)
+    num = np.empty(y.shape[0])
+    den = np.empty(y.shape[0])
 
     def chunk(lo, hi):
-        c[lo:hi] = _null_log_mean(y[lo:hi], _rows(off, lo, hi), disp[lo:hi])
+        n_ = _rows(N, lo, hi)
+        w = n_ / (1 + disp[lo:hi, None] * n_)
+        num[lo:hi] = np.sum(y[lo:hi] * (w / n_), axis=1)
+        den[lo:hi] = np.sum(w, axis=1)
 
     run_chunks(chunk, y.shape[0], _gene_chunks(y))
-    return c[:, None] * v[None, :]
-
-
-def _null_log_mean(y, off, disp):
-    N = np.exp(off)
-    w = N / (1 + disp[:, None] * N)
     with np.errstate(divide="ignore"):
-        return np.log(np.sum(y * (w / N), axis=1) / np.sum(w, axis=1))
+        c = np.log(num / den)
+    v = np.linalg.lstsq(X, np.ones(X.shape[0]), rcond=None)[0]
+    return c[:, None] * v[None, :]
 
 
 def glm_fit_genes(y, X, dispersion, log_lib, *, prior_count: float = 0.125, start=None) -> GLMFit:
