@@ -13,6 +13,11 @@ installing (the cache on disk serves later processes):
   every call (two atomic operations each), which made edgeR's per-observation deviance weights
   cost four times their arithmetic. Each caller compiles its own copy, so keep them few and small.
 
+Every kind compiles with numba's ``error_model="numpy"``: a division by zero gives ``inf`` or
+``nan`` as in R's C code, rather than a check of each divisor that raises ``ZeroDivisionError``.
+The check is a branch out of the loop, which keeps a loop over samples from being vectorised
+(:mod:`bulkpy._stats._vmath`).
+
 No kernel uses numba's ``parallel=True``: engines run kernels on chunks of genes in a thread pool
 (``deseq2._kernels.run_chunks``), so each kernel compiles once, with no parallel variant beside
 the serial one.
@@ -38,14 +43,16 @@ I1 = np.int64(1)
 
 def kernel(fn: Callable[..., Any]) -> Any:
     """Compile ``fn`` as a kernel called from Python (cached, GIL released)."""
-    return njit(cache=True, nogil=True, no_cfunc_wrapper=True)(fn)
+    return njit(cache=True, nogil=True, no_cfunc_wrapper=True, error_model="numpy")(fn)
 
 
 def inner(fn: Callable[..., Any]) -> Any:
     """Compile ``fn`` for calls from other compiled functions only (cached, no wrappers)."""
-    return njit(cache=True, no_cpython_wrapper=True, no_cfunc_wrapper=True)(fn)
+    return njit(cache=True, no_cpython_wrapper=True, no_cfunc_wrapper=True, error_model="numpy")(fn)
 
 
 def inline(fn: Callable[..., Any]) -> Any:
     """Like :func:`inner`, and inlined by numba into every compiled caller."""
-    return njit(inline="always", cache=True, no_cpython_wrapper=True, no_cfunc_wrapper=True)(fn)
+    return njit(
+        inline="always", cache=True, no_cpython_wrapper=True, no_cfunc_wrapper=True, error_model="numpy"
+    )(fn)

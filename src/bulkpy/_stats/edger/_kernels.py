@@ -17,8 +17,9 @@ import math
 
 import numpy as np
 
-from .._jit import inner, kernel
+from .._jit import inline, inner, kernel
 from .._linalg import chol_solve, cholesky_inplace
+from .._vmath import vdot, vexp, vlog, vsum
 
 _LOW = 1e-10  # edgeR's low_value
 _LOG_LOW = math.log(_LOW)
@@ -27,22 +28,24 @@ _SUPREMELY_LOW = 1e-13
 _RIDICULOUSLY_LOW = 1e-100
 
 
-@inner
+@inline
 def unit_nb_deviance(y, mu, phi):
-    """edgeR's ``compute_unit_nb_deviance`` (C++), one observation."""
+    """edgeR's ``compute_unit_nb_deviance`` (C++), one observation. Its three cases (Poisson-like
+    ``phi < 1e-4``, huge ``mu * phi``, the NB form) are all evaluated and one is selected, with
+    :func:`~bulkpy._stats._vmath.vlog`, so that a loop over samples is vectorised."""
     y = y + _MILDLY_LOW
     mu = mu + _MILDLY_LOW
-    if phi < 1e-4:
-        resid = y - mu
-        # the C++ writes 2/3 in integer arithmetic, i.e. 0
-        return 2.0 * (
-            y * math.log(y / mu) - resid - 0.5 * resid * resid * phi * (1.0 + phi * (0.0 * resid - y))
-        )
+    log_ratio = vlog(y / mu)
+    resid = y - mu
     product = mu * phi
-    if product > 1e6:
-        return 2.0 * ((y - mu) / mu - math.log(y / mu)) * mu / (1.0 + product)
     inv = 1.0 / phi
-    return 2.0 * (y * math.log(y / mu) + (y + inv) * math.log((mu + inv) / (y + inv)))
+    out = 2.0 * (y * log_ratio + (y + inv) * vlog((mu + inv) / (y + inv)))
+    if product > 1e6:
+        out = 2.0 * (resid / mu - log_ratio) * mu / (1.0 + product)
+    if phi < 1e-4:
+        # the C++ writes 2/3 in integer arithmetic, i.e. 0
+        out = 2.0 * (y * log_ratio - resid - 0.5 * resid * resid * phi * (1.0 + phi * (0.0 * resid - y)))
+    return out
 
 
 @inner
@@ -52,62 +55,58 @@ def _off_row(off, g):
 
 
 @inner
-def _deviance_row(y, g, mu, phi, n):
-    d = 0.0
+def _deviance_row(yg, mu, phi, n, u):
+    """Sum over samples of the unit deviances of one gene (counts ``yg``); ``u`` is scratch space
+    of ``n`` values (the unit deviances are computed in a vectorised loop, then summed by
+    :func:`~bulkpy._stats._vmath.vsum`)."""
     for j in range(n):
-        d += unit_nb_deviance(y[g, j], mu[j], phi)
-    return d
+        u[j] = unit_nb_deviance(yg[j], mu[j], phi)
+    return vsum(u, n)
 
 
 @inner
-def _fill_mu(X, beta, off, n, p, mu):
+def _fill_mu(Xt, beta, off, n, p, mu):
+    """``mu = exp(off + X beta)`` for one gene; ``Xt`` is the design transposed (coefficients ×
+    samples), and the linear predictor adds the terms in coefficient order, as the C++ does."""
     for j in range(n):
-        eta = off[j]
-        for k in range(p):
-            eta += X[j, k] * beta[k]
-        mu[j] = math.exp(eta)
+        mu[j] = off[j]
+    for k in range(p):
+        bk = beta[k]
+        for j in range(n):
+            mu[j] += Xt[k, j] * bk
+    for j in range(n):
+        mu[j] = vexp(mu[j])
 
 
 @inner
-def _levenberg_one(y, g, X, off, phi, b, maxit, tol, mu, mu_new, beta_new, dl, dbeta, xwx, a, w):
-    """One gene of ``glm_levenberg::fit``; ``b`` holds the start and receives the estimate, ``mu``
-    the fitted values. Returns the deviance (``NaN`` coefficients for an all-zero gene)."""
-    n, p = X.shape
+def _levenberg_one(yg, Xt, XX, off, phi, b, maxit, tol, mu, mu_new, beta_new, dl, dbeta, xwx, a, w, u):
+    """One gene of ``glm_levenberg::fit`` (counts ``yg``); ``b`` holds the start and receives the
+    estimate, ``mu`` the fitted values. Returns the deviance (``NaN`` coefficients for an
+    all-zero gene). ``Xt`` is the design transposed and ``XX`` its column products
+    (:func:`_column_products`); ``w`` and ``u`` are scratch space of one value per sample."""
+    p, n = Xt.shape
     ymax = 0.0
     for j in range(n):
-        if y[g, j] > ymax:
-            ymax = y[g, j]
+        if yg[j] > ymax:
+            ymax = yg[j]
     if ymax < _LOW:
         for k in range(p):
             b[k] = np.nan
         for j in range(n):
             mu[j] = 0.0
         return 0.0
-    _fill_mu(X, b, off, n, p, mu)
-    dev = _deviance_row(y, g, mu, phi, n)
+    _fill_mu(Xt, b, off, n, p, mu)
+    dev = _deviance_row(yg, mu, phi, n, u)
     max_info = -1.0
     lam = 0.0
     for it in range(1, maxit + 1):
-        for k in range(p):
-            dl[k] = 0.0
         for j in range(n):
             den = 1.0 + mu[j] * phi
             w[j] = mu[j] / den
-            deriv = (y[g, j] - mu[j]) / den
-            for k in range(p):
-                dl[k] += X[j, k] * deriv
-        for r in range(p):
-            for c in range(p):
-                xwx[r, c] = 0.0
-        for j in range(n):
-            wj = w[j]
-            for r in range(p):
-                xr = X[j, r] * wj
-                for c in range(r + 1):
-                    xwx[r, c] += xr * X[j, c]
-        for r in range(p):
-            for c in range(r):
-                xwx[c, r] = xwx[r, c]
+            u[j] = (yg[j] - mu[j]) / den
+        for k in range(p):
+            dl[k] = vdot(u, Xt[k], n)
+        _fisher_info(XX, w, n, p, xwx)
         for r in range(p):
             if xwx[r, r] > max_info:
                 max_info = xwx[r, r]
@@ -133,8 +132,8 @@ def _levenberg_one(y, g, X, off, phi, b, maxit, tol, mu, mu_new, beta_new, dl, d
             chol_solve(a, dl, p, dbeta)
             for k in range(p):
                 beta_new[k] = b[k] + dbeta[k]
-            _fill_mu(X, beta_new, off, n, p, mu_new)
-            dev_new = _deviance_row(y, g, mu_new, phi, n)
+            _fill_mu(Xt, beta_new, off, n, p, mu_new)
+            dev_new = _deviance_row(yg, mu_new, phi, n, u)
             if dev_new / ymax < _SUPREMELY_LOW:
                 low_dev = True
             if dev_new <= dev or low_dev:
@@ -162,6 +161,32 @@ def _levenberg_one(y, g, X, off, phi, b, maxit, tol, mu, mu_new, beta_new, dl, d
     return dev
 
 
+@inner
+def _column_products(X):
+    """``X[:, r] * X[:, c]`` for ``c <= r``, one row per pair in the order ``(0, 0), (1, 0),
+    (1, 1), (2, 0), ...``: the products edgeR's ``compute_xtwx`` forms, once per design."""
+    n, p = X.shape
+    XX = np.empty((p * (p + 1) // 2, n))
+    i = 0
+    for r in range(p):
+        for c in range(r + 1):
+            for j in range(n):
+                XX[i, j] = X[j, r] * X[j, c]
+            i += 1
+    return XX
+
+
+@inner
+def _fisher_info(XX, w, n, p, out):
+    """``X'WX`` (``W = diag(w)``) from the column products ``XX`` of :func:`_column_products`."""
+    i = 0
+    for r in range(p):
+        for c in range(r + 1):
+            out[r, c] = vdot(XX[i], w, n)
+            out[c, r] = out[r, c]
+            i += 1
+
+
 @kernel
 def levenberg_kernel_serial(y, X, off, disp, beta, maxit, tol, mu_out, dev_out):
     """edgeR's ``glm_levenberg::fit`` for every gene (rows of ``y``). ``beta`` (genes ×
@@ -169,6 +194,8 @@ def levenberg_kernel_serial(y, X, off, disp, beta, maxit, tol, mu_out, dev_out):
     run it on chunks of genes in a thread pool (``deseq2._kernels.run_chunks``)."""
     G, n = y.shape
     p = X.shape[1]
+    Xt = np.ascontiguousarray(X.T)
+    XX = _column_products(X)
     mu_new = np.empty(n)
     beta_new = np.empty(p)
     dl = np.empty(p)
@@ -176,10 +203,11 @@ def levenberg_kernel_serial(y, X, off, disp, beta, maxit, tol, mu_out, dev_out):
     xwx = np.empty((p, p))
     a = np.empty((p, p))
     w = np.empty(n)
+    u = np.empty(n)
     for g in range(G):
         dev_out[g] = _levenberg_one(
-            y, g, X, _off_row(off, g), disp[g], beta[g], maxit, tol, mu_out[g], mu_new, beta_new, dl, dbeta, xwx,
-            a, w,
+            y[g], Xt, XX, _off_row(off, g), disp[g], beta[g], maxit, tol, mu_out[g], mu_new, beta_new, dl, dbeta,
+            xwx, a, w, u,
         )  # fmt: skip
 
 
@@ -233,19 +261,13 @@ def one_way_kernel_serial(y, off, disp, order, bounds, start, maxit, tol, beta_o
         _one_way_gene(y, g, _off_row(off, g), disp[g], order, bounds, start, maxit, tol, beta_out)
 
 
-@inner
-def _deviance_gene(y, mu, g, phi):
-    d = 0.0
-    for j in range(y.shape[1]):
-        d += unit_nb_deviance(y[g, j], mu[g, j], phi)
-    return d
-
-
 @kernel
 def deviance_kernel_serial(y, mu, disp, out):
     """Residual deviance per gene: the sum of :func:`unit_nb_deviance` over samples."""
+    n = y.shape[1]
+    u = np.empty(n)
     for g in range(y.shape[0]):
-        out[g] = _deviance_gene(y, mu, g, disp[g])
+        out[g] = _deviance_row(y[g], mu[g], disp[g], n, u)
 
 
 @kernel
@@ -282,11 +304,12 @@ def apl_kernel_serial(y, mu, disp, X, use_tables, t_yr, t_y1, out):
     G, n = y.shape
     p = X.shape[1]
     r, r_log_r, lg_r = _r_terms(disp)
+    XX = _column_products(X)
     a = np.empty((p, p))
     w = np.empty(n)
-    u = np.empty(p)
+    u = np.empty(max(n, p))
     for g in range(G):
-        out[g] = _apl_one(y, mu, g, disp, r, r_log_r, lg_r, X, a, w, u, use_tables, t_yr, t_y1)
+        out[g] = _apl_one(y[g], mu[g], disp, r, r_log_r, lg_r, XX, a, w, u, use_tables, t_yr, t_y1)
 
 
 @inner
@@ -298,47 +321,54 @@ def _r_terms(disp):
 
 
 @inner
-def _apl_one(y, mu, g, disp, r, r_log_r, lg_r, X, a, w, u, use_tables, t_yr, t_y1):
-    """One gene of ``compute_apl`` (``r = 1 / disp`` and its terms precomputed)."""
-    n, p = X.shape
-    ll = 0.0
+def _apl_one(yg, mg, disp, r, r_log_r, lg_r, XX, a, w, u, use_tables, t_yr, t_y1):
+    """One gene of ``compute_apl`` (counts ``yg``, fitted values ``mg``; ``r = 1 / disp`` and its
+    terms precomputed; ``XX`` the design's column products, :func:`_column_products`). The
+    log-likelihood terms are computed in a vectorised loop (a zero mean gives a zero term, where
+    the C code skips the observation) and summed by :func:`~bulkpy._stats._vmath.vsum`."""
+    n = yg.shape[0]
+    p = a.shape[0]
     for j in range(n):
-        m = mu[g, j]
-        yy = y[g, j]
-        w[j] = m / (1.0 + disp * m)
-        if m == 0.0:
-            continue
-        if disp > 0:
-            logmur = math.log(m + r)
-            if use_tables:
-                lg_yr = t_yr[int(yy)]
-                lg_y1 = t_y1[int(yy)]
-            else:
-                lg_yr = math.lgamma(yy + r)
-                lg_y1 = math.lgamma(yy + 1.0)
-            ll += yy * math.log(m) - yy * logmur + r_log_r - r * logmur + lg_yr - lg_y1 - lg_r
-        else:
-            ll += yy * math.log(m) - m - math.lgamma(yy + 1.0)
-    if p == 1:
-        s = 0.0
+        w[j] = mg[j] / (1.0 + disp * mg[j])
+    if disp > 0:
         for j in range(n):
-            s += w[j]  # as the C++: a one-column design is taken to be the intercept
-        adj = math.log(abs(s)) / 2.0
+            m = mg[j]
+            yy = yg[j]
+            logmur = vlog(m + r)
+            u[j] = yy * vlog(m) - yy * logmur + r_log_r - r * logmur
+        # the lgamma terms in a loop of their own: vectorised gathers are slower than scalar loads
+        if use_tables:
+            for j in range(n):
+                k = int(yg[j])
+                u[j] = u[j] + t_yr[k] - t_y1[k] - lg_r if mg[j] != 0.0 else 0.0
+        else:
+            for j in range(n):
+                yy = yg[j]
+                u[j] = u[j] + math.lgamma(yy + r) - math.lgamma(yy + 1.0) - lg_r if mg[j] != 0.0 else 0.0
     else:
+        for j in range(n):
+            m = mg[j]
+            yy = yg[j]
+            term = yy * vlog(m) - m - math.lgamma(yy + 1.0)
+            u[j] = term if m != 0.0 else 0.0
+    ll = vsum(u, n)
+    if p == 1:
+        # as the C code: a one-column design is taken to be the intercept
+        adj = vlog(abs(vsum(w, n))) / 2.0
+    else:
+        i = 0
         for rr in range(p):
             for c in range(rr + 1):
-                s = 0.0
-                for j in range(n):
-                    s += X[j, rr] * X[j, c] * w[j]
-                a[rr, c] = s
-                a[c, rr] = s
+                a[rr, c] = vdot(XX[i], w, n)
+                a[c, rr] = a[rr, c]
+                i += 1
         logd = 0.0
         for k in range(p - 1, -1, -1):
             dk = a[k, k]
             if not math.isfinite(dk) or dk < _LOW:
                 logd += _LOG_LOW
             else:
-                logd += math.log(dk)
+                logd += vlog(dk)
             if k == 0:
                 break
             for i in range(k):
