@@ -104,3 +104,21 @@ def test_sums_follow_a_fixed_order(n):
     assert dot_of(a, b) == _eight_way(list(a * b))
     if n:
         assert abs(sum_of(a) - math.fsum(a)) <= 2 * n * np.finfo(float).eps * np.abs(a).sum()
+
+
+def test_log1p_within_two_ulps_of_the_c_library():
+    from bulkpy._stats._vmath import log1p_into
+
+    rng = np.random.default_rng(2)
+    x = np.concatenate([
+        np.exp(rng.uniform(-700, 690, 200_000)), -np.exp(rng.uniform(-700, -1e-3, 100_000)),
+        rng.uniform(-1e-8, 1e-8, 10_000), [0.0, 1e-300, -1e-300, 1.7e308, -1.0, np.inf, np.nan],
+    ])  # fmt: skip
+    out = np.empty_like(x)
+    log1p_into(x, out)
+    finite = np.isfinite(x) & (x > -1.0)
+    ref = np.array([math.log1p(v) for v in x[finite]])
+    nz = ref != 0
+    assert _ulps(out[finite][nz], ref[nz]).max() <= 2.0
+    assert np.all(out[finite][~nz] == ref[~nz])
+    assert out[-3] == -np.inf and out[-2] == np.inf and np.isnan(out[-1])

@@ -155,6 +155,20 @@ def vlog(x):
 
 
 @inline
+def vlog1p(z):
+    """``log(1 + z)``: :func:`vlog` of ``u = 1 + z`` plus the rounding error of that sum,
+    ``(z - (u - 1)) / u`` (within two units in the last place of ``math.log1p``)."""
+    u = 1.0 + z
+    c = (z - (u - 1.0)) / u
+    if not (u > 0.0 and u < _INF):
+        c = 0.0
+    out = vlog(u) + c
+    if u == 1.0:
+        out = z
+    return out
+
+
+@inline
 def vdot(a, b, n):
     """``sum(a[j] * b[j] for j < n)`` in eight interleaved partial sums (see the module docstring)."""
     s0 = s1 = s2 = s3 = s4 = s5 = s6 = s7 = 0.0
@@ -204,6 +218,13 @@ def log_into(x, out):
     """``out[i] = vlog(x[i])`` for 1-d arrays (vectorised); for tests and array code."""
     for i in range(x.shape[0]):
         out[i] = vlog(x[i])
+
+
+@kernel
+def log1p_into(x, out):
+    """``out[i] = vlog1p(x[i])`` for 1-d arrays (vectorised); for tests and array code."""
+    for i in range(x.shape[0]):
+        out[i] = vlog1p(x[i])
 
 
 @kernel
