@@ -1,6 +1,6 @@
 """Steps that run on blocks of rows in threads give the numbers of the one-block computation.
 
-Issue 18 moved TMM, DESeq2's R-exact row reductions and normalised counts, and edgeR's QL
+Issue 18 moved TMM, DESeq2's R-exact row reductions, size factors and normalised counts, and edgeR's QL
 leverages and Levenberg start onto blocks of samples or genes in a thread pool when the matrix is
 large. Each block's arithmetic is its rows' own, so the results are bit-identical to the
 single-block path; these tests force both paths on the same data (thresholds patched) and compare
@@ -65,6 +65,16 @@ def test_tmm_threaded_agrees_with_one_block_and_ignores_thread_count(monkeypatch
 def test_r_exact_row_reductions_threaded_equal_one_block(monkeypatch, counts, fn):
     a, b = _both(monkeypatch, disp, "_ROWS_THREADED_SIZE", 1_000, 10**12, lambda: fn(counts))
     np.testing.assert_array_equal(a, b)
+
+
+def test_deseq_size_factors_threaded_equal_one_block(monkeypatch, counts):
+    from bulkpy._stats.deseq2.size_factors import deseq2_size_factors
+
+    x = np.ascontiguousarray(counts.T[:, 40:])  # samples × genes, no all-zero genes
+    for xn in (x[:, :300], x[:, :299]):  # 123 and 122 genes without zeros: odd and even medians
+        a, b = _both(monkeypatch, disp, "_ROWS_THREADED_SIZE", 1_000, 10**12, lambda xn=xn: deseq2_size_factors(xn))
+        np.testing.assert_array_equal(a, b)
+        assert np.all(np.isfinite(a)) and np.ptp(a) > 0
 
 
 def test_deseq_normalised_counts_are_the_divisions(counts):

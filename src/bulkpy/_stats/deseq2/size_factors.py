@@ -16,7 +16,8 @@ import math
 import numpy as np
 
 from .._blocks import blocks_for, is_dask, lazy_gene_map, map_gene_blocks, map_sample_blocks
-from ..tximport import length_norm_matrix  # DESeq2's normMatrix, shared with edgeR's offsets
+from ..tximport import length_norm_matrix
+from .dispersion import _by_rows  # DESeq2's normMatrix, shared with edgeR's offsets
 
 
 def _ratio_logs(counts: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -32,17 +33,29 @@ def _ratio_logs(counts: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]
     # R's rowMeans: a long double sum over the samples in order, divided in long double (numpy's
     # pairwise double sum can differ in the last bit, and DESeq2's line searches can turn one ulp of a
     # size factor into a different first step; tests/test_tl_deseq_local_trend.py has such a gene)
-    acc = np.zeros(cols.size, dtype=np.longdouble)
-    for j in range(logc.shape[0]):
-        acc += logc[j]
-    out[cols] = (acc / logc.shape[0]).astype(np.float64)
+    # (one block of genes per thread: each gene's sum is unchanged, so the same bits)
+    out[cols] = _by_rows(_long_double_means, logc.T)
     return out, cols, logc
+
+
+def _long_double_means(x: np.ndarray) -> np.ndarray:
+    """Row means of ``x`` as R's ``rowMeans``: a long double sum over the columns in order,
+    divided in long double."""
+    acc = np.zeros(x.shape[0], dtype=np.longdouble)
+    for j in range(x.shape[1]):
+        acc += x[:, j]
+    return (acc / x.shape[1]).astype(np.float64)
 
 
 def _exp_median_r(log_ratios: np.ndarray) -> np.ndarray:
     """``exp(median(x))`` per row as R computes it: the middle value, or the mean of the two middle
     values added in long double (R's ``mean``), and the C library's ``exp`` (numpy's vectorised exp
-    may differ from it in the last bit)."""
+    may differ from it in the last bit). Large matrices: one block of rows per thread."""
+    med = _by_rows(_median_r, log_ratios)
+    return np.array([math.exp(v) for v in med])
+
+
+def _median_r(log_ratios: np.ndarray) -> np.ndarray:
     m = log_ratios.shape[1]
     half = (m - 1) // 2
     if m % 2:
@@ -50,7 +63,7 @@ def _exp_median_r(log_ratios: np.ndarray) -> np.ndarray:
     else:
         part = np.partition(log_ratios, (half, half + 1), axis=1)
         med = ((part[:, half].astype(np.longdouble) + part[:, half + 1]) / 2).astype(np.float64)
-    return np.array([math.exp(v) for v in med])
+    return med
 
 
 def log_geometric_means(counts: np.ndarray, *, method: str = "ratio") -> np.ndarray:
