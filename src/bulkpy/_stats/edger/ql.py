@@ -32,38 +32,20 @@ dispersions near 4 and means above 5,000).
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import numpy as np
 
-from .._jit import inner, kernel
+from .._jit import kernel
 from .._optimize import fmin
 from ..deseq2._kernels import n_chunks, run_chunks
 from ..limma.lowess import choose_lowess_span, lowess
 from ..limma.squeeze_var import squeeze_var
 from ..multitest import p_adjust_bh
+from ._kernels import unit_nb_deviance
 from .ql_moments import dispersion_tables, moment_tables, table_space, weights_at
 
 _ZERO_LEV = 1e-4  # edgeR's thresholdzero for 1 - leverage and for the adjusted df
-
-
-@inner
-def _unit_dev(y, mu, phi):
-    """edgeR 4's ``compute_unit_nb_deviance`` (floored at 0)."""
-    y = y + 1e-8
-    mu = mu + 1e-8
-    if phi < 1e-4:
-        r = y - mu
-        out = 2.0 * (y * math.log(y / mu) - r - 0.5 * r * r * phi * (1.0 + phi * (0.0 * r - y)))
-    else:
-        prod = mu * phi
-        if prod > 1e6:
-            out = 2.0 * ((y - mu) / mu - math.log(y / mu)) * mu / (1.0 + prod)
-        else:
-            inv = 1.0 / phi
-            out = 2.0 * (y * math.log(y / mu) + (y + inv) * math.log((mu + inv) / (y + inv)))
-    return out if out > 0.0 else 0.0
 
 
 @kernel
@@ -71,10 +53,15 @@ def _adjust_kernel(y, mu, lev, disp, prior, tabs, dev, df):
     """edgeR's ``compute_adjust_vec`` for the genes (rows) given: adjusted deviance and df."""
     G, n = y.shape
     t = table_space(tabs)
+    u = np.empty(n)
     for g in range(G):
         phi = disp[g]
         if g == 0 or phi != disp[g - 1]:
             dispersion_tables(phi, tabs, t)
+        phi_q = phi / prior
+        for j in range(n):  # edgeR 4's unit deviances, floored at 0 (a vectorised loop)
+            v = unit_nb_deviance(y[g, j], mu[g, j], phi_q)
+            u[j] = v if v > 0.0 else 0.0
         dsum = 0.0
         fsum = 0.0
         for j in range(n):
@@ -82,7 +69,7 @@ def _adjust_kernel(y, mu, lev, disp, prior, tabs, dev, df):
             if hd < _ZERO_LEV:
                 continue
             a, k = weights_at(mu[g, j] / prior, phi, t)
-            dsum += _unit_dev(y[g, j], mu[g, j], phi / prior) * a
+            dsum += u[j] * a
             fsum += hd * k
         dev[g] = dsum
         df[g] = fsum
