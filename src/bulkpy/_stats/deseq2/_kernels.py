@@ -21,7 +21,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numba
 import numpy as np
 
-from .._jit import inline, inner, kernel
+from .._jit import inner, kernel
 from .._linalg import chol_inverse, chol_solve, cholesky_inplace
 from .._vmath import vlog1p, vsum
 
@@ -126,12 +126,12 @@ _ALGMCS = np.array(
 )
 
 
-@inline
+@inner
 def lgamma_large(x):
     """log Gamma(x) for x > 10 by R's formulas (the Stirling remainder as SLATEC's ``d9lgmc``),
     with the C library's logarithm so that the large-argument rounding, which dominates
     DESeq2's log posterior at tiny dispersions, is the same as in R. The cases are selected
-    rather than branched to (it is inlined into the loops that fill the lgamma caches)."""
+    rather than branched to, in the loop that fills the lgamma cache."""
     lx = math.log(x)
     tmp = 10.0 / x
     twox = (tmp * tmp * 2.0 - 1.0) * 2.0
@@ -195,7 +195,7 @@ def digamma_into(x0, u, k, out):
             out[q] = digamma(x)
 
 
-@inline
+@inner
 def _digamma_series(x):
     """The asymptotic series of psi(x), for x >= 6."""
     f = 1.0 / (x * x)
@@ -292,7 +292,7 @@ def nb_kconst(y, r, s_r):
     return (y + r - 0.5) * math.log1p(y / r) - math.lgamma(y + 1.0) - y + stirlerr(y + r) - s_r
 
 
-@inline
+@inner
 def _nb_mu_terms(y, m, lm, a, r):
     """``y log(m) - (y + r) log(1 + a m)``: the mean-dependent part of the NB log density, with
     ``lm = log(m)`` given (0 log 0 is 0). Branch-free, with
