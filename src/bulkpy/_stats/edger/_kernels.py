@@ -212,53 +212,80 @@ def levenberg_kernel_serial(y, X, off, disp, beta, maxit, tol, mu_out, dev_out):
 
 
 @inner
-def _one_way_gene(y, g, off, phi, order, bounds, start, maxit, tol, beta_out):
+def _one_way_gene(yg, off, phi, order, bounds, start_g, maxit, tol, beta_g, mu_g, yo, oo, d1, d2):
+    """One gene of :func:`one_way_kernel_serial` (counts ``yg``, offsets ``off``; log-means into
+    ``beta_g``, fitted values into ``mu_g``). ``yo``/``oo`` receive the counts and offsets in
+    group order, so that each Newton step is a vectorised loop over a group's contiguous samples
+    (``exp`` by :func:`~bulkpy._stats._vmath.vexp`, the score and information as eight-way sums);
+    ``d1``/``d2`` are scratch space."""
+    for t in range(order.shape[0]):
+        yo[t] = yg[order[t]]
+        oo[t] = off[order[t]]
     ng = bounds.size - 1
     for k in range(ng):
         lo = bounds[k]
         hi = bounds[k + 1]
         nonzero = False
-        cur = start[g, k]
+        cur = start_g[k]
         if math.isnan(cur):
             cur = 0.0
             for t in range(lo, hi):
-                j = order[t]
-                if y[g, j] > _LOW:
-                    cur += y[g, j] / math.exp(off[j])
+                if yo[t] > _LOW:
+                    cur += yo[t] / math.exp(oo[t])
                     nonzero = True
             cur = math.log(cur / (hi - lo)) if nonzero else 0.0
         else:
             for t in range(lo, hi):
-                if y[g, order[t]] > _LOW:
+                if yo[t] > _LOW:
                     nonzero = True
                     break
+        m = hi - lo
         if not nonzero:
-            beta_out[g, k] = -np.inf
+            beta_g[k] = -np.inf
+            _group_means(-1e8, oo[lo:hi], order[lo:hi], m, d1, mu_g)
             continue
+        ys = yo[lo:hi]
+        os = oo[lo:hi]
         for _ in range(maxit):
-            dl = 0.0
-            info = 0.0
-            for t in range(lo, hi):
-                j = order[t]
-                m = math.exp(cur + off[j])
-                den = 1.0 + m * phi
-                dl += (y[g, j] - m) / den
-                info += m / den
-            step = dl / info
+            for t in range(m):
+                mu = vexp(cur + os[t])
+                den = 1.0 + mu * phi
+                d1[t] = (ys[t] - mu) / den
+                d2[t] = mu / den
+            step = vsum(d1, m) / vsum(d2, m)
             cur += step
             if abs(step) < tol:
                 break
-        beta_out[g, k] = cur
+        beta_g[k] = cur
+        _group_means(cur if not cur < -1e8 else -1e8, os, order[lo:hi], m, d1, mu_g)
+
+
+@inner
+def _group_means(b, os, idx, m, buf, mu_g):
+    """``mu_g[idx[t]] = exp(os[t] + b)`` for ``t < m`` (a vectorised loop, then the scatter)."""
+    for t in range(m):
+        buf[t] = vexp(os[t] + b)
+    for t in range(m):
+        mu_g[idx[t]] = buf[t]
 
 
 @kernel
-def one_way_kernel_serial(y, off, disp, order, bounds, start, maxit, tol, beta_out):
+def one_way_kernel_serial(y, off, disp, order, bounds, start, maxit, tol, beta_out, mu_out):
     """edgeR's ``glm_one_group`` (Newton-Raphson for one log-mean) for every gene and every group
     of a one-way layout: group ``k`` holds the samples ``order[bounds[k]:bounds[k + 1]]``. The
     start is ``log(mean(y / exp(offset)))`` over the positive counts unless ``start[g, k]`` is
-    finite; all-zero groups give ``-inf``."""
+    finite; all-zero groups give ``-inf``. ``mu_out`` receives the fitted values
+    ``exp(offset + log-mean)``, the log-means floored at -1e8 (as ``mglmOneWay``)."""
+    n = y.shape[1]
+    yo = np.empty(n)
+    oo = np.empty(n)
+    d1 = np.empty(n)
+    d2 = np.empty(n)
     for g in range(y.shape[0]):
-        _one_way_gene(y, g, _off_row(off, g), disp[g], order, bounds, start, maxit, tol, beta_out)
+        _one_way_gene(
+            y[g], _off_row(off, g), disp[g], order, bounds, start[g], maxit, tol, beta_out[g], mu_out[g], yo, oo,
+            d1, d2,
+        )  # fmt: skip
 
 
 @kernel

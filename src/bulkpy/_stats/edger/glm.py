@@ -262,15 +262,15 @@ def fit_one_way(y, X, offset, disp, *, start=None):
     order = np.argsort(codes, kind="stable").astype(np.int64)
     bounds = np.concatenate([[0], np.cumsum(np.bincount(codes, minlength=ng))]).astype(np.int64)
     beta = np.empty((G, ng))
+    mu = np.empty((G, n))
     dsp = _vec(disp, G, "disp")
     run_chunks(
         lambda lo, hi: one_way_kernel_serial(
-            y[lo:hi], _rows(off, lo, hi), dsp[lo:hi], order, bounds, gstart[lo:hi], 50, 1e-10, beta[lo:hi]
+            y[lo:hi], _rows(off, lo, hi), dsp[lo:hi], order, bounds, gstart[lo:hi], 50, 1e-10, beta[lo:hi], mu[lo:hi]
         ),
         G, _gene_chunks(y),
     )  # fmt: skip
     beta = np.maximum(beta, -1e8)
-    mu = np.exp(off + beta[:, codes])
     indicator = np.sum(uniq == 1) == ng and np.sum(uniq == 0) == (ng - 1) * ng
     if indicator:
         coef = np.empty_like(beta)
