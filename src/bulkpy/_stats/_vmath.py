@@ -39,26 +39,21 @@ from numba.extending import intrinsic
 from ._jit import inner, kernel
 
 
-@intrinsic
-def _bits(typingctx, x):  # pragma: no cover - compiled
-    """The IEEE bits of a double as a signed 64-bit integer."""
-    sig = types.int64(types.float64)
+def _bitcast(src, dst):
+    """An intrinsic reinterpreting the bits of a ``src`` value as a ``dst`` value (same width)."""
 
-    def codegen(context, builder, signature, args):
-        return builder.bitcast(args[0], context.get_value_type(types.int64))
+    @intrinsic
+    def cast(typingctx, x):  # pragma: no cover - compiled
+        def codegen(context, builder, signature, args):
+            return builder.bitcast(args[0], context.get_value_type(dst))
 
-    return sig, codegen
+        return dst(src), codegen
+
+    return cast
 
 
-@intrinsic
-def _double(typingctx, b):  # pragma: no cover - compiled
-    """The double whose IEEE bits are the 64-bit integer ``b``."""
-    sig = types.float64(types.int64)
-
-    def codegen(context, builder, signature, args):
-        return builder.bitcast(args[0], context.get_value_type(types.float64))
-
-    return sig, codegen
+_bits = _bitcast(types.float64, types.int64)  # the IEEE bits of a double as a signed integer
+_double = _bitcast(types.int64, types.float64)  # the double with these IEEE bits
 
 
 _LOG2E = 1.4426950408889634

@@ -20,6 +20,7 @@ import numpy as np
 from .._jit import inline, inner, kernel
 from .._linalg import chol_solve, cholesky_inplace
 from .._vmath import vdot, vexp, vlog, vsum
+from ..deseq2._kernels import column_products
 
 _LOW = 1e-10  # edgeR's low_value
 _LOG_LOW = math.log(_LOW)
@@ -83,7 +84,7 @@ def _levenberg_one(yg, Xt, XX, off, phi, b, maxit, tol, mu, mu_new, beta_new, dl
     """One gene of ``glm_levenberg::fit`` (counts ``yg``); ``b`` holds the start and receives the
     estimate, ``mu`` the fitted values. Returns the deviance (``NaN`` coefficients for an
     all-zero gene). ``Xt`` is the design transposed and ``XX`` its column products
-    (:func:`_column_products`); ``w`` and ``u`` are scratch space of one value per sample."""
+    (:func:`column_products`); ``w`` and ``u`` are scratch space of one value per sample."""
     p, n = Xt.shape
     ymax = 0.0
     for j in range(n):
@@ -162,23 +163,8 @@ def _levenberg_one(yg, Xt, XX, off, phi, b, maxit, tol, mu, mu_new, beta_new, dl
 
 
 @inner
-def _column_products(X):
-    """``X[:, r] * X[:, c]`` for ``c <= r``, one row per pair in the order ``(0, 0), (1, 0),
-    (1, 1), (2, 0), ...``: the products edgeR's ``compute_xtwx`` forms, once per design."""
-    n, p = X.shape
-    XX = np.empty((p * (p + 1) // 2, n))
-    i = 0
-    for r in range(p):
-        for c in range(r + 1):
-            for j in range(n):
-                XX[i, j] = X[j, r] * X[j, c]
-            i += 1
-    return XX
-
-
-@inner
 def _fisher_info(XX, w, n, p, out):
-    """``X'WX`` (``W = diag(w)``) from the column products ``XX`` of :func:`_column_products`."""
+    """``X'WX`` (``W = diag(w)``) from the column products ``XX`` of :func:`column_products`."""
     i = 0
     for r in range(p):
         for c in range(r + 1):
@@ -195,7 +181,7 @@ def levenberg_kernel_serial(y, X, off, disp, beta, maxit, tol, mu_out, dev_out):
     G, n = y.shape
     p = X.shape[1]
     Xt = np.ascontiguousarray(X.T)
-    XX = _column_products(X)
+    XX = column_products(X)
     mu_new = np.empty(n)
     beta_new = np.empty(p)
     dl = np.empty(p)
@@ -331,7 +317,7 @@ def apl_kernel_serial(y, mu, disp, X, use_tables, t_yr, t_y1, out):
     G, n = y.shape
     p = X.shape[1]
     r, r_log_r, lg_r = _r_terms(disp)
-    XX = _column_products(X)
+    XX = column_products(X)
     a = np.empty((p, p))
     w = np.empty(n)
     u = np.empty(max(n, p))
@@ -350,7 +336,7 @@ def _r_terms(disp):
 @inner
 def _apl_one(yg, mg, disp, r, r_log_r, lg_r, XX, a, w, u, use_tables, t_yr, t_y1):
     """One gene of ``compute_apl`` (counts ``yg``, fitted values ``mg``; ``r = 1 / disp`` and its
-    terms precomputed; ``XX`` the design's column products, :func:`_column_products`). The
+    terms precomputed; ``XX`` the design's column products, :func:`column_products`). The
     log-likelihood terms are computed in a vectorised loop (a zero mean gives a zero term, where
     the C code skips the observation) and summed by :func:`~bulkpy._stats._vmath.vsum`."""
     n = yg.shape[0]
@@ -383,12 +369,7 @@ def _apl_one(yg, mg, disp, r, r_log_r, lg_r, XX, a, w, u, use_tables, t_yr, t_y1
         # as the C code: a one-column design is taken to be the intercept
         adj = vlog(abs(vsum(w, n))) / 2.0
     else:
-        i = 0
-        for rr in range(p):
-            for c in range(rr + 1):
-                a[rr, c] = vdot(XX[i], w, n)
-                a[c, rr] = a[rr, c]
-                i += 1
+        _fisher_info(XX, w, n, p, a)
         logd = 0.0
         for k in range(p - 1, -1, -1):
             dk = a[k, k]
