@@ -299,3 +299,24 @@ def test_exact_refuses_tximport_offsets(quant_fixture):
     with pytest.raises(ValueError, match="exactTest uses library sizes only"):
         bk.tl.edger(ad, design="~ group", contrast=["group", "B", "A"], test="exact")
     assert_adata_equal(ad, before)
+
+
+def test_one_way_shortcut_offsets_shared_or_per_gene():
+    # the one-way kernel orders a shared offset row once per call and a gene × sample offset
+    # matrix per gene: equal rows give the shared row's bits, and an offset matrix fits as Levenberg
+    rng = np.random.default_rng(0)
+    y = rng.poisson(20, (50, 12)).astype(float)
+    y[3, :6] = 0.0  # an all-zero group
+    X = np.column_stack([np.ones(12), np.repeat([0.0, 1.0], 6)])
+    off = np.log(rng.uniform(0.5, 1.5, 12))
+    disp = np.full(50, 0.1)
+    shared = E.fit_one_way(y, X, off[None, :], disp)
+    tiled = E.fit_one_way(y, X, np.tile(off, (50, 1)), disp)
+    np.testing.assert_array_equal(shared[0], tiled[0])
+    np.testing.assert_array_equal(shared[1], tiled[1])
+    assert np.all(shared[1][3, :6] == 0.0)
+    offm = np.tile(off, (50, 1)) + rng.normal(0.0, 0.1, (50, 12))
+    ow = E.fit_one_way(y, X, offm, disp)[1]
+    lev = E.fit_levenberg(y, X, offm, disp)[1]
+    keep = np.arange(50) != 3
+    np.testing.assert_allclose(ow[keep], lev[keep], rtol=1e-4)  # Levenberg stops at divergence 1e-6

@@ -198,15 +198,18 @@ def levenberg_kernel_serial(y, X, off, disp, beta, maxit, tol, mu_out, dev_out):
 
 
 @inner
-def _one_way_gene(yg, off, phi, order, bounds, start_g, maxit, tol, beta_g, mu_g, yo, oo, d1, d2):
+def _one_way_gene(yg, off, fill_off, phi, order, bounds, start_g, maxit, tol, beta_g, mu_g, yo, oo, d1, d2):
     """One gene of :func:`one_way_kernel_serial` (counts ``yg``, offsets ``off``; log-means into
     ``beta_g``, fitted values into ``mu_g``). ``yo``/``oo`` receive the counts and offsets in
-    group order, so that each Newton step is a vectorised loop over a group's contiguous samples
-    (``exp`` by :func:`~bulkpy._stats._vmath.vexp`, the score and information as eight-way sums);
-    ``d1``/``d2`` are scratch space."""
+    group order (the offsets only with ``fill_off``: a shared row is ordered once per kernel call),
+    so that each Newton step is a vectorised loop over a group's contiguous samples (``exp`` by
+    :func:`~bulkpy._stats._vmath.vexp`, the score and information as eight-way sums); ``d1``/``d2``
+    are scratch space."""
     for t in range(order.shape[0]):
         yo[t] = yg[order[t]]
-        oo[t] = off[order[t]]
+    if fill_off:
+        for t in range(order.shape[0]):
+            oo[t] = off[order[t]]
     ng = bounds.size - 1
     for k in range(ng):
         lo = bounds[k]
@@ -267,10 +270,14 @@ def one_way_kernel_serial(y, off, disp, order, bounds, start, maxit, tol, beta_o
     oo = np.empty(n)
     d1 = np.empty(n)
     d2 = np.empty(n)
+    per_gene = off.shape[0] > 1
+    if not per_gene:
+        for t in range(n):
+            oo[t] = off[0, order[t]]
     for g in range(y.shape[0]):
         _one_way_gene(
-            y[g], _off_row(off, g), disp[g], order, bounds, start[g], maxit, tol, beta_out[g], mu_out[g], yo, oo,
-            d1, d2,
+            y[g], _off_row(off, g), per_gene, disp[g], order, bounds, start[g], maxit, tol, beta_out[g], mu_out[g],
+            yo, oo, d1, d2,
         )  # fmt: skip
 
 
