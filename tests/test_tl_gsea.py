@@ -13,11 +13,14 @@ leading edges are deterministic and compared exactly.
 
 from __future__ import annotations
 
+import numba
 import numpy as np
 import pandas as pd
 import pytest
 from conftest import FIXTURES, SHARED, ref_path, roundtrip, shared_path
 from helpers import assert_adata_equal
+from hypothesis import given, settings
+from hypothesis import strategies as hst
 
 import bulkpy as bk
 from bulkpy._slots import write_de
@@ -130,6 +133,24 @@ def test_enrichment_score_matches_fgsea_formula():
         got = res["le_indices"][res["le_indptr"][i] : res["le_indptr"][i + 1]]
         assert list(got) == le
     assert res["pvalue"][-1] < 1e-4 and res["nes"][-1] > 1.5
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    values=hst.lists(hst.integers(-5, 5) | hst.integers(-(2**40), 2**40), min_size=1, max_size=120),
+    frac=hst.floats(0.0, 1.0),
+)
+def test_kth_smallest_is_the_sorted_value(values, frac):
+    # the ruler's chunk ends are population medians taken by selection instead of a full sort
+    a = np.array(values, dtype=np.int64)
+    kth = min(a.size - 1, int(frac * a.size))
+    got = _kth(a.copy(), kth)
+    assert got == np.sort(a)[kth]
+
+
+@numba.njit
+def _kth(a, kth):
+    return engine._kth_smallest(a, kth)
 
 
 def test_null_calibration():

@@ -122,3 +122,26 @@ def test_log1p_within_two_ulps_of_the_c_library():
     assert _ulps(out[finite][nz], ref[nz]).max() <= 2.0
     assert np.all(out[finite][~nz] == ref[~nz])
     assert out[-3] == -np.inf and out[-2] == np.inf and np.isnan(out[-1])
+
+
+def test_trailing_zeros_is_the_index_of_the_lowest_set_bit():
+    import numba
+
+    from bulkpy._stats._vmath import trailing_zeros
+
+    @numba.njit
+    def tz(words, out):
+        for i in range(words.shape[0]):
+            out[i] = trailing_zeros(words[i])
+
+    rng = np.random.default_rng(1)
+    words = np.concatenate([
+        rng.integers(1, 2**63, 5_000, dtype=np.uint64) << rng.integers(0, 64, 5_000, dtype=np.uint64),
+        np.uint64(1) << np.arange(64, dtype=np.uint64),
+        np.array([2**64 - 1], dtype=np.uint64),
+    ])
+    words = words[words != 0]
+    out = np.empty(words.size, dtype=np.int64)
+    tz(words, out)
+    expected = [(int(w) & -int(w)).bit_length() - 1 for w in words]
+    np.testing.assert_array_equal(out, expected)

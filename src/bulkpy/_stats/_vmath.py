@@ -33,6 +33,7 @@ were most of the time. ``tests/test_vmath.py`` checks them against the C library
 
 from __future__ import annotations
 
+from llvmlite import ir
 from numba import types
 from numba.extending import intrinsic
 
@@ -54,6 +55,17 @@ def _bitcast(src, dst):
 
 _bits = _bitcast(types.float64, types.int64)  # the IEEE bits of a double as a signed integer
 _double = _bitcast(types.int64, types.float64)  # the double with these IEEE bits
+
+
+@intrinsic
+def trailing_zeros(typingctx, x):  # pragma: no cover - compiled
+    """Index of the lowest set bit of a nonzero ``uint64`` as an ``int64`` (one instruction; the
+    result for 0 is undefined)."""
+
+    def codegen(context, builder, signature, args):
+        return builder.cttz(args[0], ir.Constant(ir.IntType(1), 1))
+
+    return types.int64(types.uint64), codegen
 
 
 _LOG2E = 1.4426950408889634

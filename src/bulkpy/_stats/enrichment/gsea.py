@@ -41,6 +41,7 @@ from scipy import special
 from .._jit import I0 as _I0
 from .._jit import I1 as _I1
 from .._jit import inner, kernel
+from .._vmath import trailing_zeros
 from ..multitest import p_adjust_bh
 
 # --------------------------------------------------------------------------------------------
@@ -72,7 +73,13 @@ def _next(state):
 @inner
 def _randint(state, n):
     """Uniform integer in ``[0, n)``."""
-    u = np.float64(_next(state) >> _S11) * _INV53
+    return _below(_next(state), n)
+
+
+@inner
+def _below(z, n):
+    """The integer ``_randint`` makes from the generator's output ``z``: uniform in ``[0, n)``."""
+    u = np.float64(z >> _S11) * _INV53
     v = np.int64(u * n)
     return v if v < n else n - 1
 
@@ -113,6 +120,36 @@ def _sort_int(a):
                 j -= gap
             a[j] = v
         gap //= 3
+
+
+@inner
+def _kth_smallest(a, kth):
+    """The ``kth`` smallest value of the integer array ``a`` (reordered in place; Hoare's
+    selection, so no full sort for a median)."""
+    lo = 0
+    hi = a.shape[0] - 1
+    while lo < hi:
+        pivot = a[(lo + hi) >> 1]
+        i = lo
+        j = hi
+        while i <= j:
+            while a[i] < pivot:
+                i += 1
+            while a[j] > pivot:
+                j -= 1
+            if i <= j:
+                tmp = a[i]
+                a[i] = a[j]
+                a[j] = tmp
+                i += 1
+                j -= 1
+        if kth <= j:
+            hi = j
+        elif kth >= i:
+            lo = i
+        else:
+            break
+    return a[kth]
 
 
 @inner
@@ -301,7 +338,7 @@ def _pos_and_signed_es(r, pos, k, n, ns):
         cur -= q1 * (p - last - 1)
         if abs(cur) > abs(res):
             res = cur
-        cur += q2 * r[p]
+        cur += q2 * r[np.uint64(p)]
         if abs(cur) > abs(res):
             res = cur
         if cur > res_pos:
@@ -310,14 +347,10 @@ def _pos_and_signed_es(r, pos, k, n, ns):
     return res_pos, res
 
 
-_DEBRUIJN = np.uint64(0x03F79D71B4CA8B09)
-#: ``_CTZ[(lsb * _DEBRUIJN) >> 58]`` is the index of the single set bit of ``lsb`` (de Bruijn).
-_CTZ = np.zeros(64, dtype=np.int64)
-for _i in range(64):
-    _CTZ[((1 << _i) * 0x03F79D71B4CA8B09 % (1 << 64)) >> 58] = _i
 _U0 = np.uint64(0)
 _U1 = np.uint64(1)
-_U58 = np.uint64(58)
+_U6 = np.uint64(6)
+_U63 = np.uint64(63)
 
 
 @inner
@@ -327,10 +360,9 @@ def _members(bits, out):
     for w in range(bits.shape[0]):
         word = bits[w]
         while word:
-            lsb = word & (_U0 - word)
-            out[m] = (w << 6) + _CTZ[(lsb * _DEBRUIJN) >> _U58]
+            out[m] = (w << 6) + trailing_zeros(word)
             m += 1
-            word ^= lsb
+            word &= word - _U1
 
 
 @inner
@@ -347,7 +379,12 @@ def _perturb(r, mem, bits, cnt, csum, ends, chunk_of, ns, bound, iters, state, q
     check is fgsea's), only faster. Returns the number of moves (accepted proposals, plus
     proposals of the gene itself) and the sample's new weight sum."""
     # Over 100 lines on purpose: the innermost loop of the multilevel method (most of GSEA's time),
-    # kept as one compiled body so that the bookkeeping stays in registers.
+    # kept as one compiled body so that the bookkeeping stays in registers. Three things make it
+    # about 1.2x faster without changing a decision or a random number: indices are unsigned
+    # (numba then skips the wraparound of negative indices), the generator's counter is a local
+    # (an array element would be stored and reloaded at every draw), and each proposal draws the
+    # next one and reads its table entries early (``touch``), so that those loads are under way
+    # while this proposal's branches resolve.
     n = r.shape[0]
     k = mem.shape[0]
     nch = ends.shape[0]
@@ -356,37 +393,55 @@ def _perturb(r, mem, bits, cnt, csum, ends, chunk_of, ns, bound, iters, state, q
     cand_x = np.int64(cand[1])
     cand_y = cand[2]
     tiny = 1e-9 * max(r[0], r[n - 1])  # r is sorted
-    for _ in range(iters):
-        t = _randint(state, k)
+    st = state[0]
+    st += _GOLDEN
+    t_next = np.uint64(_below(_mix64(st), k))
+    st += _GOLDEN
+    new_next = _below(_mix64(st), n)
+    touch = np.int64(0)
+    touch_r = 0.0
+    for it in range(iters):
+        t = t_next
+        new = new_next
+        if it + 1 < iters:
+            st += _GOLDEN
+            t_next = np.uint64(_below(_mix64(st), k))
+            st += _GOLDEN
+            new_next = _below(_mix64(st), n)
+            um = np.uint64(mem[t_next])
+            un = np.uint64(new_next)
+            touch ^= chunk_of[un] ^ chunk_of[um] ^ np.int64(bits[un >> _U6] & _U1)
+            touch_r = max(touch_r, r[un] + r[um])
         old = mem[t]
-        new = _randint(state, n)
-        wn = new >> 6
-        bn = _U1 << np.uint64(new & 63)
+        uold = np.uint64(old)
+        unew = np.uint64(new)
+        wn = unew >> _U6
+        bn = _U1 << (unew & _U63)
         if bits[wn] & bn:
             if new == old:
                 moves += 1
             continue
-        wo = old >> 6
-        bo = _U1 << np.uint64(old & 63)
+        wo = uold >> _U6
+        bo = _U1 << (uold & _U63)
         bits[wo] ^= bo
         bits[wn] |= bn
         mem[t] = new
-        oc = chunk_of[old]
-        nc = chunk_of[new]
+        oc = np.uint64(chunk_of[uold])
+        nc = np.uint64(chunk_of[unew])
         cnt[oc] -= 1
         cnt[nc] += 1
-        csum[oc] -= r[old]
-        csum[nc] += r[new]
-        ns2 = ns - r[old] + r[new]
+        csum[oc] -= r[uold]
+        csum[nc] += r[unew]
+        ns2 = ns - r[uold] + r[unew]
         if old == cand_val:
             cand_val = -1
         if cand_val >= 0:
             if old < cand_val:
                 cand_x += 1
-                cand_y -= r[old]
+                cand_y -= r[uold]
             if new < cand_val:
                 cand_x -= 1
-                cand_y += r[new]
+                cand_y += r[unew]
         # a sample with (numerically) no weight left has no positive score: 1 / ns2 = 0 rejects
         q2 = 1.0 / ns2 if ns2 > tiny else 0.0
         if cand_val >= 0 and q2 * cand_y - q1 * cand_x > bound:
@@ -409,16 +464,15 @@ def _perturb(r, mem, bits, cnt, csum, ends, chunk_of, ns, bound, iters, state, q
             w0 = start >> 6
             w1 = (end - 1) >> 6
             for w in range(w0, w1 + 1):
-                word = bits[w]
+                word = bits[np.uint64(w)]
                 if w == w0:
                     word &= ~((_U1 << np.uint64(start & 63)) - _U1)
                 if w == w1 and (end & 63) != 0:
                     word &= (_U1 << np.uint64(end & 63)) - _U1
                 while word:
-                    lsb = word & (_U0 - word)
-                    p = (w << 6) + _CTZ[(lsb * _DEBRUIJN) >> _U58]
-                    word ^= lsb
-                    cur_y += r[p]
+                    p = (w << 6) + trailing_zeros(word)
+                    word &= word - _U1
+                    cur_y += r[np.uint64(p)]
                     cur_x += p - last - 1
                     if q2 * cur_y - q1 * cur_x > bound:
                         ok = True
@@ -444,20 +498,23 @@ def _perturb(r, mem, bits, cnt, csum, ends, chunk_of, ns, bound, iters, state, q
         mem[t] = old
         cnt[oc] += 1
         cnt[nc] -= 1
-        csum[oc] += r[old]
-        csum[nc] -= r[new]
+        csum[oc] += r[uold]
+        csum[nc] -= r[unew]
         if new == cand_val:
             cand_val = -1
         if cand_val >= 0:
             if old < cand_val:
                 cand_x -= 1
-                cand_y += r[old]
+                cand_y += r[uold]
             if new < cand_val:
                 cand_x += 1
-                cand_y -= r[new]
+                cand_y -= r[unew]
     cand[0] = cand_val
     cand[1] = cand_x
     cand[2] = cand_y
+    state[0] = st
+    if touch < 0 or touch_r < 0.0:  # never (indices and weights are >= 0); keeps the early loads
+        moves = -1
     return moves, ns
 
 
@@ -524,8 +581,7 @@ def _chunks(r, srt, k, n, ends, chunk_of, cnt, csum, ns):
         at += (k + c) // nch
         for s in range(ss):
             tmp[s] = srt[s, at]
-        _sort_int(tmp)
-        ends[c] = tmp[ss // 2]
+        ends[c] = _kth_smallest(tmp, ss // 2)
     c = 0
     for p in range(n):
         while ends[c] <= p:
