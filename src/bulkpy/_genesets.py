@@ -232,16 +232,18 @@ def _filter_canonical(net: pd.DataFrame, *, genes, min_size: int, max_size: int 
             raise TypeError(f"{name} must be a non-negative integer, got {v!r}")
     if max_size is not None and max_size < min_size:
         raise ValueError(f"max_size ({max_size}) is smaller than min_size ({min_size})")
-    n_total = net["source"].nunique()
     if genes is not None:
         universe = pd.Index(np.asarray(genes, dtype=object).astype(str))
-        net = net.loc[net["target"].isin(universe)]
-        if net.shape[0] == 0:
+        hit = net["target"].isin(universe)
+        if not hit.any():
             ex_g = list(universe[:3])
+            n_total = net["source"].nunique()
             raise ValueError(
                 f"no gene of the {n_total} gene sets is among the {len(universe)} genes of the data (e.g. {ex_g}). "
                 "Are both the same kind of id (symbols vs Ensembl ids)? bulkpy.pp.annotate_genes adds symbols."
             )
+        if not hit.all():
+            net = net.loc[hit]
     sizes = net.groupby("source", sort=False).size()
     keep = sizes >= min_size
     if max_size is not None:
@@ -375,7 +377,8 @@ def sets_for_genes(
             raise ValueError("gene_symbols= names a column of adata.var; it needs an AnnData input")
         var = var.loc[var.index.isin(genes)] if not var.index.equals(genes) else var
         net = _to_var_names_canonical(net, var, gene_symbols)
-    if not net["target"].isin(genes).any():
+    hit = net["target"].isin(genes)
+    if not hit.any():
         cols = _hint_columns(net["target"], var) if gene_symbols is None else []
         ex_t = net["target"].drop_duplicates().head(3).tolist()
         ex_g = list(genes[:3])
@@ -390,7 +393,9 @@ def sets_for_genes(
             f"of {what} (e.g. {ex_g}).{hint}"
         )
     # the table is canonical from here on: no second validation
-    net = _filter_canonical(net, genes=genes, min_size=min_size, max_size=max_size)
+    net = _filter_canonical(
+        net if hit.all() else net.loc[hit], genes=None, min_size=min_size, max_size=max_size
+    )
     mat, names = _membership_canonical(net, genes)
     return mat, names, net
 
