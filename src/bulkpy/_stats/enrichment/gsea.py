@@ -569,11 +569,12 @@ def _perturb(r, mem, bits, cnt, csum, ends, chunk_of, ns, bound, iters, state, q
 
 
 @inner
-def _halve(r, mem, bits, ns, n, k, scores, corr, filled, srt):
+def _halve(r, mem, bits, ns, n, k, scores, corr, filled, srt, mem2, bits2, srt2):
     """fgsea's ``duplicateSamples``: record the lower half of the population's positive-part
     scores (and, per recorded level, how many samples above it have a positive signed score),
-    then replace the lower half by copies of the upper half (each twice) plus the median.
-    ``srt`` receives each sample's sorted members."""
+    then make the new population of copies of the upper half (each twice) plus the median, in
+    ``mem2``/``bits2``/``srt2`` (the caller swaps them with ``mem``/``bits``/``srt``: no copy
+    back). ``srt`` receives each sample's sorted members first."""
     ss = mem.shape[0]
     pos_es = np.empty(ss)
     is_pos = np.zeros(ss, dtype=np.bool_)
@@ -600,9 +601,9 @@ def _halve(r, mem, bits, ns, n, k, scores, corr, filled, srt):
         src[row + 1] = order[ss - 1 - i]
         row += 2
     src[row] = order[ss >> 1]
-    _take_rows(mem, src)
-    _take_rows(bits, src)
-    _take_rows(srt, src)
+    _take_rows(mem, src, mem2)
+    _take_rows(bits, src, bits2)
+    _take_rows(srt, src, srt2)
     ns_old = ns.copy()
     for s in range(ss):
         ns[s] = ns_old[src[s]]
@@ -610,13 +611,12 @@ def _halve(r, mem, bits, ns, n, k, scores, corr, filled, srt):
 
 
 @inner
-def _take_rows(a, src):
-    """``a[:] = a[src]`` as loops: numba's fancy-indexing assignment compiles its shape-mismatch
+def _take_rows(a, src, out):
+    """``out[:] = a[src]`` as loops: numba's fancy-indexing assignment compiles its shape-mismatch
     error message (string formatting), which cost seconds on a first call."""
-    old = a.copy()
-    for s in range(a.shape[0]):
-        for j in range(a.shape[1]):
-            a[s, j] = old[src[s], j]
+    for s in range(out.shape[0]):
+        for j in range(out.shape[1]):
+            out[s, j] = a[src[s], j]
 
 
 @inner
@@ -678,7 +678,13 @@ def _ruler(r, k, sample_size, target, seed, eps, max_levels):
     cap = half * (max_levels + 1)
     scores = np.empty(cap)
     corr = np.empty(cap, dtype=np.int64)
-    filled = _halve(r, mem, bits, ns, n, k, scores, corr, _I0, srt)
+    mem2 = np.empty_like(mem)
+    bits2 = np.empty_like(bits)
+    srt2 = np.empty_like(srt)
+    filled = _halve(r, mem, bits, ns, n, k, scores, corr, _I0, srt, mem2, bits2, srt2)
+    mem, mem2 = mem2, mem
+    bits, bits2 = bits2, bits
+    srt, srt2 = srt2, srt
     q1 = 1.0 / (n - k)
     iters = max(1, int(k * 0.1))
     need = ss * k
@@ -703,7 +709,10 @@ def _ruler(r, k, sample_size, target, seed, eps, max_levels):
             moves += _perturb(r, mem, bits, cnt, csum, ends, chunk_of, ns, bound, iters, state, q1, cand)
             proposals += iters * ss
         prev = bound
-        filled = _halve(r, mem, bits, ns, n, k, scores, corr, filled, srt)
+        filled = _halve(r, mem, bits, ns, n, k, scores, corr, filled, srt, mem2, bits2, srt2)
+        mem, mem2 = mem2, mem
+        bits, bits2 = bits2, bits
+        srt, srt2 = srt2, srt
         levels += 1
         if scores[filled - 1] <= prev:
             break  # the median did not move up (as fgsea, give up)
