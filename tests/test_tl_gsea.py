@@ -153,27 +153,6 @@ def _kth(a, kth):
     return engine._kth_smallest(a, kth)
 
 
-@numba.njit
-def _both_scores(r, pos, k, n):
-    return engine._es_of_sorted(r, pos, k, n)[0], engine._es_value(r, pos, k, n)
-
-
-def test_null_score_equals_the_observed_score_formula():
-    # the simple sampling's scores (no division per gene) are the observed scores' to rounding;
-    # with all weights zero (a set of genes whose statistic is 0) both use the unweighted walk
-    rng = np.random.default_rng(3)
-    n = 2_000
-    r = np.sort(np.abs(rng.standard_t(4, n)))[::-1].copy()
-    r[1_500:] = 0.0
-    for k in (1, 2, 15, 200, 1_999):
-        for lo in (0, 1_500):
-            pos = np.sort(rng.choice(np.arange(lo, n), size=min(k, n - lo), replace=False))
-            a, b = _both_scores(r, pos, pos.size, n)
-            if lo == 1_500:
-                assert a == b
-            else:
-                assert b == pytest.approx(a, rel=1e-12, abs=1e-15)
-
 
 def test_null_calibration():
     """p-values of random sets are roughly uniform (the sampling and the NES scale are right)."""

@@ -229,37 +229,6 @@ def _es_of_sorted(r, pos, k, n):
     return 0.0, i_top, i_bot
 
 
-@inner
-def _es_value(r, pos, k, n):
-    """The score of :func:`_es_of_sorted` alone, with the same arithmetic (so the same value)
-    but no branch per member: the running maximum and minimum are ``max``/``min``."""
-    nr = 0.0
-    for j in range(k):
-        nr += r[np.uint64(pos[j])]
-    cum = 0.0
-    max_p = -np.inf
-    min_p = np.inf
-    miss = 1.0 / (n - k)
-    if nr > 0.0:
-        inv = 1.0 / nr
-        for j in range(k):
-            p = pos[j]
-            d = (p - j) * miss
-            min_p = min(min_p, cum * inv - d)
-            cum += r[np.uint64(p)]
-            max_p = max(max_p, cum * inv - d)
-    else:
-        for j in range(k):
-            top = (j + 1) / k - (pos[j] - j) * miss
-            max_p = max(max_p, top)
-            min_p = min(min_p, top - 1.0 / k)
-    if max_p > -min_p:
-        return max_p
-    if max_p < -min_p:
-        return min_p
-    return 0.0
-
-
 @kernel
 def _es_sets(r, indptr, pos):
     """Scores of many sets: ``pos[indptr[s]:indptr[s+1]]`` are the sorted positions of set ``s``."""
@@ -304,7 +273,7 @@ def _null_es(r, sizes, out, first, seed):
                 srt[q] = srt[q - 1]
             srt[lo] = x
             while u < n_sizes and sizes[u] == t + 1:
-                out[i, u] = _es_value(r, srt, t + 1, n)
+                out[i, u] = _es_of_sorted(r, srt, t + 1, n)[0]
                 u += 1
         for t in range(kmax - 1, -1, -1):
             j = swaps[t]
