@@ -13,7 +13,6 @@ leading edges are deterministic and compared exactly.
 
 from __future__ import annotations
 
-import numba
 import numpy as np
 import pandas as pd
 import pytest
@@ -144,13 +143,8 @@ def test_kth_smallest_is_the_sorted_value(values, frac):
     # the ruler's chunk ends are population medians taken by selection instead of a full sort
     a = np.array(values, dtype=np.int64)
     kth = min(a.size - 1, int(frac * a.size))
-    got = _kth(a.copy(), kth)
+    got = engine._kth_smallest(a.copy(), kth)
     assert got == np.sort(a)[kth]
-
-
-@numba.njit
-def _kth(a, kth):
-    return engine._kth_smallest(a, kth)
 
 
 

@@ -33,8 +33,8 @@ were most of the time. ``tests/test_vmath.py`` checks them against the C library
 
 from __future__ import annotations
 
-from llvmlite import ir
 from numba import types
+from numba.core import cgutils
 from numba.extending import intrinsic
 
 from ._jit import inner, kernel
@@ -63,7 +63,7 @@ def trailing_zeros(typingctx, x):  # pragma: no cover - compiled
     result for 0 is undefined)."""
 
     def codegen(context, builder, signature, args):
-        return builder.cttz(args[0], ir.Constant(ir.IntType(1), 1))
+        return builder.cttz(args[0], cgutils.true_bit)  # true: 0 is not a valid input
 
     return types.int64(types.uint64), codegen
 

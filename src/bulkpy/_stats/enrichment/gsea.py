@@ -122,7 +122,7 @@ def _sort_int(a):
         gap //= 3
 
 
-@inner
+@kernel
 def _kth_smallest(a, kth):
     """The ``kth`` smallest value of the integer array ``a`` (reordered in place; Hoare's
     selection, so no full sort for a median)."""
@@ -169,7 +169,7 @@ def _argsort_stable(v, out):
 
 
 @inner
-def _draw(state, n, k, out, scratch, swaps):
+def _draw_genes(state, n, k, out, scratch, swaps):
     """``k`` distinct genes of ``n`` uniformly at random into ``out[:k]``, in the order drawn
     (partial Fisher-Yates on ``scratch``, which must hold ``arange(n)`` and is restored
     afterwards)."""
@@ -636,7 +636,7 @@ def _ruler(r, k, sample_size, target, seed, eps, max_levels):
     scratch = np.arange(n)
     swaps = np.empty(k, dtype=np.int64)
     for s in range(ss):
-        _draw(state, n, k, mem[s], scratch, swaps)
+        _draw_genes(state, n, k, mem[s], scratch, swaps)
         for j in range(k):
             p = mem[s, j]
             bits[s, p >> 6] |= _U1 << np.uint64(p & 63)
