@@ -383,9 +383,9 @@ def _perturb(r, mem, bits, cnt, csum, ends, chunk_of, ns, bound, iters, state, q
     """One round of fgsea's ``perturbate`` over the population: ``iters`` Metropolis proposals on
     each sample in turn (replace a random member by a random gene), each accepted iff the sample's
     positive-part score stays above ``bound``. A sample is held as its members (``mem``,
-    unordered: the member replaced is ``mem[randint(k)]``) and a bitmap of gene positions (``bits``), with member counts and weight
-    sums per chunk of positions (chunk ``c`` covers positions below ``ends[c]``; ``chunk_of`` maps
-    a position to its chunk): a move costs O(1), and the check walks the chunks, skipping those
+    unordered: the member replaced is ``mem[randint(k)]``) and a bitmap of gene positions
+    (``bits``), with member counts and weight sums per chunk of positions (chunk ``c`` covers
+    positions below ``ends[c]``; ``chunk_of`` maps a position to its chunk): a move costs O(1), and the check walks the chunks, skipping those
     whose best case stays below the bound and reading the others' members from the bitmap. A
     member whose prefix exceeds the bound (``cand``: position, misses and weight before it,
     kept between calls) accepts most moves in O(1). Accept/reject decisions are exact (the
